@@ -1,0 +1,31 @@
+//! Compiles `proto/` with the pure-Rust `protox` (no system `protoc`) and
+//! writes the encoded descriptor set that server reflection serves.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // tonic-prost-build 0.14 no longer emits these itself.
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=migrations");
+
+    let mut files = Vec::new();
+    for entry in fs::read_dir("proto/kpi/v1")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "proto") {
+            files.push(path);
+        }
+    }
+    files.sort();
+
+    let fds = protox::compile(&files, ["proto"])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out_dir.join("kpi_descriptor.bin"), fds.encode_to_vec())?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

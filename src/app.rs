@@ -1,0 +1,231 @@
+//! Start-up and shut-down: build the server from settings, serve until a
+//! signal, drain with a deadline, stop what was started.
+
+use std::{future::Future, net::SocketAddr, str::FromStr, sync::Arc};
+
+use anyhow::{Context as _, anyhow};
+use sqlx::{PgPool, postgres::PgConnectOptions};
+use tokio::sync::watch;
+use tonic::transport::{Server, server::TcpIncoming};
+
+use crate::{
+    config::{Cli, Command, Settings},
+    embedded_pg::{self, EmbeddedPostgres},
+    grpc::{self, directory::DirectoryApi, pb::directory_service_server::DirectoryServiceServer},
+    health::DatabaseHealth,
+    store,
+    telemetry::RpcTraceLayer,
+};
+
+/// Runs what the command line asks for.
+pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(cli.settings).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let db = Database::open(&cli.settings).await?;
+            let migrated = store::migrate(&db.pool).await;
+            db.close().await;
+            migrated?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the service");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// The database the service uses: the one `DATABASE_URL` names, or the
+/// embedded PostgreSQL, started here and stopped by `close`.
+pub struct Database {
+    pub pool: PgPool,
+    /// How to reach it (session settings included), for the health probe.
+    pub options: PgConnectOptions,
+    pub embedded: Option<Arc<EmbeddedPostgres>>,
+}
+
+impl Database {
+    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        let (options, embedded) = match &settings.database_url {
+            Some(url) => {
+                // The parse error could quote the URL, password included.
+                let options = PgConnectOptions::from_str(url)
+                    .map_err(|_| anyhow!("DATABASE_URL is not a valid postgres:// URL"))?;
+                (options, None)
+            }
+            None => {
+                let pg = Arc::new(EmbeddedPostgres::new(&settings.data_dir)?);
+                tracing::info!(
+                    bin_dir = %pg.bin_dir().display(),
+                    pgdata = %pg.pgdata().display(),
+                    "no DATABASE_URL: using the embedded PostgreSQL"
+                );
+                let starting = pg.clone();
+                tokio::task::spawn_blocking(move || {
+                    starting.prepare()?;
+                    starting.start()
+                })
+                .await
+                .context("embedded PostgreSQL start-up task failed")??;
+                if let Err(err) = pg.ensure_database(embedded_pg::DATABASE).await {
+                    stop_embedded(pg).await;
+                    return Err(err);
+                }
+                (pg.connect_options(embedded_pg::DATABASE), Some(pg))
+            }
+        };
+        let options = store::session_options(options, settings);
+        tracing::info!(database = %store::describe(&options), "connecting");
+        match store::connect(options.clone(), settings).await {
+            Ok(pool) => Ok(Self {
+                pool,
+                options,
+                embedded,
+            }),
+            Err(err) => {
+                if let Some(pg) = embedded {
+                    stop_embedded(pg).await;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Closes the pool and stops the embedded PostgreSQL, if any.
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some(pg) = self.embedded {
+            stop_embedded(pg).await;
+        }
+    }
+}
+
+async fn stop_embedded(pg: Arc<EmbeddedPostgres>) {
+    match tokio::task::spawn_blocking(move || pg.stop()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!(error = format!("{err:#}"), "cannot stop the embedded PostgreSQL"),
+        Err(err) => tracing::error!(error = %err, "stop task failed"),
+    }
+}
+
+/// A built server: listening, connected and migrated, not yet serving.
+pub struct Application {
+    incoming: TcpIncoming,
+    local_addr: SocketAddr,
+    db: Database,
+    settings: Settings,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let incoming = TcpIncoming::bind(settings.listen)
+            .map_err(|err| anyhow!("cannot listen on {}: {err}", settings.listen))?
+            .with_nodelay(Some(true));
+        let local_addr = incoming
+            .local_addr()
+            .context("cannot read the listening address")?;
+        let db = Database::open(&settings).await?;
+        if let Err(err) = store::migrate(&db.pool).await {
+            db.close().await;
+            return Err(err);
+        }
+        Ok(Self {
+            incoming,
+            local_addr,
+            db,
+            settings,
+        })
+    }
+
+    /// The address actually bound (tests listen on port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.db.pool
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+    /// calls finish until the drain deadline, and stops what `build` started.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self {
+            incoming,
+            local_addr,
+            db,
+            settings,
+        } = self;
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let (stop_health, stop_rx) = watch::channel(false);
+        let health = DatabaseHealth {
+            reporter,
+            services: grpc::service_names(),
+            options: db.options.clone(),
+            interval: settings.health_interval,
+            embedded: db.embedded.clone(),
+        };
+        let health_task = tokio::spawn(health.run(stop_rx));
+
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = Server::builder()
+            .layer(RpcTraceLayer)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(DirectoryServiceServer::new(DirectoryApi::new(db.pool.clone())))
+            .serve_with_incoming_shutdown(incoming, async {
+                drain_rx.await.ok();
+            });
+        tracing::info!(address = %local_addr, "kpi-service listening");
+
+        tokio::pin!(server);
+        let served = tokio::select! {
+            served = &mut server => served.context("the gRPC server failed"),
+            () = shutdown => {
+                tracing::info!(deadline = ?settings.shutdown_timeout, "shutting down: draining in-flight calls");
+                drain_tx.send(()).ok();
+                match tokio::time::timeout(settings.shutdown_timeout, &mut server).await {
+                    Ok(served) => served.context("the gRPC server failed while draining"),
+                    Err(_) => {
+                        tracing::warn!("drain deadline passed; closing the remaining calls");
+                        Ok(())
+                    }
+                }
+            }
+        };
+
+        stop_health.send(true).ok();
+        health_task.await.ok();
+        db.close().await;
+        tracing::info!("kpi-service stopped");
+        served
+    }
+}

@@ -1,0 +1,68 @@
+//! Pure types and rules. A value that passed the boundary is one of these
+//! types and cannot be wrong; nothing here knows protobuf or SQL.
+
+pub mod directory;
+pub mod ids;
+pub mod paging;
+
+/// One problem with one field of a request, named by its path in the request
+/// (`team.parent_team_id`, `records[17].deal.closed_at`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// Collects every violation of a request so the caller hears about all of
+/// them at once, not one per attempt.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps the value of a successful parse; records the failure otherwise.
+    pub fn check<T>(&mut self, field: impl Into<String>, parsed: Result<T, String>) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(description) => {
+                self.0.push(FieldViolation::new(field, description));
+                None
+            }
+        }
+    }
+
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_vec(self) -> Vec<FieldViolation> {
+        self.0
+    }
+
+    /// `Ok(value)` when nothing was recorded, the violations otherwise. The
+    /// value is only built when it is needed.
+    pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, crate::Error> {
+        if self.0.is_empty() {
+            if let Some(value) = build() {
+                return Ok(value);
+            }
+        }
+        Err(crate::Error::InvalidArgument(self.0))
+    }
+}

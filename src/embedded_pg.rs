@@ -1,0 +1,453 @@
+//! The local PostgreSQL the service runs when no `DATABASE_URL` is given.
+//!
+//! A cluster in `<data-dir>/postgres`, created on first start with the
+//! installed server binaries and reused afterwards. It listens only on a
+//! unix socket in `<data-dir>/run` (mode 0700, no TCP port), trusts the
+//! connections that reach that socket, and is stopped with the service.
+//! PostgreSQL refuses to run as root, so a service running as root runs it
+//! as the `postgres` system user, on directories that user owns.
+
+use std::{
+    ffi::{CStr, CString, OsString},
+    fs,
+    os::unix::{
+        ffi::OsStrExt,
+        fs::{MetadataExt, PermissionsExt},
+        process::CommandExt,
+    },
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
+
+/// The database the service uses inside its own cluster.
+pub const DATABASE: &str = "kpi";
+/// The cluster's superuser.
+const SUPERUSER: &str = "postgres";
+/// The port only names the socket file; nothing listens on TCP.
+const PORT: u16 = 5432;
+/// Longest unix socket path the kernel accepts (sun_path minus the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The system user the cluster runs as when the service runs as root.
+#[derive(Debug, Clone)]
+struct SystemUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedPostgres {
+    bin_dir: PathBuf,
+    data_dir: PathBuf,
+    pgdata: PathBuf,
+    socket_dir: PathBuf,
+    log_file: PathBuf,
+    run_as: Option<SystemUser>,
+    settings: Vec<(String, String)>,
+}
+
+impl EmbeddedPostgres {
+    /// Locates the server binaries and plans the directories under
+    /// `data_dir`; touches nothing yet.
+    pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
+        let bin_dir = find_bin_dir()?;
+        let data_dir = std::path::absolute(data_dir)
+            .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
+        let run_as = if is_root() {
+            Some(lookup_user("postgres").ok_or_else(|| {
+                anyhow!(
+                    "the service runs as root and PostgreSQL refuses to: create a 'postgres' \
+                     system user (the PostgreSQL server package does), run the service as \
+                     another user, or set DATABASE_URL"
+                )
+            })?)
+        } else {
+            None
+        };
+        let socket_dir = data_dir.join("run");
+        let socket_len = socket_dir.as_os_str().len() + "/.s.PGSQL.5432".len();
+        if socket_len > MAX_SOCKET_PATH {
+            bail!(
+                "the data directory path is too long for PostgreSQL's unix socket ({socket_len} \
+                 bytes, at most {MAX_SOCKET_PATH}): choose a shorter --data-dir"
+            );
+        }
+        if data_dir.as_os_str().as_bytes().contains(&b'\'') {
+            bail!("the data directory path must not contain a single quote (')");
+        }
+        Ok(Self {
+            bin_dir,
+            pgdata: data_dir.join("postgres"),
+            log_file: data_dir.join("postgres.log"),
+            socket_dir,
+            data_dir,
+            run_as,
+            settings: Vec::new(),
+        })
+    }
+
+    /// Adds a server setting (`-c name=value`) used at every start.
+    #[must_use]
+    pub fn with_setting(mut self, name: &str, value: &str) -> Self {
+        self.settings.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    pub fn pgdata(&self) -> &Path {
+        &self.pgdata
+    }
+
+    /// Connection options for `database` over the private socket.
+    pub fn connect_options(&self, database: &str) -> PgConnectOptions {
+        PgConnectOptions::new_without_pgpass()
+            .socket(&self.socket_dir)
+            .port(PORT)
+            .username(SUPERUSER)
+            .database(database)
+    }
+
+    /// Creates the directories and, on first use, the cluster.
+    pub fn prepare(&self) -> anyhow::Result<()> {
+        fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
+        if let Some(user) = &self.run_as {
+            check_reachable(&self.data_dir, user)?;
+        }
+        self.private_dir(&self.pgdata)?;
+        self.private_dir(&self.socket_dir)?;
+        if !self.log_file.exists() {
+            fs::write(&self.log_file, b"")
+                .with_context(|| format!("cannot create {}", self.log_file.display()))?;
+        }
+        self.hand_over(&self.log_file)?;
+
+        if self.pgdata.join("PG_VERSION").exists() {
+            return Ok(());
+        }
+        let leftovers = fs::read_dir(&self.pgdata)
+            .with_context(|| format!("cannot read {}", self.pgdata.display()))?
+            .next()
+            .is_some();
+        if leftovers {
+            bail!(
+                "{} is not empty but holds no PostgreSQL cluster (an interrupted first start?): \
+                 move it away and start again",
+                self.pgdata.display()
+            );
+        }
+        tracing::info!(pgdata = %self.pgdata.display(), "creating the embedded PostgreSQL cluster");
+        let output = self
+            .command("initdb")
+            .arg("-D")
+            .arg(&self.pgdata)
+            .args(["-U", SUPERUSER, "--auth=trust", "--encoding=UTF8", "--no-locale"])
+            .arg("--no-instructions")
+            .output()
+            .context("cannot run initdb")?;
+        check_output("initdb", &output)
+    }
+
+    /// Starts the cluster and waits until it accepts connections. A cluster
+    /// that is already running (left by a service that was killed) is
+    /// adopted; a stale `postmaster.pid` from a crash is removed first.
+    pub fn start(&self) -> anyhow::Result<()> {
+        if let Some(pid) = self.running_pid() {
+            tracing::info!(pid, "embedded PostgreSQL is already running; using it");
+            return Ok(());
+        }
+        for stale in [
+            self.pgdata.join("postmaster.pid"),
+            self.socket_dir.join(format!(".s.PGSQL.{PORT}.lock")),
+            self.socket_dir.join(format!(".s.PGSQL.{PORT}")),
+        ] {
+            if stale.exists() {
+                tracing::warn!(file = %stale.display(), "removing stale file of a PostgreSQL that is not running");
+                fs::remove_file(&stale)
+                    .with_context(|| format!("cannot remove stale {}", stale.display()))?;
+            }
+        }
+        let mut server_options = format!(
+            "-c listen_addresses='' -k '{}' -c unix_socket_permissions=0700",
+            self.socket_dir.display()
+        );
+        for (name, value) in &self.settings {
+            server_options.push_str(&format!(" -c {name}={value}"));
+        }
+        let output = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.pgdata)
+            .arg("-l")
+            .arg(&self.log_file)
+            .args(["-w", "-t", "60", "-s", "-o"])
+            .arg(server_options)
+            .arg("start")
+            .output()
+            .context("cannot run pg_ctl start")?;
+        check_output("pg_ctl start", &output).map_err(|err| {
+            err.context(format!(
+                "the embedded PostgreSQL did not start; its log {} ends with:\n{}",
+                self.log_file.display(),
+                tail(&self.log_file, 15)
+            ))
+        })?;
+        tracing::info!(socket_dir = %self.socket_dir.display(), "embedded PostgreSQL started");
+        Ok(())
+    }
+
+    /// The postmaster's pid when it is really running: the pid file names a
+    /// live `postgres` process (not a recycled pid).
+    pub fn running_pid(&self) -> Option<u32> {
+        let content = fs::read_to_string(self.pgdata.join("postmaster.pid")).ok()?;
+        let pid: u32 = content.lines().next()?.trim().parse().ok()?;
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "postgres" || comm.trim() == "postmaster").then_some(pid)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running_pid().is_some()
+    }
+
+    /// Stops the cluster (fast shutdown: open sessions are ended, committed
+    /// data is flushed).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        let output = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.pgdata)
+            .args(["-m", "fast", "-w", "-t", "60", "-s", "stop"])
+            .output()
+            .context("cannot run pg_ctl stop")?;
+        check_output("pg_ctl stop", &output)?;
+        tracing::info!("embedded PostgreSQL stopped");
+        Ok(())
+    }
+
+    /// Creates `database` in the cluster unless it exists.
+    pub async fn ensure_database(&self, database: &str) -> anyhow::Result<()> {
+        let mut conn = PgConnection::connect_with(&self.connect_options("postgres"))
+            .await
+            .context("cannot connect to the embedded PostgreSQL")?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(database)
+            .fetch_optional(&mut conn)
+            .await?;
+        if exists.is_none() {
+            let quoted = database.replace('"', "\"\"");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{quoted}\"")))
+                .execute(&mut conn)
+                .await
+                .with_context(|| format!("cannot create database {database}"))?;
+        }
+        conn.close().await.ok();
+        Ok(())
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(self.bin_dir.join(program));
+        command
+            .current_dir(&self.data_dir)
+            .env_remove("PGDATA")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null());
+        if let Some(user) = &self.run_as {
+            command
+                .uid(user.uid)
+                .gid(user.gid)
+                .env("USER", &user.name)
+                .env("HOME", &self.pgdata);
+        }
+        command
+    }
+
+    /// Creates `dir` (mode 0700) owned by the user the cluster runs as.
+    fn private_dir(&self, dir: &Path) -> anyhow::Result<()> {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot set permissions of {}", dir.display()))?;
+        self.hand_over(dir)
+    }
+
+    /// Gives `path` (recursively) to the user the cluster runs as, when that
+    /// is not us and it does not own it yet.
+    fn hand_over(&self, path: &Path) -> anyhow::Result<()> {
+        let Some(user) = &self.run_as else {
+            return Ok(());
+        };
+        let meta = fs::symlink_metadata(path)?;
+        if meta.uid() == user.uid {
+            return Ok(());
+        }
+        chown_recursive(path, user.uid, user.gid)
+            .with_context(|| format!("cannot give {} to user {}", path.display(), user.name))
+    }
+}
+
+/// Finds a directory holding `initdb`, `pg_ctl` and `postgres`: the
+/// `KPI_PG_BIN_DIR` environment variable, then PATH, then
+/// `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin` or
+/// `/usr/pgsql-*/bin`.
+pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
+    let complete = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|bin| dir.join(bin).is_file())
+    };
+    if let Some(dir) = std::env::var_os("KPI_PG_BIN_DIR") {
+        let dir = PathBuf::from(dir);
+        if complete(&dir) {
+            return Ok(dir);
+        }
+        bail!(
+            "KPI_PG_BIN_DIR={} does not contain initdb, pg_ctl and postgres",
+            dir.display()
+        );
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(OsString::new);
+    if let Some(dir) = std::env::split_paths(&path).find(|dir| complete(dir)) {
+        return Ok(dir);
+    }
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if output.status.success() && complete(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = Vec::new();
+    for (parent, prefix) in [("/usr/lib/postgresql", ""), ("/usr", "pgsql-")] {
+        let Ok(entries) = fs::read_dir(parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(version) = name.strip_prefix(prefix).and_then(|v| v.parse::<u32>().ok()) else {
+                continue;
+            };
+            let dir = entry.path().join("bin");
+            if complete(&dir) {
+                candidates.push((version, dir));
+            }
+        }
+    }
+    candidates.sort();
+    candidates.pop().map(|(_, dir)| dir).ok_or_else(|| {
+        anyhow!(
+            "no PostgreSQL server binaries (initdb, pg_ctl, postgres) found on PATH, through \
+             `pg_config --bindir`, or in /usr/lib/postgresql/*/bin. Install the PostgreSQL \
+             server (Debian/Ubuntu: `apt-get install postgresql`; Fedora: `dnf install \
+             postgresql-server`; macOS: `brew install postgresql@16`), point KPI_PG_BIN_DIR at \
+             its bin directory, or set DATABASE_URL to use an existing PostgreSQL"
+        )
+    })
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Looks a system user up by name (getpwnam_r).
+fn lookup_user(name: &str) -> Option<SystemUser> {
+    let c_name = CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: passwd is plain old data; getpwnam_r fills it and points its
+    // strings into `buf`, which outlives every use below.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the sizes given.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points to a NUL-terminated string in `buf`.
+    let found = unsafe { CStr::from_ptr(pwd.pw_name) }
+        .to_string_lossy()
+        .into_owned();
+    Some(SystemUser {
+        name: found,
+        uid: pwd.pw_uid,
+        gid: pwd.pw_gid,
+    })
+}
+
+/// PostgreSQL running as `user` must be able to enter every directory above
+/// its own; say which one it cannot, rather than let initdb fail obscurely.
+fn check_reachable(dir: &Path, user: &SystemUser) -> anyhow::Result<()> {
+    for ancestor in dir.ancestors() {
+        let meta = fs::metadata(ancestor)
+            .with_context(|| format!("cannot inspect {}", ancestor.display()))?;
+        let mode = meta.mode();
+        let can_enter = if meta.uid() == user.uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == user.gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !can_enter {
+            bail!(
+                "PostgreSQL runs as the '{}' user, which cannot enter {} (mode {:o}): choose a \
+                 --data-dir it can reach, or allow it in (chmod o+x {})",
+                user.name,
+                ancestor.display(),
+                mode & 0o7777,
+                ancestor.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn chown_recursive(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if fs::symlink_metadata(path)?.is_dir() {
+        for entry in fs::read_dir(path)? {
+            chown_recursive(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_output(what: &str, output: &Output) -> anyhow::Result<()> {
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    bail!(
+        "{what} failed ({}): {}{}",
+        output.status,
+        stderr.trim(),
+        stdout.trim()
+    )
+}
+
+/// The last `lines` lines of a log file, for error messages.
+fn tail(path: &Path, lines: usize) -> String {
+    let content = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = content.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,76 @@
+//! The one error type at the service boundary. Each variant says which gRPC
+//! code it becomes; the mapping itself lives in `grpc::status`.
+
+use crate::domain::FieldViolation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// INVALID_ARGUMENT, with one `BadRequest` listing every violation.
+    #[error("invalid request: {} field violation(s)", .0.len())]
+    InvalidArgument(Vec<FieldViolation>),
+
+    /// NOT_FOUND, with a `ResourceInfo` naming the resource.
+    #[error("{kind} '{id}' not found")]
+    NotFound { kind: &'static str, id: String },
+
+    /// ALREADY_EXISTS.
+    #[error("{kind} '{id}' already exists")]
+    AlreadyExists { kind: &'static str, id: String },
+
+    /// FAILED_PRECONDITION: the request is well-formed but the system is not
+    /// in a state that allows it. `reason` is an UPPER_SNAKE ErrorInfo reason.
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
+        message: String,
+    },
+
+    /// DEADLINE_EXCEEDED: the database gave up on a statement
+    /// (statement_timeout). The cause is logged, never sent.
+    #[error("the database did not answer in time")]
+    Timeout(#[source] anyhow::Error),
+
+    /// UNAVAILABLE: the database cannot be reached or no connection was free
+    /// in time; retrying later may succeed. The cause is logged, never sent.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+
+    /// INTERNAL: a bug or an unexpected database error. The cause is logged,
+    /// never sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(cause.into())
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        // SQLSTATE classes that mean "not now" rather than "never":
+        // 08 connection exception, 57P01-03 shutdown / cannot connect now,
+        // 53 insufficient resources.
+        let transient_state = |code: &str| {
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+        };
+        match &err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(err.into()),
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                Some("57014") => Self::Timeout(err.into()),
+                Some(code) if transient_state(code) => Self::Unavailable(err.into()),
+                _ => Self::Internal(err.into()),
+            },
+            _ => Self::Internal(err.into()),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Transport only: the gRPC services, conversion between protobuf and the
+//! domain (`TryFrom` is where requests are validated), and the one mapping
+//! from the crate's error to `tonic::Status`.
+
+pub mod convert;
+pub mod directory;
+pub mod status;
+
+/// Generated protobuf and gRPC code for `kpi.v1`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("kpi.v1");
+}
+
+/// Encoded descriptors of every `kpi.v1` file, served by reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/kpi_descriptor.bin"));
+
+/// The fully qualified names of the `kpi.v1` services this server offers
+/// (health reports each of them).
+pub fn service_names() -> Vec<&'static str> {
+    use tonic::server::NamedService;
+    vec![<pb::directory_service_server::DirectoryServiceServer<directory::DirectoryApi> as NamedService>::NAME]
+}

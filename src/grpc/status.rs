@@ -1,0 +1,118 @@
+//! The one place where the crate's `Error` becomes a `tonic::Status`.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::Error;
+
+/// `ErrorInfo.domain` of every error this service sends.
+pub const ERROR_DOMAIN: &str = "kpi-service";
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let mut details = ErrorDetails::new();
+        let (code, reason, message) = match &err {
+            Error::InvalidArgument(violations) => {
+                details.set_bad_request(
+                    violations
+                        .iter()
+                        .map(|v| FieldViolation::new(&v.field, &v.description))
+                        .collect::<Vec<_>>(),
+                );
+                let message = match violations.as_slice() {
+                    [only] => format!("invalid {}: {}", only.field, only.description),
+                    many => format!(
+                        "{} invalid fields: {}",
+                        many.len(),
+                        many.iter()
+                            .map(|v| v.field.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                (Code::InvalidArgument, "INVALID_FIELDS".to_owned(), message)
+            }
+            Error::NotFound { kind, id } => {
+                details.set_resource_info(*kind, id, "", format!("no {kind} has this id"));
+                (
+                    Code::NotFound,
+                    format!("{}_NOT_FOUND", kind.to_uppercase()),
+                    err.to_string(),
+                )
+            }
+            Error::AlreadyExists { kind, id } => {
+                details.set_resource_info(*kind, id, "", format!("a {kind} with this id exists"));
+                (
+                    Code::AlreadyExists,
+                    format!("{}_ALREADY_EXISTS", kind.to_uppercase()),
+                    err.to_string(),
+                )
+            }
+            Error::FailedPrecondition { reason, message } => (
+                Code::FailedPrecondition,
+                (*reason).to_owned(),
+                message.clone(),
+            ),
+            Error::Timeout(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "database statement timed out");
+                (
+                    Code::DeadlineExceeded,
+                    "DATABASE_TIMEOUT".to_owned(),
+                    err.to_string(),
+                )
+            }
+            Error::Unavailable(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "database unavailable");
+                details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+                (
+                    Code::Unavailable,
+                    "DATABASE_UNAVAILABLE".to_owned(),
+                    err.to_string(),
+                )
+            }
+            Error::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "internal error");
+                (Code::Internal, "INTERNAL".to_owned(), err.to_string())
+            }
+        };
+        details.set_error_info(reason, ERROR_DOMAIN, HashMap::<String, String>::new());
+        Status::with_error_details(code, message, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::FieldViolation as Violation;
+
+    #[test]
+    fn invalid_arguments_list_every_field() {
+        let status = Status::from(Error::InvalidArgument(vec![
+            Violation::new("a", "bad"),
+            Violation::new("b.c", "worse"),
+        ]));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let fields: Vec<_> = details
+            .bad_request()
+            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(fields, ["a", "b.c"]);
+        assert_eq!(
+            details.error_info().map(|i| i.reason.as_str()),
+            Some("INVALID_FIELDS")
+        );
+    }
+
+    #[test]
+    fn internal_errors_never_carry_their_cause() {
+        let status = Status::from(Error::internal(anyhow::anyhow!(
+            "relation \"secret_table\" does not exist"
+        )));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret_table"));
+        assert_eq!(status.message(), "internal error");
+    }
+}

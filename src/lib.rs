@@ -1,0 +1,22 @@
+//! kpi-service: records sales activity and computes per-rep and per-team KPIs.
+
+/// Builds the server from config, serves until a signal, drains with a deadline.
+pub mod app;
+/// Every setting, typed, from flags and environment.
+pub mod config;
+/// Pure types and rules: ids, validation, paging. No I/O, no protobuf, no SQL.
+pub mod domain;
+/// The local PostgreSQL cluster used when no `DATABASE_URL` is given.
+pub mod embedded_pg;
+/// The one error type at the service boundary.
+pub mod error;
+/// Transport: gRPC services, proto <-> domain conversion, error mapping.
+pub mod grpc;
+/// gRPC health driven by the real database state.
+pub mod health;
+/// All SQL, grouped by aggregate; returns domain types.
+pub mod store;
+/// Logging setup and the per-RPC tracing layer.
+pub mod telemetry;
+
+pub use error::Error;

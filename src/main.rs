@@ -1,0 +1,16 @@
+use clap::Parser;
+use kpi_service::{app, config::Cli, telemetry};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.settings.log_format);
+    match app::run_cli(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "kpi-service failed");
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

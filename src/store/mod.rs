@@ -1,0 +1,62 @@
+//! All SQL lives here, grouped by aggregate. Queries are checked at run time
+//! (`sqlx::query_as`), so building the crate needs no database.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::{
+    PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use crate::config::Settings;
+
+pub mod directory;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Adds the per-session settings every connection of the service uses.
+pub fn session_options(options: PgConnectOptions, settings: &Settings) -> PgConnectOptions {
+    let statement_timeout_ms = settings.db_statement_timeout.as_millis().max(1);
+    options
+        .application_name("kpi-service")
+        .options([("statement_timeout", format!("{statement_timeout_ms}ms"))])
+}
+
+/// Where a connection goes, for logs: host or socket, port and database;
+/// never the user's password.
+pub fn describe(options: &PgConnectOptions) -> String {
+    let database = options.get_database().unwrap_or("(default)");
+    match options.get_socket() {
+        Some(socket) => format!("unix socket {} db {database}", socket.display()),
+        None => format!("{}:{} db {database}", options.get_host(), options.get_port()),
+    }
+}
+
+/// A pool whose waits are bounded: a request never waits longer than
+/// `db_acquire_timeout` for a connection, and every connection is checked
+/// before use so that a restarted PostgreSQL needs no restart of the
+/// service: broken connections are dropped and replaced.
+pub async fn connect(options: PgConnectOptions, settings: &Settings) -> anyhow::Result<PgPool> {
+    let target = describe(&options);
+    PgPoolOptions::new()
+        .max_connections(settings.db_max_connections.max(1))
+        .acquire_timeout(settings.db_acquire_timeout)
+        .test_before_acquire(true)
+        .idle_timeout(Duration::from_secs(300))
+        .max_lifetime(Duration::from_secs(1800))
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {target}"))
+}
+
+/// Applies pending migrations. sqlx holds an advisory lock meanwhile, so
+/// several instances starting together migrate once.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("cannot apply database migrations")
+}
