@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     files.sort();
+    // Error detail messages, so reflection clients can decode our errors.
+    files.push(PathBuf::from("proto/google/rpc/error_details.proto"));
 
     let fds = protox::compile(&files, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);

@@ -122,7 +122,10 @@ impl Database {
 async fn stop_embedded(pg: Arc<EmbeddedPostgres>) {
     match tokio::task::spawn_blocking(move || pg.stop()).await {
         Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::error!(error = format!("{err:#}"), "cannot stop the embedded PostgreSQL"),
+        Ok(Err(err)) => tracing::error!(
+            error = format!("{err:#}"),
+            "cannot stop the embedded PostgreSQL"
+        ),
         Err(err) => tracing::error!(error = %err, "stop task failed"),
     }
 }
@@ -200,7 +203,9 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(DirectoryServiceServer::new(DirectoryApi::new(db.pool.clone())))
+            .add_service(DirectoryServiceServer::new(DirectoryApi::new(
+                db.pool.clone(),
+            )))
             .serve_with_incoming_shutdown(incoming, async {
                 drain_rx.await.ok();
             });

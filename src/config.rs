@@ -37,7 +37,12 @@ pub enum LogFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// Address the gRPC server listens on. Port 0 picks a free port.
-    #[arg(long, env = "KPI_LISTEN", default_value = "127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "KPI_LISTEN",
+        default_value = "127.0.0.1:50051",
+        global = true
+    )]
     pub listen: SocketAddr,
 
     /// PostgreSQL to use, e.g. postgres://user:pass@host:5432/kpi. When
@@ -51,11 +56,22 @@ pub struct Settings {
     pub data_dir: PathBuf,
 
     /// Log format.
-    #[arg(long, env = "KPI_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "KPI_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
 
     /// Most database connections the service keeps open.
-    #[arg(long, env = "KPI_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    #[arg(
+        long,
+        env = "KPI_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
     pub db_max_connections: u32,
 
     /// Longest a request waits for a free database connection before it

@@ -8,7 +8,7 @@
 //! as the `postgres` system user, on directories that user owns.
 
 use std::{
-    ffi::{CStr, CString, OsString},
+    ffi::{CStr, CString},
     fs,
     os::unix::{
         ffi::OsStrExt,
@@ -152,7 +152,13 @@ impl EmbeddedPostgres {
             .command("initdb")
             .arg("-D")
             .arg(&self.pgdata)
-            .args(["-U", SUPERUSER, "--auth=trust", "--encoding=UTF8", "--no-locale"])
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+            ])
             .arg("--no-instructions")
             .output()
             .context("cannot run initdb")?;
@@ -243,10 +249,11 @@ impl EmbeddedPostgres {
         let mut conn = PgConnection::connect_with(&self.connect_options("postgres"))
             .await
             .context("cannot connect to the embedded PostgreSQL")?;
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
-            .bind(database)
-            .fetch_optional(&mut conn)
-            .await?;
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(database)
+                .fetch_optional(&mut conn)
+                .await?;
         if exists.is_none() {
             let quoted = database.replace('"', "\"\"");
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{quoted}\"")))
@@ -318,7 +325,7 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
             dir.display()
         );
     }
-    let path = std::env::var_os("PATH").unwrap_or_else(OsString::new);
+    let path = std::env::var_os("PATH").unwrap_or_default();
     if let Some(dir) = std::env::split_paths(&path).find(|dir| complete(dir)) {
         return Ok(dir);
     }
@@ -335,7 +342,10 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(version) = name.strip_prefix(prefix).and_then(|v| v.parse::<u32>().ok()) else {
+            let Some(version) = name
+                .strip_prefix(prefix)
+                .and_then(|v| v.parse::<u32>().ok())
+            else {
                 continue;
             };
             let dir = entry.path().join("bin");

@@ -74,7 +74,10 @@ impl DatabaseHealth {
         match tokio::task::spawn_blocking(move || pg.start()).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
-                tracing::error!(error = format!("{err:#}"), "cannot restart the embedded PostgreSQL");
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "cannot restart the embedded PostgreSQL"
+                );
             }
             Err(err) => tracing::error!(error = %err, "restart task failed"),
         }

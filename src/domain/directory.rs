@@ -117,7 +117,9 @@ mod tests {
     use super::*;
 
     fn at(day: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 3, day, 0, 0, 0).single().unwrap_or_default()
+        Utc.with_ymd_and_hms(2026, 3, day, 0, 0, 0)
+            .single()
+            .unwrap_or_default()
     }
 
     fn point(from: Option<u32>, team: Option<&str>) -> ChangePoint {
@@ -148,7 +150,10 @@ mod tests {
 
     #[test]
     fn a_first_team_applies_from_the_beginning_of_time_unless_dated() {
-        assert_eq!(move_effective_from(&[], Some("a"), None, at(20)), Some(None));
+        assert_eq!(
+            move_effective_from(&[], Some("a"), None, at(20)),
+            Some(None)
+        );
         assert_eq!(
             move_effective_from(&[], Some("a"), Some(at(3)), at(20)),
             Some(Some(at(3)))
@@ -163,7 +168,10 @@ mod tests {
             move_effective_from(&points, Some("b"), None, at(20)),
             Some(Some(at(20)))
         );
-        assert_eq!(move_effective_from(&points, Some("a"), Some(at(1)), at(20)), None);
+        assert_eq!(
+            move_effective_from(&points, Some("a"), Some(at(1)), at(20)),
+            None
+        );
         assert_eq!(
             move_effective_from(&points, None, None, at(20)),
             Some(Some(at(20)))

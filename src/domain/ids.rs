@@ -150,7 +150,10 @@ mod tests {
 
     #[test]
     fn display_names_are_trimmed_and_bounded() {
-        assert_eq!(DisplayName::parse("  Anna ").map(|n| n.0), Ok("Anna".into()));
+        assert_eq!(
+            DisplayName::parse("  Anna ").map(|n| n.0),
+            Ok("Anna".into())
+        );
         assert!(DisplayName::parse("   ").is_err());
         assert!(DisplayName::parse(&"n".repeat(201)).is_err());
     }
@@ -158,7 +161,13 @@ mod tests {
     #[test]
     fn emails_need_a_local_part_and_a_domain() {
         assert!(Email::parse("anna@example.com").is_ok());
-        for bad in ["anna", "@example.com", "anna@", "an na@example.com", "a@.com"] {
+        for bad in [
+            "anna",
+            "@example.com",
+            "anna@",
+            "an na@example.com",
+            "a@.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

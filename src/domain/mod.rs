@@ -58,10 +58,10 @@ impl Violations {
     /// `Ok(value)` when nothing was recorded, the violations otherwise. The
     /// value is only built when it is needed.
     pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, crate::Error> {
-        if self.0.is_empty() {
-            if let Some(value) = build() {
-                return Ok(value);
-            }
+        if self.0.is_empty()
+            && let Some(value) = build()
+        {
+            return Ok(value);
         }
         Err(crate::Error::InvalidArgument(self.0))
     }

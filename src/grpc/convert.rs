@@ -58,10 +58,10 @@ impl TryFrom<pb::UpsertTeamRequest> for TeamUpsert {
         let id = v.check("team_id", TeamId::parse(&req.team_id));
         let display_name = v.check("display_name", DisplayName::parse(&req.display_name));
         let parent = v.check("parent_team_id", optional_team(&req.parent_team_id));
-        if let (Some(id), Some(Some(parent))) = (&id, &parent) {
-            if id == parent {
-                v.add("parent_team_id", "a team cannot be its own parent");
-            }
+        if let (Some(id), Some(Some(parent))) = (&id, &parent)
+            && id == parent
+        {
+            v.add("parent_team_id", "a team cannot be its own parent");
         }
         v.finish(|| {
             Some(TeamUpsert {
@@ -181,9 +181,30 @@ mod tests {
 
     #[test]
     fn timestamps_out_of_range_are_errors() {
-        assert!(instant(&Timestamp { seconds: i64::MAX, nanos: 0 }).is_err());
-        assert!(instant(&Timestamp { seconds: 0, nanos: 1_000_000_000 }).is_err());
-        let at = instant(&Timestamp { seconds: 1_700_000_000, nanos: 5 });
-        assert_eq!(at.map(timestamp), Ok(Timestamp { seconds: 1_700_000_000, nanos: 5 }));
+        assert!(
+            instant(&Timestamp {
+                seconds: i64::MAX,
+                nanos: 0
+            })
+            .is_err()
+        );
+        assert!(
+            instant(&Timestamp {
+                seconds: 0,
+                nanos: 1_000_000_000
+            })
+            .is_err()
+        );
+        let at = instant(&Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5,
+        });
+        assert_eq!(
+            at.map(timestamp),
+            Ok(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5
+            })
+        );
     }
 }

@@ -102,7 +102,8 @@ impl DirectoryService for DirectoryApi {
         let parent = optional_team("parent_team_id", &req.parent_team_id)?;
         let query = format!("teams|parent={}", req.parent_team_id);
         let (size, after) = page(req.page_size, &req.page_token, &query)?;
-        let rows = store::list_teams(&self.pool, parent.as_ref(), after.as_deref(), size + 1).await?;
+        let rows =
+            store::list_teams(&self.pool, parent.as_ref(), after.as_deref(), size + 1).await?;
         let (teams, next_page_token) = paginate(rows, size, &query, |t| t.id.clone());
         Ok(Response::new(pb::ListTeamsResponse {
             teams: teams.into_iter().map(Into::into).collect(),

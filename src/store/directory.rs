@@ -152,6 +152,18 @@ async fn team_exists(conn: &mut PgConnection, team_id: &str) -> Result<bool, Err
     Ok(found.is_some())
 }
 
+/// NOT_FOUND unless the team a filter names exists.
+async fn require_team(conn: &mut PgConnection, team: &TeamId) -> Result<(), Error> {
+    if team_exists(conn, team.as_str()).await? {
+        Ok(())
+    } else {
+        Err(Error::NotFound {
+            kind: "team",
+            id: team.to_string(),
+        })
+    }
+}
+
 /// Teams ordered by id after `after`, at most `limit`; only the direct
 /// children of `parent` when given.
 pub async fn list_teams(
@@ -162,12 +174,7 @@ pub async fn list_teams(
 ) -> Result<Vec<Team>, Error> {
     let mut conn = pool.acquire().await?;
     if let Some(parent) = parent {
-        if !team_exists(&mut conn, parent.as_str()).await? {
-            return Err(Error::NotFound {
-                kind: "team",
-                id: parent.to_string(),
-            });
-        }
+        require_team(&mut conn, parent).await?;
     }
     let rows: Vec<TeamRow> = sqlx::query_as(
         r#"
@@ -224,9 +231,9 @@ async fn load_rep(conn: &mut PgConnection, rep_id: &str) -> Result<Option<Rep>, 
         rep_columns!(),
         " FROM reps r WHERE r.rep_id = $1"
     ))
-        .bind(rep_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    .bind(rep_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     match row {
         Some(row) => {
             let points = change_points(conn, rep_id).await?;
@@ -247,13 +254,13 @@ pub async fn upsert_rep(pool: &PgPool, rep: &RepUpsert) -> Result<Rep, Error> {
     let mut tx = pool.begin().await?;
     let rep_id = rep.id.as_str();
 
-    if let Some(team) = &rep.team {
-        if !team_exists(&mut tx, team.as_str()).await? {
-            return Err(Error::InvalidArgument(vec![FieldViolation::new(
-                "team_id",
-                format!("team '{team}' does not exist"),
-            )]));
-        }
+    if let Some(team) = &rep.team
+        && !team_exists(&mut tx, team.as_str()).await?
+    {
+        return Err(Error::InvalidArgument(vec![FieldViolation::new(
+            "team_id",
+            format!("team '{team}' does not exist"),
+        )]));
     }
 
     // Create the row if needed, then hold its lock for the rest of the
@@ -278,8 +285,12 @@ pub async fn upsert_rep(pool: &PgPool, rep: &RepUpsert) -> Result<Rep, Error> {
 
     let points = change_points(&mut tx, rep_id).await?;
     let team = rep.team.as_ref().map(TeamId::as_str);
-    let moved = match directory::move_effective_from(&points, team, rep.team_effective, Utc::now())
-    {
+    // The transaction's own clock, so that "now" here is the "now" the
+    // current team is read at below.
+    let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&mut *tx)
+        .await?;
+    let moved = match directory::move_effective_from(&points, team, rep.team_effective, now) {
         None => false,
         Some(from) => {
             // A move replaces whatever history came after it, so the rep's
@@ -339,9 +350,11 @@ pub async fn upsert_rep(pool: &PgPool, rep: &RepUpsert) -> Result<Rep, Error> {
     .execute(&mut *tx)
     .await?;
 
-    let stored = load_rep(&mut tx, rep_id)
-        .await?
-        .ok_or_else(|| Error::internal(anyhow::anyhow!("rep {rep_id} vanished inside its own transaction")))?;
+    let stored = load_rep(&mut tx, rep_id).await?.ok_or_else(|| {
+        Error::internal(anyhow::anyhow!(
+            "rep {rep_id} vanished inside its own transaction"
+        ))
+    })?;
     tx.commit().await?;
     Ok(stored)
 }
@@ -364,12 +377,7 @@ pub async fn list_reps(
 ) -> Result<Vec<Rep>, Error> {
     let mut conn = pool.acquire().await?;
     if let Some(team) = &filter.team {
-        if !team_exists(&mut conn, team.as_str()).await? {
-            return Err(Error::NotFound {
-                kind: "team",
-                id: team.to_string(),
-            });
-        }
+        require_team(&mut conn, team).await?;
     }
     let sql = concat!(
         r#"

@@ -31,7 +31,11 @@ pub fn describe(options: &PgConnectOptions) -> String {
     let database = options.get_database().unwrap_or("(default)");
     match options.get_socket() {
         Some(socket) => format!("unix socket {} db {database}", socket.display()),
-        None => format!("{}:{} db {database}", options.get_host(), options.get_port()),
+        None => format!(
+            "{}:{} db {database}",
+            options.get_host(),
+            options.get_port()
+        ),
     }
 }
 
