@@ -11,7 +11,15 @@ use tonic::transport::{Server, server::TcpIncoming};
 use crate::{
     config::{Cli, Command, Settings},
     embedded_pg::{self, EmbeddedPostgres},
-    grpc::{self, directory::DirectoryApi, pb::directory_service_server::DirectoryServiceServer},
+    grpc::{
+        self,
+        activity::{ActivityApi, MAX_MESSAGE_BYTES},
+        directory::DirectoryApi,
+        pb::{
+            activity_service_server::ActivityServiceServer,
+            directory_service_server::DirectoryServiceServer,
+        },
+    },
     health::DatabaseHealth,
     store,
     telemetry::RpcTraceLayer,
@@ -206,6 +214,13 @@ impl Application {
             .add_service(DirectoryServiceServer::new(DirectoryApi::new(
                 db.pool.clone(),
             )))
+            .add_service(
+                ActivityServiceServer::new(ActivityApi::new(
+                    db.pool.clone(),
+                    settings.reporting_currency.clone(),
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
             .serve_with_incoming_shutdown(incoming, async {
                 drain_rx.await.ok();
             });

@@ -83,6 +83,11 @@ pub struct Settings {
     #[arg(long, env = "KPI_DB_STATEMENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub db_statement_timeout: Duration,
 
+    /// The currency every amount is reported in (ISO 4217). Deals in any
+    /// other currency are rejected until multi-currency support lands.
+    #[arg(long, env = "KPI_REPORTING_CURRENCY", default_value = "USD", value_parser = parse_currency, global = true)]
+    pub reporting_currency: String,
+
     /// How often the database is probed for the health service.
     #[arg(long, env = "KPI_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
     pub health_interval: Duration,
@@ -98,5 +103,13 @@ impl Settings {
     pub fn defaults() -> Self {
         let cli = Cli::parse_from(["kpi-service"]);
         cli.settings
+    }
+}
+
+fn parse_currency(raw: &str) -> Result<String, String> {
+    if raw.len() == 3 && raw.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!("'{raw}' is not an ISO 4217 code like USD"))
     }
 }

@@ -25,6 +25,15 @@ pub enum Error {
         message: String,
     },
 
+    /// A client stream stopped at a failing batch: the cause's code, with
+    /// `committed_batches` in the ErrorInfo metadata (and, for invalid
+    /// batches, the reason BATCH_REJECTED) so the caller can resume.
+    #[error("batch {committed_batches} failed: {cause}")]
+    StreamInterrupted {
+        committed_batches: u64,
+        cause: Box<Error>,
+    },
+
     /// DEADLINE_EXCEEDED: the database gave up on a statement
     /// (statement_timeout). The cause is logged, never sent.
     #[error("the database did not answer in time")]

@@ -69,6 +69,10 @@ where
             async move {
                 let result = future.await;
                 let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                let mut result = result;
+                if let Ok(response) = &mut result {
+                    normalise_oversize(response);
+                }
                 match &result {
                     Ok(response) => {
                         // Unary errors travel as "trailers-only" responses, so
@@ -98,5 +102,22 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// tonic answers a request message over the size limit with OUT_OF_RANGE;
+/// gRPC's convention (and grpc-go, grpc-java, grpcio) is RESOURCE_EXHAUSTED,
+/// which is what clients retry on and alert for.
+fn normalise_oversize<B>(response: &mut http::Response<B>) {
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    let oversize = headers.get("grpc-message").is_some_and(|v| {
+        String::from_utf8_lossy(v.as_bytes()).contains("message%20length%20too%20large")
+            || String::from_utf8_lossy(v.as_bytes()).contains("message length too large")
+    });
+    if out_of_range && oversize {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
 }

@@ -2,6 +2,7 @@
 //! domain (`TryFrom` is where requests are validated), and the one mapping
 //! from the crate's error to `tonic::Status`.
 
+pub mod activity;
 pub mod convert;
 pub mod directory;
 pub mod status;
@@ -20,5 +21,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// (health reports each of them).
 pub fn service_names() -> Vec<&'static str> {
     use tonic::server::NamedService;
-    vec![<pb::directory_service_server::DirectoryServiceServer<directory::DirectoryApi> as NamedService>::NAME]
+    vec![
+        <pb::directory_service_server::DirectoryServiceServer<directory::DirectoryApi> as NamedService>::NAME,
+        <pb::activity_service_server::ActivityServiceServer<activity::ActivityApi> as NamedService>::NAME,
+    ]
 }

@@ -12,74 +12,113 @@ pub const ERROR_DOMAIN: &str = "kpi-service";
 
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
-        let mut details = ErrorDetails::new();
-        let (code, reason, message) = match &err {
-            Error::InvalidArgument(violations) => {
-                details.set_bad_request(
-                    violations
-                        .iter()
-                        .map(|v| FieldViolation::new(&v.field, &v.description))
-                        .collect::<Vec<_>>(),
-                );
-                let message = match violations.as_slice() {
-                    [only] => format!("invalid {}: {}", only.field, only.description),
-                    many => format!(
-                        "{} invalid fields: {}",
-                        many.len(),
-                        many.iter()
-                            .map(|v| v.field.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                };
-                (Code::InvalidArgument, "INVALID_FIELDS".to_owned(), message)
-            }
-            Error::NotFound { kind, id } => {
-                details.set_resource_info(*kind, id, "", format!("no {kind} has this id"));
-                (
-                    Code::NotFound,
-                    format!("{}_NOT_FOUND", kind.to_uppercase()),
-                    err.to_string(),
-                )
-            }
-            Error::AlreadyExists { kind, id } => {
-                details.set_resource_info(*kind, id, "", format!("a {kind} with this id exists"));
-                (
-                    Code::AlreadyExists,
-                    format!("{}_ALREADY_EXISTS", kind.to_uppercase()),
-                    err.to_string(),
-                )
-            }
-            Error::FailedPrecondition { reason, message } => (
-                Code::FailedPrecondition,
-                (*reason).to_owned(),
-                message.clone(),
-            ),
-            Error::Timeout(cause) => {
-                tracing::warn!(error = format!("{cause:#}"), "database statement timed out");
-                (
-                    Code::DeadlineExceeded,
-                    "DATABASE_TIMEOUT".to_owned(),
-                    err.to_string(),
-                )
-            }
-            Error::Unavailable(cause) => {
-                tracing::warn!(error = format!("{cause:#}"), "database unavailable");
-                details.set_retry_info(Some(std::time::Duration::from_secs(1)));
-                (
-                    Code::Unavailable,
-                    "DATABASE_UNAVAILABLE".to_owned(),
-                    err.to_string(),
-                )
-            }
-            Error::Internal(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "internal error");
-                (Code::Internal, "INTERNAL".to_owned(), err.to_string())
-            }
-        };
-        details.set_error_info(reason, ERROR_DOMAIN, HashMap::<String, String>::new());
+        let (code, reason, message, mut details, metadata) = parts(&err);
+        details.set_error_info(reason, ERROR_DOMAIN, metadata);
         Status::with_error_details(code, message, details)
     }
+}
+
+/// Code, ErrorInfo reason, message, other details and ErrorInfo metadata.
+fn parts(err: &Error) -> (Code, String, String, ErrorDetails, HashMap<String, String>) {
+    let mut details = ErrorDetails::new();
+    let mut metadata = HashMap::new();
+    let (code, reason, message) = match err {
+        Error::InvalidArgument(violations) => {
+            details.set_bad_request(
+                violations
+                    .iter()
+                    .map(|v| FieldViolation::new(&v.field, &v.description))
+                    .collect::<Vec<_>>(),
+            );
+            let message = match violations.as_slice() {
+                [only] => format!("invalid {}: {}", only.field, only.description),
+                many => {
+                    let mut fields: Vec<&str> = many.iter().map(|v| v.field.as_str()).collect();
+                    let more = fields.len().saturating_sub(10);
+                    fields.truncate(10);
+                    let suffix = if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{} invalid fields: {}{suffix}",
+                        many.len(),
+                        fields.join(", ")
+                    )
+                }
+            };
+            (Code::InvalidArgument, "INVALID_FIELDS".to_owned(), message)
+        }
+        Error::NotFound { kind, id } => {
+            details.set_resource_info(*kind, id, "", format!("no {kind} has this id"));
+            (
+                Code::NotFound,
+                format!("{}_NOT_FOUND", kind.to_uppercase()),
+                err.to_string(),
+            )
+        }
+        Error::AlreadyExists { kind, id } => {
+            details.set_resource_info(*kind, id, "", format!("a {kind} with this id exists"));
+            (
+                Code::AlreadyExists,
+                format!("{}_ALREADY_EXISTS", kind.to_uppercase()),
+                err.to_string(),
+            )
+        }
+        Error::FailedPrecondition { reason, message } => (
+            Code::FailedPrecondition,
+            (*reason).to_owned(),
+            message.clone(),
+        ),
+        Error::StreamInterrupted {
+            committed_batches,
+            cause,
+        } => {
+            let (code, reason, message, inner_details, inner_metadata) = parts(cause);
+            details = inner_details;
+            metadata = inner_metadata;
+            metadata.insert(
+                "committed_batches".to_owned(),
+                committed_batches.to_string(),
+            );
+            let reason = if code == Code::InvalidArgument {
+                "BATCH_REJECTED".to_owned()
+            } else {
+                reason
+            };
+            (
+                code,
+                reason,
+                format!(
+                    "batch {} of the stream failed, {committed_batches} committed before it: {message}",
+                    committed_batches + 1
+                ),
+            )
+        }
+        Error::Timeout(cause) => {
+            tracing::warn!(error = format!("{cause:#}"), "database statement timed out");
+            (
+                Code::DeadlineExceeded,
+                "DATABASE_TIMEOUT".to_owned(),
+                err.to_string(),
+            )
+        }
+        Error::Unavailable(cause) => {
+            tracing::warn!(error = format!("{cause:#}"), "database unavailable");
+            details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+            (
+                Code::Unavailable,
+                "DATABASE_UNAVAILABLE".to_owned(),
+                err.to_string(),
+            )
+        }
+        Error::Internal(cause) => {
+            tracing::error!(error = format!("{cause:#}"), "internal error");
+            (Code::Internal, "INTERNAL".to_owned(), err.to_string())
+        }
+    };
+    (code, reason, message, details, metadata)
 }
 
 #[cfg(test)]

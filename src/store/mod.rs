@@ -12,6 +12,7 @@ use sqlx::{
 
 use crate::config::Settings;
 
+pub mod activity;
 pub mod directory;
 
 /// The migrations in `migrations/`, embedded in the binary.

@@ -4,16 +4,15 @@
 //! it is not on PATH).
 
 use std::{
-    io::{BufRead, BufReader},
     os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use kpi_service::embedded_pg::EmbeddedPostgres;
 
-use crate::helpers::spawn_watchdog;
+use crate::helpers::{ServiceProcess, spawn_watchdog};
 
 fn grpcurl_path() -> String {
     let candidate = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".to_owned());
@@ -28,101 +27,21 @@ fn grpcurl_path() -> String {
     candidate
 }
 
-/// The service binary, running with its own data directory.
-struct Service {
-    child: Child,
-    addr: String,
-}
-
-impl Service {
-    /// Starts the binary on 127.0.0.1:0 and reads the bound address from its
-    /// JSON log.
-    fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kpi-service"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("kpi-service listening") {
-                    let addr = line
-                        .split("\"address\":\"")
-                        .nth(1)
-                        .and_then(|rest| rest.split('"').next())
-                        .unwrap_or_default()
-                        .to_owned();
-                    tx.send(addr).ok();
-                }
-                // Echo so a failing run shows the service's log.
-                eprintln!("[kpi-service] {line}");
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("the service did not start listening within 60 s"));
-        Self { child, addr }
-    }
-
-    /// `grpcurl -plaintext <flags> <address> <command>`.
-    fn grpcurl(&self, flags: &[&str], command: &[&str]) -> String {
-        let output = Command::new(grpcurl_path())
-            .arg("-plaintext")
-            .args(flags)
-            .arg(&self.addr)
-            .args(command)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "grpcurl {flags:?} {command:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// SIGTERM, then wait; returns how long the exit took.
-    fn terminate(mut self) -> Duration {
-        let started = Instant::now();
-        let status = self.stop();
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "the service did not exit cleanly on SIGTERM: {status:?}"
-        );
-        started.elapsed()
-    }
-
-    /// SIGTERM and up to 30 s of waiting, then SIGKILL.
-    fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().ok();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child.kill().ok();
-        self.child.wait().ok();
-        None
-    }
-}
-
-impl Drop for Service {
-    /// A failed test must not leave the service (or its PostgreSQL) behind.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.stop();
-        }
-    }
+/// `grpcurl -plaintext <flags> <address> <command>`.
+fn grpcurl(addr: &str, flags: &[&str], command: &[&str]) -> String {
+    let output = Command::new(grpcurl_path())
+        .arg("-plaintext")
+        .args(flags)
+        .arg(addr)
+        .args(command)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "grpcurl {flags:?} {command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// A data directory that the harness's watchdog removes (stopping any
@@ -137,12 +56,12 @@ fn temp_data_dir() -> PathBuf {
 
 #[test]
 fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
-    let grpcurl = grpcurl_path();
-    eprintln!("using {grpcurl}");
+    let grpcurl_bin = grpcurl_path();
+    eprintln!("using {grpcurl_bin}");
     let data_dir = temp_data_dir();
-    let service = Service::start(&data_dir);
+    let service = ServiceProcess::start(&data_dir, None);
 
-    let services = service.grpcurl(&[], &["list"]);
+    let services = grpcurl(&service.addr, &[], &["list"]);
     for expected in [
         "kpi.v1.DirectoryService",
         "grpc.health.v1.Health",
@@ -153,16 +72,18 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
             "{expected} missing from:\n{services}"
         );
     }
-    let described = service.grpcurl(&[], &["describe", "kpi.v1.DirectoryService"]);
+    let described = grpcurl(&service.addr, &[], &["describe", "kpi.v1.DirectoryService"]);
     assert!(described.contains("rpc UpsertRep"), "{described}");
-    let health = service.grpcurl(&[], &["grpc.health.v1.Health/Check"]);
+    let health = grpcurl(&service.addr, &[], &["grpc.health.v1.Health/Check"]);
     assert!(health.contains("\"SERVING\""), "{health}");
 
-    service.grpcurl(
+    grpcurl(
+        &service.addr,
         &["-d", r#"{"team_id": "emea", "display_name": "EMEA"}"#],
         &["kpi.v1.DirectoryService/UpsertTeam"],
     );
-    let upserted = service.grpcurl(
+    let upserted = grpcurl(
+        &service.addr,
         &[
             "-d",
             r#"{"rep_id": "anna", "display_name": "Anna Svensson", "email": "anna@example.com", "team_id": "emea"}"#,
@@ -170,7 +91,8 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
         &["kpi.v1.DirectoryService/UpsertRep"],
     );
     assert!(upserted.contains("\"teamId\": \"emea\""), "{upserted}");
-    let fetched = service.grpcurl(
+    let fetched = grpcurl(
+        &service.addr,
         &["-d", r#"{"rep_id": "anna"}"#],
         &["kpi.v1.DirectoryService/GetRep"],
     );
@@ -189,7 +111,7 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
     let started = Instant::now();
     loop {
         if pg.running_pid().is_some_and(|pid| pid != postmaster) {
-            let health = Command::new(&grpcurl)
+            let health = Command::new(&grpcurl_bin)
                 .args(["-plaintext", &service.addr, "grpc.health.v1.Health/Check"])
                 .output()
                 .unwrap();
@@ -203,7 +125,8 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let fetched = service.grpcurl(
+    let fetched = grpcurl(
+        &service.addr,
         &["-d", r#"{"rep_id": "anna"}"#],
         &["kpi.v1.DirectoryService/GetRep"],
     );
@@ -215,8 +138,9 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
     assert_eq!(pg.running_pid(), None, "PostgreSQL left running");
 
     // The next start finds the data again.
-    let service = Service::start(&data_dir);
-    let fetched = service.grpcurl(
+    let service = ServiceProcess::start(&data_dir, None);
+    let fetched = grpcurl(
+        &service.addr,
         &["-d", r#"{"rep_id": "anna"}"#],
         &["kpi.v1.DirectoryService/GetRep"],
     );

@@ -9,8 +9,10 @@
 //! server are dropped when their test ends.
 
 use std::{
+    io::{BufRead, BufReader},
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
+    process::Child,
     process::{Command, Stdio},
     str::FromStr,
     sync::{
@@ -18,13 +20,17 @@ use std::{
         atomic::{AtomicU32, Ordering},
     },
     time::Duration,
+    time::Instant,
 };
 
 use kpi_service::{
     app::Application,
     config::Settings,
     embedded_pg::EmbeddedPostgres,
-    grpc::pb::{self, directory_service_client::DirectoryServiceClient},
+    grpc::pb::{
+        self, activity_service_client::ActivityServiceClient,
+        directory_service_client::DirectoryServiceClient,
+    },
 };
 use sqlx::{
     Connection, PgConnection, PgPool,
@@ -90,15 +96,23 @@ fn test_server() -> &'static TestServer {
     SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => TestServer::External { url },
         _ => TestServer::Throwaway {
-            pg: throwaway_cluster("run"),
+            pg: throwaway_cluster("run", Durability::Off),
         },
     })
 }
 
+/// Whether a throwaway cluster flushes commits to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// PostgreSQL's defaults: a commit survives a crash.
+    On,
+    /// No fsync, asynchronous commit: fast, for tests that do not crash it.
+    Off,
+}
+
 /// Starts a PostgreSQL cluster in a new temporary directory that a watchdog
-/// removes (stopping the cluster first) when this process exits. Tuned for
-/// tests: no fsync.
-pub fn throwaway_cluster(label: &str) -> EmbeddedPostgres {
+/// removes (stopping the cluster first) when this process exits.
+pub fn throwaway_cluster(label: &str, durability: Durability) -> EmbeddedPostgres {
     let dir = PathBuf::from(format!(
         "/tmp/kpi-test-{}-{label}-{}",
         std::process::id(),
@@ -110,12 +124,15 @@ pub fn throwaway_cluster(label: &str) -> EmbeddedPostgres {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
         .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", dir.display()));
     spawn_watchdog(&dir);
-    let pg = EmbeddedPostgres::new(&dir)
+    let mut pg = EmbeddedPostgres::new(&dir)
         .unwrap_or_else(|e| panic!("{e:#}"))
-        .with_setting("fsync", "off")
-        .with_setting("full_page_writes", "off")
-        .with_setting("synchronous_commit", "off")
         .with_setting("max_connections", "300");
+    if durability == Durability::Off {
+        pg = pg
+            .with_setting("fsync", "off")
+            .with_setting("full_page_writes", "off")
+            .with_setting("synchronous_commit", "off");
+    }
     pg.prepare().unwrap_or_else(|e| panic!("{e:#}"));
     pg.start().unwrap_or_else(|e| panic!("{e:#}"));
     pg
@@ -212,6 +229,7 @@ pub struct TestApp {
     /// The database URL the server uses.
     pub url: String,
     pub directory: DirectoryServiceClient<Channel>,
+    pub activity: ActivityServiceClient<Channel>,
     pub health: HealthClient<Channel>,
     /// A separate pool on the app's database, for checking what is stored.
     pub db: PgPool,
@@ -264,6 +282,7 @@ impl TestApp {
         let app = Self {
             url: url.clone(),
             directory: DirectoryServiceClient::new(channel.clone()),
+            activity: ActivityServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
             db,
             stop: Some(stop),
@@ -396,6 +415,34 @@ impl TestApp {
             .into_inner())
     }
 
+    pub async fn record(
+        &self,
+        records: Vec<pb::ActivityRecord>,
+    ) -> Result<pb::RecordCounts, Status> {
+        let response = self
+            .activity
+            .clone()
+            .record_activities(pb::RecordActivitiesRequest { records })
+            .await?;
+        Ok(response.into_inner().counts.unwrap_or_default())
+    }
+
+    /// Sends each batch as one message of a StreamActivities call.
+    pub async fn stream(
+        &self,
+        batches: Vec<Vec<pb::ActivityRecord>>,
+    ) -> Result<pb::StreamActivitiesResponse, Status> {
+        let messages = batches
+            .into_iter()
+            .map(|records| pb::StreamActivitiesRequest { records });
+        let response = self
+            .activity
+            .clone()
+            .stream_activities(futures::stream::iter(messages))
+            .await?;
+        Ok(response.into_inner())
+    }
+
     /// Counts rows of `table` (a fixed name from the test itself).
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
@@ -461,4 +508,98 @@ pub fn assert_status(status: &Status, code: Code, reason: &str) {
 pub fn micros(at: &Option<prost_types::Timestamp>) -> i64 {
     at.as_ref()
         .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos / 1000))
+}
+
+/// The `kpi-service` binary running as a separate process, as a user would
+/// run it.
+pub struct ServiceProcess {
+    child: Child,
+    /// The address it listens on.
+    pub addr: String,
+}
+
+impl ServiceProcess {
+    /// Starts the binary on 127.0.0.1:0 with `data_dir`, on the embedded
+    /// PostgreSQL or on `database_url`, and reads the bound address from its
+    /// JSON log.
+    pub fn start(data_dir: &Path, database_url: Option<&str>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kpi-service"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(url) = database_url {
+            command.env("DATABASE_URL", url);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("kpi-service listening") {
+                    let addr = line
+                        .split("\"address\":\"")
+                        .nth(1)
+                        .and_then(|rest| rest.split('"').next())
+                        .unwrap_or_default()
+                        .to_owned();
+                    tx.send(addr).ok();
+                }
+                // Echo so a failing run shows the service's log.
+                eprintln!("[kpi-service] {line}");
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the service did not start listening within 60 s"));
+        Self { child, addr }
+    }
+
+    /// SIGTERM, then wait; returns how long the exit took.
+    pub fn terminate(mut self) -> Duration {
+        let started = Instant::now();
+        let status = self.stop();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the service did not exit cleanly on SIGTERM: {status:?}"
+        );
+        started.elapsed()
+    }
+
+    /// SIGTERM and up to 30 s of waiting, then SIGKILL.
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().ok();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill().ok();
+        self.child.wait().ok();
+        None
+    }
+}
+
+impl ServiceProcess {
+    /// SIGKILL: no shutdown, no draining.
+    pub fn kill(mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+impl Drop for ServiceProcess {
+    /// A failed test must not leave the service (or its PostgreSQL) behind.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.stop();
+        }
+    }
 }

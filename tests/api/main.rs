@@ -1,7 +1,9 @@
 //! One integration-test binary: every test talks to a real PostgreSQL and a
 //! real gRPC server over TCP. See `helpers` for how both are provided.
 
+mod activity;
 mod directory;
+mod durability;
 mod grpcurl;
 mod helpers;
 mod server;

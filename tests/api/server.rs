@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sqlx::Connection;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
-use crate::helpers::{TestApp, socket_url, test_settings, throwaway_cluster};
+use crate::helpers::{Durability, TestApp, socket_url, test_settings, throwaway_cluster};
 
 #[tokio::test]
 async fn health_reports_every_kpi_service_and_rejects_unknown_ones() {
@@ -23,7 +23,7 @@ async fn health_reports_every_kpi_service_and_rejects_unknown_ones() {
 #[tokio::test]
 async fn health_follows_the_database_down_and_back_up_without_a_restart() {
     // A cluster of this test's own, so stopping it disturbs no other test.
-    let pg = tokio::task::spawn_blocking(|| throwaway_cluster("health"))
+    let pg = tokio::task::spawn_blocking(|| throwaway_cluster("health", Durability::Off))
         .await
         .unwrap();
     let options = pg.connect_options("postgres");

@@ -1,0 +1,443 @@
+//! Activity records and the versioning rules that make ingestion
+//! idempotent: which version of a record wins, and what a batch counts.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+
+/// Most records in one batch.
+pub const MAX_BATCH_RECORDS: usize = 1000;
+/// Longest feedback comment, in characters.
+pub const MAX_COMMENT_CHARS: usize = 4000;
+/// How far in the future a timestamp may be (clock skew between systems).
+pub const MAX_FUTURE: TimeDelta = TimeDelta::hours(24);
+
+/// PostgreSQL keeps microseconds; so does the service, so that a record
+/// read back compares equal to the one that was sent.
+pub fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(at)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Call,
+    Email,
+    Meeting,
+    Message,
+    Demo,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 5] = [
+        Channel::Call,
+        Channel::Email,
+        Channel::Meeting,
+        Channel::Message,
+        Channel::Demo,
+    ];
+
+    /// The stored code (also the protobuf enum number).
+    pub fn code(self) -> i16 {
+        match self {
+            Channel::Call => 1,
+            Channel::Email => 2,
+            Channel::Meeting => 3,
+            Channel::Message => 4,
+            Channel::Demo => 5,
+        }
+    }
+
+    pub fn from_code(code: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| i32::from(c.code()) == code)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DealStage {
+    Open,
+    Won,
+    Lost,
+}
+
+impl DealStage {
+    pub fn code(self) -> i16 {
+        match self {
+            DealStage::Open => 1,
+            DealStage::Won => 2,
+            DealStage::Lost => 3,
+        }
+    }
+
+    pub fn from_code(code: i32) -> Option<Self> {
+        [DealStage::Open, DealStage::Won, DealStage::Lost]
+            .into_iter()
+            .find(|s| i32::from(s.code()) == code)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeedbackKind {
+    /// Net Promoter Score: 0-10.
+    Nps,
+    /// Customer satisfaction: 1-5.
+    Csat,
+}
+
+impl FeedbackKind {
+    pub fn code(self) -> i16 {
+        match self {
+            FeedbackKind::Nps => 1,
+            FeedbackKind::Csat => 2,
+        }
+    }
+
+    pub fn from_code(code: i32) -> Option<Self> {
+        [FeedbackKind::Nps, FeedbackKind::Csat]
+            .into_iter()
+            .find(|k| i32::from(k.code()) == code)
+    }
+
+    /// The scores a response of this kind may have.
+    pub fn scores(self) -> std::ops::RangeInclusive<i16> {
+        match self {
+            FeedbackKind::Nps => 0..=10,
+            FeedbackKind::Csat => 1..=5,
+        }
+    }
+}
+
+/// A non-negative exact amount: whole units plus billionths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Amount {
+    units: i64,
+    nanos: i32,
+}
+
+impl Amount {
+    pub fn new(units: i64, nanos: i32) -> Result<Self, String> {
+        if units < 0 || nanos < 0 {
+            return Err("must not be negative".into());
+        }
+        if nanos >= 1_000_000_000 {
+            return Err(format!("nanos must be below 1000000000 (got {nanos})"));
+        }
+        Ok(Self { units, nanos })
+    }
+
+    pub fn units(self) -> i64 {
+        self.units
+    }
+
+    pub fn nanos(self) -> i32 {
+        self.nanos
+    }
+
+    /// Exact decimal text with nine decimals, e.g. `1250.500000000`.
+    pub fn to_decimal(self) -> String {
+        format!("{}.{:09}", self.units, self.nanos)
+    }
+
+    /// Parses decimal text as PostgreSQL prints a `numeric` (at most nine
+    /// decimals).
+    pub fn from_decimal(text: &str) -> Result<Self, String> {
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("not an amount with at most nine decimals: {text}"));
+        }
+        let units: i64 = whole
+            .parse()
+            .map_err(|_| format!("not an amount: {text}"))?;
+        let nanos: i32 = format!("{fraction:0<9}")
+            .parse()
+            .map_err(|_| format!("not an amount: {text}"))?;
+        Self::new(units, nanos)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    pub id: String,
+    pub rep_id: String,
+    pub lead_at: DateTime<Utc>,
+    pub converted_at: Option<DateTime<Utc>>,
+    pub churned_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interaction {
+    pub id: String,
+    pub rep_id: String,
+    pub customer_id: Option<String>,
+    pub channel: Channel,
+    pub occurred_at: DateTime<Utc>,
+    pub duration_seconds: Option<i32>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deal {
+    pub id: String,
+    pub rep_id: String,
+    pub customer_id: Option<String>,
+    pub currency: String,
+    pub amount: Amount,
+    pub stage: DealStage,
+    pub created_at: DateTime<Utc>,
+    /// Present exactly when the stage is WON or LOST.
+    pub closed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    pub id: String,
+    pub rep_id: String,
+    pub customer_id: Option<String>,
+    pub kind: FeedbackKind,
+    /// Within `kind.scores()`.
+    pub score: i16,
+    pub submitted_at: DateTime<Utc>,
+    pub comment: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerRequest {
+    pub id: String,
+    pub rep_id: String,
+    pub customer_id: Option<String>,
+    pub opened_at: DateTime<Utc>,
+    pub first_response_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A record whose identity is its caller-chosen id and whose version is the
+/// source system's `updated_at`.
+pub trait Versioned: PartialEq {
+    /// The record type as it appears in request paths (`deal`).
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+    fn rep_id(&self) -> &str;
+    fn updated_at(&self) -> DateTime<Utc>;
+}
+
+macro_rules! versioned {
+    ($type:ty, $kind:literal) => {
+        impl Versioned for $type {
+            const KIND: &'static str = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn rep_id(&self) -> &str {
+                &self.rep_id
+            }
+            fn updated_at(&self) -> DateTime<Utc> {
+                self.updated_at
+            }
+        }
+    };
+}
+
+versioned!(Customer, "customer");
+versioned!(Interaction, "interaction");
+versioned!(Deal, "deal");
+versioned!(Feedback, "feedback");
+versioned!(CustomerRequest, "customer_request");
+
+/// A validated batch, split by record type. Each record keeps its index in
+/// the request, to name it in errors.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub customers: Vec<(usize, Customer)>,
+    pub interactions: Vec<(usize, Interaction)>,
+    pub deals: Vec<(usize, Deal)>,
+    pub feedback: Vec<(usize, Feedback)>,
+    pub requests: Vec<(usize, CustomerRequest)>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.customers.len()
+            + self.interactions.len()
+            + self.deals.len()
+            + self.feedback.len()
+            + self.requests.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a call did with its records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub stale: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Self) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.stale += other.stale;
+    }
+}
+
+impl Counts {
+    pub fn total(&self) -> u64 {
+        self.inserted + self.updated + self.unchanged + self.stale
+    }
+}
+
+/// What to do with an incoming version given the stored one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Insert,
+    Update,
+    Unchanged,
+    Stale,
+    /// Same id, same `updated_at`, different content: a caller's bug.
+    Conflict,
+}
+
+pub fn classify<T: Versioned>(incoming: &T, stored: Option<&T>) -> Outcome {
+    let Some(stored) = stored else {
+        return Outcome::Insert;
+    };
+    match incoming.updated_at().cmp(&stored.updated_at()) {
+        std::cmp::Ordering::Greater => Outcome::Update,
+        std::cmp::Ordering::Less => Outcome::Stale,
+        std::cmp::Ordering::Equal if incoming == stored => Outcome::Unchanged,
+        std::cmp::Ordering::Equal => Outcome::Conflict,
+    }
+}
+
+/// The records of one type in a batch, reduced to one version per id as if
+/// they had arrived one after another: the newest wins, repeats count as
+/// unchanged, older ones as stale. Returns the winners (sorted by id, the
+/// order rows are locked in), those counts, and the request indexes of
+/// records that conflict with another of the same id and `updated_at`.
+pub fn dedupe<T: Versioned>(records: Vec<(usize, T)>) -> (Vec<(usize, T)>, Counts, Vec<usize>) {
+    let mut counts = Counts::default();
+    let mut conflicts = Vec::new();
+    let mut winners: HashMap<String, (usize, T)> = HashMap::with_capacity(records.len());
+    for (index, record) in records {
+        match winners.get_mut(record.id()) {
+            None => {
+                winners.insert(record.id().to_owned(), (index, record));
+            }
+            Some(current) => match classify(&record, Some(&current.1)) {
+                // (Insert cannot happen: there is a version to compare.)
+                Outcome::Update | Outcome::Insert => {
+                    counts.stale += 1;
+                    *current = (index, record);
+                }
+                Outcome::Stale => counts.stale += 1,
+                Outcome::Unchanged => counts.unchanged += 1,
+                Outcome::Conflict => conflicts.push(index),
+            },
+        }
+    }
+    let mut winners: Vec<(usize, T)> = winners.into_values().collect();
+    winners.sort_by(|a, b| a.1.id().cmp(b.1.id()));
+    (winners, counts, conflicts)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 1, hour, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn call(id: &str, updated: u32, duration: i32) -> Interaction {
+        Interaction {
+            id: id.into(),
+            rep_id: "anna".into(),
+            customer_id: None,
+            channel: Channel::Call,
+            occurred_at: at(1),
+            duration_seconds: Some(duration),
+            updated_at: at(updated),
+        }
+    }
+
+    #[test]
+    fn the_newest_version_wins_and_the_rest_is_counted() {
+        let stored = call("i1", 5, 60);
+        assert_eq!(
+            classify(&call("i1", 5, 60), Some(&stored)),
+            Outcome::Unchanged
+        );
+        assert_eq!(classify(&call("i1", 6, 90), Some(&stored)), Outcome::Update);
+        assert_eq!(classify(&call("i1", 4, 90), Some(&stored)), Outcome::Stale);
+        assert_eq!(
+            classify(&call("i1", 5, 90), Some(&stored)),
+            Outcome::Conflict
+        );
+        assert_eq!(classify(&call("i1", 5, 90), None), Outcome::Insert);
+    }
+
+    #[test]
+    fn a_batch_keeps_one_version_per_id() {
+        let records = vec![
+            (0, call("b", 5, 60)),
+            (1, call("a", 5, 60)),
+            (2, call("b", 7, 70)),
+            (3, call("b", 6, 65)),
+            (4, call("a", 5, 60)),
+            (5, call("a", 5, 61)),
+        ];
+        let (winners, counts, conflicts) = dedupe(records);
+        let kept: Vec<_> = winners.iter().map(|(i, r)| (*i, r.id.as_str())).collect();
+        assert_eq!(kept, [(1, "a"), (2, "b")]);
+        assert_eq!(
+            counts,
+            Counts {
+                inserted: 0,
+                updated: 0,
+                unchanged: 1,
+                stale: 2
+            }
+        );
+        assert_eq!(conflicts, [5]);
+    }
+
+    #[test]
+    fn amounts_are_exact_decimals() {
+        let amount = Amount::new(1250, 500_000_000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(amount.to_decimal(), "1250.500000000");
+        assert_eq!(Amount::from_decimal("1250.500000000"), Ok(amount));
+        assert_eq!(Amount::from_decimal("1250.5"), Ok(amount));
+        assert_eq!(Amount::from_decimal("7"), Amount::new(7, 0));
+        assert!(Amount::new(-1, 0).is_err());
+        assert!(Amount::new(0, -1).is_err());
+        assert!(Amount::new(0, 1_000_000_000).is_err());
+        assert!(Amount::from_decimal("1.0000000001").is_err());
+    }
+
+    #[test]
+    fn timestamps_keep_microseconds() {
+        let at = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap_or_default();
+        assert_eq!(to_micros(at).timestamp_subsec_nanos(), 123_456_000);
+    }
+
+    #[test]
+    fn feedback_scores_depend_on_the_kind() {
+        assert!(FeedbackKind::Nps.scores().contains(&0));
+        assert!(!FeedbackKind::Csat.scores().contains(&0));
+        assert!(FeedbackKind::Csat.scores().contains(&5));
+        assert!(!FeedbackKind::Nps.scores().contains(&11));
+    }
+}
