@@ -32,6 +32,7 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
             let app = Application::build(cli.settings).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
+        Command::Demo(options) => crate::demo::run(options).await,
         Command::Migrate => {
             let db = Database::open(&cli.settings).await?;
             let migrated = store::migrate(&db.pool).await;

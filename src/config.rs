@@ -22,6 +22,9 @@ pub enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Fill a running service with a generated organisation and a year of
+    /// activity, through its gRPC API (deterministic for a seed).
+    Demo(crate::demo::DemoOptions),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,6 +4,8 @@
 pub mod app;
 /// Every setting, typed, from flags and environment.
 pub mod config;
+/// The demo and load generator (`kpi-service demo`).
+pub mod demo;
 /// Pure types and rules: ids, validation, paging. No I/O, no protobuf, no SQL.
 pub mod domain;
 /// The local PostgreSQL cluster used when no `DATABASE_URL` is given.

@@ -1,0 +1,180 @@
+//! Ingest throughput through gRPC against a raw PostgreSQL COPY of the same
+//! rows into the same table, in one run on one cluster.
+//!
+//! `cargo bench --bench ingest` (env INGEST_ROWS, default 1,000,000;
+//! INGEST_STREAMS, default 4). Prints the figures; asserts nothing about
+//! speed (the machine may be noisy).
+
+mod common;
+
+use std::time::Instant;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use kpi_service::{
+    demo,
+    grpc::{
+        convert::timestamp,
+        pb::{self, activity_record::Record, directory_service_client::DirectoryServiceClient},
+    },
+};
+use sqlx::{Connection, PgConnection};
+use tonic::transport::Channel;
+
+const REPS: usize = 50;
+const BATCH: usize = 1000;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Row {
+    id: String,
+    rep: String,
+    channel: i32,
+    occurred: DateTime<Utc>,
+    duration: Option<i32>,
+}
+
+fn rows(n: usize) -> impl Iterator<Item = Row> {
+    let base = DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default();
+    (0..n).map(move |i| Row {
+        id: format!("bench-i{i:09}"),
+        rep: format!("rep-{:03}", i % REPS),
+        channel: (i % 5) as i32 + 1,
+        occurred: base + TimeDelta::seconds((i as i64) * 31),
+        duration: (i % 3 != 0).then_some((i % 1800) as i32),
+    })
+}
+
+fn record(row: Row, updated: DateTime<Utc>) -> pb::ActivityRecord {
+    pb::ActivityRecord {
+        record: Some(Record::Interaction(pb::Interaction {
+            interaction_id: row.id,
+            rep_id: row.rep,
+            customer_id: String::new(),
+            channel: row.channel,
+            occurred_at: Some(timestamp(row.occurred)),
+            duration_seconds: row.duration,
+            updated_at: Some(timestamp(updated)),
+        })),
+    }
+}
+
+fn batches(
+    n: usize,
+    updated: DateTime<Utc>,
+) -> impl Iterator<Item = Vec<pb::ActivityRecord>> + Send {
+    let mut all = rows(n).map(move |r| record(r, updated)).peekable();
+    std::iter::from_fn(move || {
+        let batch: Vec<_> = all.by_ref().take(BATCH).collect();
+        (!batch.is_empty()).then_some(batch)
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n = env_or("INGEST_ROWS", 1_000_000);
+    let streams = env_or("INGEST_STREAMS", 4);
+    let cluster = common::Cluster::start("ingest").await?;
+    let service = common::Service::start(&cluster)?;
+    let channel = Channel::from_shared(service.endpoint())?.connect().await?;
+    let mut directory = DirectoryServiceClient::new(channel.clone());
+    directory
+        .upsert_team(pb::UpsertTeamRequest {
+            team_id: "bench".into(),
+            display_name: "Bench".into(),
+            parent_team_id: String::new(),
+        })
+        .await?;
+    for r in 0..REPS {
+        directory
+            .upsert_rep(pb::UpsertRepRequest {
+                rep_id: format!("rep-{r:03}"),
+                display_name: format!("Rep {r}"),
+                email: String::new(),
+                active: None,
+                team_id: "bench".into(),
+                team_effective_time: None,
+            })
+            .await?;
+    }
+    let updated = Utc::now() - TimeDelta::days(1);
+
+    let fresh = demo::push(channel.clone(), batches(n, updated), streams, "grpc insert").await?;
+    let peak_after_insert = service.peak_rss_mib();
+    let replay = demo::push(channel.clone(), batches(n, updated), streams, "grpc replay").await?;
+    let peak = service.peak_rss_mib();
+    anyhow::ensure!(
+        fresh.counts.inserted as usize == n && replay.counts.unchanged as usize == n,
+        "unexpected counts: {:?} / {:?}",
+        fresh.counts,
+        replay.counts
+    );
+
+    // Baseline: the same rows, COPY'd into the same (emptied) table with the
+    // same indexes, on one connection.
+    let mut conn = PgConnection::connect(&cluster.url()).await?;
+    sqlx::raw_sql("TRUNCATE interactions")
+        .execute(&mut conn)
+        .await?;
+    let started = Instant::now();
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY interactions (interaction_id, rep_id, customer_id, channel, occurred_at, \
+             duration_seconds, source_updated_at) FROM STDIN",
+        )
+        .await?;
+    let updated_text = updated.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
+    let mut buffer = String::with_capacity(1 << 20);
+    for row in rows(n) {
+        let duration = row.duration.map_or("\\N".to_owned(), |d| d.to_string());
+        buffer.push_str(&format!(
+            "{}\t{}\t\\N\t{}\t{}\t{}\t{}\n",
+            row.id,
+            row.rep,
+            row.channel,
+            row.occurred.format("%Y-%m-%d %H:%M:%S+00"),
+            duration,
+            updated_text
+        ));
+        if buffer.len() > (1 << 20) {
+            copy.send(buffer.as_bytes()).await?;
+            buffer.clear();
+        }
+    }
+    copy.send(buffer.as_bytes()).await?;
+    let copied = copy.finish().await?;
+    let copy_elapsed = started.elapsed();
+    let copy_rate = copied as f64 / copy_elapsed.as_secs_f64();
+
+    println!();
+    println!("ingest bench: {n} interactions, batches of {BATCH}, {streams} concurrent streams");
+    println!(
+        "  gRPC StreamActivities, new rows:    {:>9.0} rows/s ({:.2} s)",
+        fresh.records_per_second(),
+        fresh.elapsed.as_secs_f64()
+    );
+    println!(
+        "  gRPC StreamActivities, replay:      {:>9.0} rows/s ({:.2} s, all unchanged)",
+        replay.records_per_second(),
+        replay.elapsed.as_secs_f64()
+    );
+    println!(
+        "  PostgreSQL COPY (1 connection):     {:>9.0} rows/s ({:.2} s)",
+        copy_rate,
+        copy_elapsed.as_secs_f64()
+    );
+    println!(
+        "  ratio gRPC insert / COPY:           {:>9.2}",
+        fresh.records_per_second() / copy_rate
+    );
+    println!(
+        "  service peak RSS (VmHWM): {peak_after_insert:.1} MiB after insert, {peak:.1} MiB after replay"
+    );
+    Ok(())
+}

@@ -1,0 +1,563 @@
+//! The demo and load generator: a realistic, deterministic (seeded)
+//! organisation with a span of activity, pushed through the public gRPC API
+//! like any CRM integration would.
+
+use std::{
+    io::{IsTerminal, Write},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc, Weekday};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::grpc::{
+    convert::timestamp,
+    pb::{
+        self, activity_record::Record, activity_service_client::ActivityServiceClient,
+        directory_service_client::DirectoryServiceClient,
+    },
+};
+
+/// What to generate.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoOptions {
+    /// The service to fill.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub target: String,
+    /// Seed of the generator: the same seed gives the same data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Number of reps.
+    #[arg(long, default_value_t = 40)]
+    pub reps: usize,
+    /// Days of activity, ending with --end-date.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Last day of activity (default: today, UTC). Nothing later than now is
+    /// generated.
+    #[arg(long)]
+    pub end_date: Option<NaiveDate>,
+    /// Mean interactions per rep and working day.
+    #[arg(long, default_value_t = 8.0)]
+    pub interactions_per_day: f64,
+    /// Concurrent StreamActivities calls.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Records per batch (at most 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+}
+
+/// The teams: two regions, two teams each, two pods per team.
+pub fn teams() -> Vec<pb::UpsertTeamRequest> {
+    let mut teams = Vec::new();
+    for region in ["amer", "emea"] {
+        teams.push(team(region, &region.to_uppercase(), ""));
+        for t in ["north", "south"] {
+            let team_id = format!("{region}-{t}");
+            teams.push(team(
+                &team_id,
+                &format!("{} {t}", region.to_uppercase()),
+                region,
+            ));
+            for pod in ["1", "2"] {
+                let pod_id = format!("{team_id}-pod{pod}");
+                teams.push(team(
+                    &pod_id,
+                    &format!("{} {t} pod {pod}", region.to_uppercase()),
+                    &team_id,
+                ));
+            }
+        }
+    }
+    teams
+}
+
+fn team(id: &str, name: &str, parent: &str) -> pb::UpsertTeamRequest {
+    pb::UpsertTeamRequest {
+        team_id: id.into(),
+        display_name: name.into(),
+        parent_team_id: parent.into(),
+    }
+}
+
+const FIRST_NAMES: [&str; 16] = [
+    "Anna", "Ben", "Chloe", "David", "Elif", "Farid", "Grace", "Hugo", "Ines", "Jonas", "Kenji",
+    "Lena", "Marco", "Nadia", "Omar", "Priya",
+];
+const LAST_NAMES: [&str; 12] = [
+    "Svensson",
+    "Okafor",
+    "Müller",
+    "Rossi",
+    "Tanaka",
+    "Dubois",
+    "García",
+    "Nowak",
+    "Silva",
+    "Kowalski",
+    "Haddad",
+    "Lindqvist",
+];
+
+fn pods() -> Vec<String> {
+    teams()
+        .into_iter()
+        .map(|t| t.team_id)
+        .filter(|id| id.contains("pod"))
+        .collect()
+}
+
+/// The reps, spread over the pods; each rep's first team applies from the
+/// beginning of time.
+pub fn reps(options: &DemoOptions) -> Vec<pb::UpsertRepRequest> {
+    let pods = pods();
+    (0..options.reps)
+        .map(|i| {
+            let first = FIRST_NAMES[i % FIRST_NAMES.len()];
+            let last = LAST_NAMES[(i / FIRST_NAMES.len() + i) % LAST_NAMES.len()];
+            let rep_id = format!("rep-{i:03}");
+            pb::UpsertRepRequest {
+                display_name: format!("{first} {last}"),
+                email: format!("{}.{rep_id}@example.com", first.to_lowercase()),
+                active: Some(true),
+                team_id: pods[i % pods.len()].clone(),
+                team_effective_time: None,
+                rep_id,
+            }
+        })
+        .collect()
+}
+
+/// Every seventh rep moves to the next pod halfway through the span, so
+/// team numbers depend on when the activity happened.
+pub fn moves(
+    options: &DemoOptions,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Vec<pb::UpsertRepRequest> {
+    let pods = pods();
+    let halfway = start + (end - start) / 2;
+    reps(options)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 7 == 3)
+        .map(|(i, mut rep)| {
+            rep.team_id = pods[(i + 1) % pods.len()].clone();
+            rep.team_effective_time = Some(timestamp(halfway));
+            rep
+        })
+        .collect()
+}
+
+/// The span of activity: `days` days ending with the end date, and never
+/// later than `now`.
+pub fn span(options: &DemoOptions, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let end_date = options.end_date.unwrap_or_else(|| now.date_naive());
+    // Whole days, so the same seed gives the same records all day long.
+    let midnight_after = end_date
+        .succ_opt()
+        .unwrap_or(end_date)
+        .and_hms_opt(0, 0, 0)
+        .map_or(now, |t| t.and_utc());
+    let start = midnight_after - TimeDelta::days(i64::from(options.days));
+    (start, midnight_after.min(now))
+}
+
+/// All records of one rep, deterministic for (seed, rep index, span).
+pub fn rep_activity(
+    options: &DemoOptions,
+    rep_index: usize,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Vec<pb::ActivityRecord> {
+    let rep_id = format!("rep-{rep_index:03}");
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        options
+            .seed
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(rep_index as u64),
+    );
+    // Some reps are simply better: more activity, better conversion.
+    let skill: f64 = rng.random_range(0.6..1.4);
+    // Working hours in UTC: AMER pods are afternoons, EMEA mornings.
+    let day_start_hour = if pods()[rep_index % pods().len()].starts_with("amer") {
+        13
+    } else {
+        7
+    };
+    let mut records = Vec::new();
+    let rec = |record| pb::ActivityRecord {
+        record: Some(record),
+    };
+    let mut seq = 0u32;
+    let mut next_id = |kind: &str| {
+        seq += 1;
+        format!("{rep_id}-{kind}{seq:06}")
+    };
+    let clip = |at: DateTime<Utc>| (at < end).then_some(at);
+
+    let days = (end - start).num_days();
+    for day in 0..days {
+        let date = start + TimeDelta::days(day);
+        let weekend = matches!(date.weekday(), Weekday::Sat | Weekday::Sun);
+        let volume = if weekend { 0.1 } else { 1.0 };
+        let at = |rng: &mut ChaCha8Rng| {
+            date + TimeDelta::hours(day_start_hour)
+                + TimeDelta::seconds(rng.random_range(0..10 * 3600))
+        };
+
+        // Interactions.
+        let mean = options.interactions_per_day * skill * volume;
+        let count = (mean * rng.random_range(0.5..1.5)).round() as u32;
+        for _ in 0..count {
+            let occurred = at(&mut rng);
+            if clip(occurred).is_none() {
+                continue;
+            }
+            let roll: f64 = rng.random();
+            let channel = match roll {
+                r if r < 0.40 => pb::Channel::Call,
+                r if r < 0.75 => pb::Channel::Email,
+                r if r < 0.90 => pb::Channel::Meeting,
+                r if r < 0.97 => pb::Channel::Message,
+                _ => pb::Channel::Demo,
+            };
+            let duration = match channel {
+                pb::Channel::Call => Some(rng.random_range(60..1800)),
+                pb::Channel::Meeting | pb::Channel::Demo => Some(rng.random_range(900..3600)),
+                _ => None,
+            };
+            records.push(rec(Record::Interaction(pb::Interaction {
+                interaction_id: next_id("i"),
+                rep_id: rep_id.clone(),
+                customer_id: String::new(),
+                channel: channel as i32,
+                occurred_at: Some(timestamp(occurred)),
+                duration_seconds: duration,
+                updated_at: Some(timestamp(occurred)),
+            })));
+        }
+
+        // A new lead about every other working day.
+        if weekend || !rng.random_bool(0.55) {
+            continue;
+        }
+        let customer_id = next_id("c");
+        let lead_at = at(&mut rng);
+        let converts = rng.random_bool((0.12 + 0.18 * skill).min(0.9));
+        let converted_at = converts
+            .then(|| lead_at + TimeDelta::hours(rng.random_range(72..1440)))
+            .and_then(clip);
+        let churned_at = converted_at
+            .filter(|_| rng.random_bool(0.18))
+            .map(|c| c + TimeDelta::days(rng.random_range(30..400)))
+            .and_then(clip);
+        let customer_updated = churned_at.or(converted_at).unwrap_or(lead_at);
+        records.push(rec(Record::Customer(pb::Customer {
+            customer_id: customer_id.clone(),
+            rep_id: rep_id.clone(),
+            lead_at: Some(timestamp(lead_at)),
+            converted_at: converted_at.map(timestamp),
+            churned_at: churned_at.map(timestamp),
+            updated_at: Some(timestamp(customer_updated)),
+        })));
+
+        // The deal: won on conversion, otherwise lost (or still open).
+        let created_at = lead_at + TimeDelta::hours(rng.random_range(1..72));
+        if clip(created_at).is_some() && (converts || rng.random_bool(0.7)) {
+            let closed_at = if converts {
+                converted_at
+            } else {
+                clip(created_at + TimeDelta::days(rng.random_range(7..90)))
+            };
+            let stage = match (closed_at, converts) {
+                (None, _) => pb::DealStage::Open,
+                (Some(_), true) => pb::DealStage::Won,
+                (Some(_), false) => pb::DealStage::Lost,
+            };
+            // Log-uniform between 1,000 and 80,000, to the cent.
+            let dollars = (rng.random_range(1_000f64.ln()..80_000f64.ln())).exp();
+            let cents = (dollars * 100.0).round() as i64;
+            records.push(rec(Record::Deal(pb::Deal {
+                deal_id: next_id("d"),
+                rep_id: rep_id.clone(),
+                customer_id: customer_id.clone(),
+                amount: Some(pb::Money {
+                    currency_code: "USD".into(),
+                    units: cents / 100,
+                    nanos: i32::try_from(cents % 100).unwrap_or(0) * 10_000_000,
+                }),
+                stage: stage as i32,
+                created_at: Some(timestamp(created_at)),
+                closed_at: closed_at.map(timestamp),
+                updated_at: Some(timestamp(closed_at.unwrap_or(created_at))),
+            })));
+        }
+
+        let Some(converted_at) = converted_at else {
+            continue;
+        };
+        // An NPS survey a month after conversion, for half the customers.
+        if let Some(submitted) =
+            clip(converted_at + TimeDelta::days(30)).filter(|_| rng.random_bool(0.5))
+        {
+            let roll: f64 = rng.random::<f64>() * skill;
+            let score = match roll {
+                r if r > 0.55 => rng.random_range(9..=10),
+                r if r > 0.3 => rng.random_range(7..=8),
+                _ => rng.random_range(0..=6),
+            };
+            records.push(rec(Record::Feedback(feedback(
+                next_id("f"),
+                &rep_id,
+                &customer_id,
+                pb::FeedbackKind::Nps,
+                score,
+                submitted,
+            ))));
+        }
+        // Zero to three service requests, each perhaps rated (CSAT).
+        for _ in 0..rng.random_range(0..=3) {
+            let Some(opened) = clip(converted_at + TimeDelta::hours(rng.random_range(1..24 * 200)))
+            else {
+                continue;
+            };
+            let responded =
+                clip(opened + TimeDelta::minutes(rng.random_range(5..(600.0 / skill) as i64)))
+                    .filter(|_| rng.random_bool(0.95));
+            let resolved = clip(opened + TimeDelta::hours(rng.random_range(1..120)))
+                .filter(|_| rng.random_bool(0.85));
+            records.push(rec(Record::CustomerRequest(pb::CustomerRequest {
+                request_id: next_id("r"),
+                rep_id: rep_id.clone(),
+                customer_id: customer_id.clone(),
+                opened_at: Some(timestamp(opened)),
+                first_response_at: responded.map(timestamp),
+                resolved_at: resolved.map(timestamp),
+                updated_at: Some(timestamp(resolved.or(responded).unwrap_or(opened))),
+            })));
+            if let Some(rated) = resolved.filter(|_| rng.random_bool(0.6)) {
+                let score = if rng.random_bool((0.5 * skill).min(0.95)) {
+                    rng.random_range(4..=5)
+                } else {
+                    rng.random_range(1..=3)
+                };
+                records.push(rec(Record::Feedback(feedback(
+                    next_id("f"),
+                    &rep_id,
+                    &customer_id,
+                    pb::FeedbackKind::Csat,
+                    score,
+                    rated,
+                ))));
+            }
+        }
+    }
+    records
+}
+
+fn feedback(
+    id: String,
+    rep_id: &str,
+    customer_id: &str,
+    kind: pb::FeedbackKind,
+    score: i32,
+    submitted: DateTime<Utc>,
+) -> pb::Feedback {
+    pb::Feedback {
+        feedback_id: id,
+        rep_id: rep_id.into(),
+        customer_id: customer_id.into(),
+        kind: kind as i32,
+        score,
+        submitted_at: Some(timestamp(submitted)),
+        comment: String::new(),
+        updated_at: Some(timestamp(submitted)),
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Default, Clone)]
+pub struct PushSummary {
+    pub records: u64,
+    pub batches: u64,
+    pub counts: pb::RecordCounts,
+    pub elapsed: Duration,
+}
+
+impl PushSummary {
+    pub fn records_per_second(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Pushes `batches` over `concurrency` StreamActivities calls, round robin,
+/// with a progress line on stderr.
+pub async fn push(
+    channel: Channel,
+    batches: impl Iterator<Item = Vec<pb::ActivityRecord>> + Send,
+    concurrency: usize,
+    label: &str,
+) -> anyhow::Result<PushSummary> {
+    let started = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::new();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::StreamActivitiesRequest>(2);
+        let mut client =
+            ActivityServiceClient::new(channel.clone()).max_encoding_message_size(64 * 1024 * 1024);
+        workers.push(tokio::spawn(async move {
+            client.stream_activities(ReceiverStream::new(rx)).await
+        }));
+        senders.push(tx);
+    }
+    let progress = tokio::spawn(report_progress(label.to_owned(), sent.clone(), started));
+
+    let mut summary = PushSummary::default();
+    for (n, records) in batches.enumerate() {
+        let size = records.len() as u64;
+        let worker = &senders[n % senders.len()];
+        if worker
+            .send(pb::StreamActivitiesRequest { records })
+            .await
+            .is_err()
+        {
+            break; // that stream failed; its error is reported below
+        }
+        summary.records += size;
+        sent.fetch_add(size, Ordering::Relaxed);
+    }
+    drop(senders);
+    for worker in workers {
+        let reply = worker
+            .await
+            .context("a push worker panicked")?
+            .context("the service rejected a stream")?
+            .into_inner();
+        let counts = reply.counts.unwrap_or_default();
+        summary.batches += u64::try_from(reply.batches).unwrap_or(0);
+        summary.counts.inserted += counts.inserted;
+        summary.counts.updated += counts.updated;
+        summary.counts.unchanged += counts.unchanged;
+        summary.counts.stale += counts.stale;
+    }
+    progress.abort();
+    summary.elapsed = started.elapsed();
+    eprintln!();
+    Ok(summary)
+}
+
+async fn report_progress(label: String, sent: Arc<AtomicU64>, started: Instant) {
+    let terminal = std::io::stderr().is_terminal();
+    let every = if terminal {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(5)
+    };
+    let spinner = ['|', '/', '-', '\\'];
+    let mut tick = 0usize;
+    loop {
+        tokio::time::sleep(every).await;
+        tick += 1;
+        let records = sent.load(Ordering::Relaxed);
+        let rate = records as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let line = format!(
+            "{label}: {} {records:>10} records sent, {rate:>9.0} records/s",
+            spinner[tick % spinner.len()]
+        );
+        let mut err = std::io::stderr();
+        if terminal {
+            let _ = write!(err, "\r{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+}
+
+/// Batches of `size` records from consecutive reps.
+pub fn batches(
+    options: &DemoOptions,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> impl Iterator<Item = Vec<pb::ActivityRecord>> + Send + use<> {
+    let options = options.clone();
+    let size = options.batch_size.clamp(1, 1000);
+    let mut rep = 0;
+    let mut pending: Vec<pb::ActivityRecord> = Vec::new();
+    std::iter::from_fn(move || {
+        while pending.len() < size && rep < options.reps {
+            pending.extend(rep_activity(&options, rep, start, end));
+            rep += 1;
+        }
+        if pending.is_empty() {
+            return None;
+        }
+        let rest = pending.split_off(pending.len().min(size));
+        Some(std::mem::replace(&mut pending, rest))
+    })
+}
+
+/// `kpi-service demo`: creates the organisation and pushes the activity.
+pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+    let channel = Channel::from_shared(options.target.clone())
+        .context("--target is not a valid URL")?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach kpi-service at {}", options.target))?;
+    let mut directory = DirectoryServiceClient::new(channel.clone());
+    let now = Utc::now();
+    let (start, end) = span(&options, now);
+    let teams = teams();
+    let reps = reps(&options);
+    for team in &teams {
+        directory
+            .upsert_team(team.clone())
+            .await
+            .context("UpsertTeam failed")?;
+    }
+    for rep in reps.iter().chain(moves(&options, start, end).iter()) {
+        directory
+            .upsert_rep(rep.clone())
+            .await
+            .context("UpsertRep failed")?;
+    }
+    eprintln!(
+        "demo: {} teams, {} reps; activity from {} to {} (seed {})",
+        teams.len(),
+        reps.len(),
+        start.date_naive(),
+        end.date_naive(),
+        options.seed
+    );
+    let summary = push(
+        channel,
+        batches(&options, start, end),
+        options.concurrency,
+        "demo",
+    )
+    .await?;
+    let c = &summary.counts;
+    println!(
+        "demo: {} records in {} batches in {:.1} s: {:.0} records/s (inserted {}, updated {}, unchanged {}, stale {})",
+        summary.records,
+        summary.batches,
+        summary.elapsed.as_secs_f64(),
+        summary.records_per_second(),
+        c.inserted,
+        c.updated,
+        c.unchanged,
+        c.stale
+    );
+    Ok(())
+}
