@@ -83,7 +83,9 @@ async fn main() -> anyhow::Result<()> {
     let cluster = common::Cluster::start("ingest").await?;
     let service = common::Service::start(&cluster)?;
     let channel = Channel::from_shared(service.endpoint())?.connect().await?;
-    let mut directory = DirectoryServiceClient::new(channel.clone());
+    let key = service.admin_key()?;
+    let mut directory =
+        DirectoryServiceClient::with_interceptor(channel.clone(), demo::bearer(&key)?);
     directory
         .upsert_team(pb::UpsertTeamRequest {
             team_id: "bench".into(),
@@ -105,9 +107,23 @@ async fn main() -> anyhow::Result<()> {
     }
     let updated = Utc::now() - TimeDelta::days(1);
 
-    let fresh = demo::push(channel.clone(), batches(n, updated), streams, "grpc insert").await?;
+    let fresh = demo::push(
+        channel.clone(),
+        &key,
+        batches(n, updated),
+        streams,
+        "grpc insert",
+    )
+    .await?;
     let peak_after_insert = service.peak_rss_mib();
-    let replay = demo::push(channel.clone(), batches(n, updated), streams, "grpc replay").await?;
+    let replay = demo::push(
+        channel.clone(),
+        &key,
+        batches(n, updated),
+        streams,
+        "grpc replay",
+    )
+    .await?;
     let peak = service.peak_rss_mib();
     anyhow::ensure!(
         fresh.counts.inserted as usize == n && replay.counts.unchanged as usize == n,

@@ -6,11 +6,13 @@ use std::{future::Future, net::SocketAddr, str::FromStr, sync::Arc};
 use anyhow::{Context as _, anyhow};
 use sqlx::{PgPool, postgres::PgConnectOptions};
 use tokio::sync::watch;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 
 use crate::{
-    config::{Cli, Command, Settings},
+    access::AccessControl,
+    config::{Cli, Command, KeysCommand, Settings},
     embedded_pg::{self, EmbeddedPostgres},
+    grpc::auth::AuthLayer,
     grpc::{
         self,
         activity::{ActivityApi, MAX_MESSAGE_BYTES},
@@ -32,7 +34,16 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
             let app = Application::build(cli.settings).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
-        Command::Demo(options) => crate::demo::run(options).await,
+        Command::Demo(options) => crate::demo::run(options, &cli.settings.data_dir).await,
+        Command::Keys(command) => {
+            let db = Database::open(&cli.settings).await?;
+            let result = match store::migrate(&db.pool).await {
+                Ok(()) => keys_command(&db.pool, command).await,
+                Err(err) => Err(err),
+            };
+            db.close().await;
+            result
+        }
         Command::Migrate => {
             let db = Database::open(&cli.settings).await?;
             let migrated = store::migrate(&db.pool).await;
@@ -42,6 +53,59 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()> {
+    use crate::domain::access::Role;
+    match command {
+        KeysCommand::Create { name, role, team } => {
+            let role = Role::parse(&role).map_err(|e| anyhow!(e))?;
+            let key = store::keys::create(pool, &name, role, team.as_deref())
+                .await
+                .map_err(|e| anyhow!("{}", tonic::Status::from(e).message().to_owned()))?;
+            tracing::info!(target: "audit", key_id = %key.key_id, %role, method = "keys create", outcome = "Ok", "audit");
+            eprintln!(
+                "created {role} key {} ({name}){}; it is shown once:",
+                key.key_id,
+                team.map(|t| format!(" limited to team {t}"))
+                    .unwrap_or_default()
+            );
+            println!("{}", key.token);
+        }
+        KeysCommand::List => {
+            let keys = store::keys::list(pool).await.map_err(|e| anyhow!("{e}"))?;
+            println!(
+                "{:<14} {:<7} {:<16} {:<20} {:<25} {:<25} REVOKED",
+                "KEY ID", "ROLE", "TEAM", "NAME", "CREATED", "LAST USED"
+            );
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or_else(
+                    || "-".to_owned(),
+                    |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                )
+            };
+            for key in keys {
+                println!(
+                    "{:<14} {:<7} {:<16} {:<20} {:<25} {:<25} {}",
+                    key.key_id,
+                    key.role,
+                    key.team_id.as_deref().unwrap_or("-"),
+                    key.name,
+                    time(Some(key.created_at)),
+                    time(key.last_used_at),
+                    time(key.revoked_at)
+                );
+            }
+        }
+        KeysCommand::Revoke { key_id } => {
+            store::keys::revoke(pool, &key_id)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            tracing::info!(target: "audit", key_id = %key_id, method = "keys revoke", outcome = "Ok", "audit");
+            eprintln!("revoked key {key_id}");
+        }
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -145,10 +209,29 @@ pub struct Application {
     local_addr: SocketAddr,
     db: Database,
     settings: Settings,
+    access: Arc<AccessControl>,
+    tls: Option<ServerTlsConfig>,
+}
+
+/// Reads the TLS files named in the settings.
+fn tls_config(settings: &Settings) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &settings.tls_client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(config))
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.check_transport().map_err(|e| anyhow!(e))?;
+        let tls = tls_config(&settings)?;
         let incoming = TcpIncoming::bind(settings.listen)
             .map_err(|err| anyhow!("cannot listen on {}: {err}", settings.listen))?
             .with_nodelay(Some(true));
@@ -156,7 +239,8 @@ impl Application {
             .local_addr()
             .context("cannot read the listening address")?;
         let db = Database::open(&settings).await?;
-        if let Err(err) = store::migrate(&db.pool).await {
+        let access = Arc::new(AccessControl::default());
+        if let Err(err) = Self::prepare(&db, &settings, &access).await {
             db.close().await;
             return Err(err);
         }
@@ -165,7 +249,30 @@ impl Application {
             local_addr,
             db,
             settings,
+            access,
+            tls,
         })
+    }
+
+    /// Migrations, the first admin key, the key cache.
+    async fn prepare(
+        db: &Database,
+        settings: &Settings,
+        access: &AccessControl,
+    ) -> anyhow::Result<()> {
+        store::migrate(&db.pool).await?;
+        let key_file = settings.data_dir.join("admin.key");
+        if let Some(key_id) = store::keys::bootstrap_admin(&db.pool, &key_file).await? {
+            tracing::info!(
+                key_id,
+                path = %std::path::absolute(&key_file).unwrap_or(key_file.clone()).display(),
+                "no API key existed: created an admin key and wrote it to this file (mode 0600)"
+            );
+        }
+        access
+            .reload(&db.pool)
+            .await
+            .map_err(|e| anyhow!("cannot load API keys: {e}"))
     }
 
     /// The address actually bound (tests listen on port 0).
@@ -185,6 +292,8 @@ impl Application {
             local_addr,
             db,
             settings,
+            access,
+            tls,
         } = self;
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -196,7 +305,8 @@ impl Application {
             interval: settings.health_interval,
             embedded: db.embedded.clone(),
         };
-        let health_task = tokio::spawn(health.run(stop_rx));
+        let health_task = tokio::spawn(health.run(stop_rx.clone()));
+        let keys_task = tokio::spawn(access.clone().refresh_until(db.pool.clone(), stop_rx));
 
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -207,8 +317,18 @@ impl Application {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = Server::builder()
-            .layer(RpcTraceLayer)
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .context("invalid TLS configuration")?;
+        }
+        let server = builder
+            .layer(
+                tower::ServiceBuilder::new()
+                    .layer(RpcTraceLayer)
+                    .layer(AuthLayer::new(access)),
+            )
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -245,6 +365,7 @@ impl Application {
 
         stop_health.send(true).ok();
         health_task.await.ok();
+        keys_task.await.ok();
         db.close().await;
         tracing::info!("kpi-service stopped");
         served

@@ -25,6 +25,34 @@ pub enum Command {
     /// Fill a running service with a generated organisation and a year of
     /// activity, through its gRPC API (deterministic for a seed).
     Demo(crate::demo::DemoOptions),
+    /// Manage API keys (in the service's database).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it once. Only its hash is stored.
+    Create {
+        /// Who or what the key is for.
+        #[arg(long)]
+        name: String,
+        /// ingest (record activity, upsert teams and reps), read (directory
+        /// and KPI queries) or admin (everything).
+        #[arg(long)]
+        role: String,
+        /// Limit a read key to this team and its sub-teams.
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// List keys: ids, names, roles, scopes, creation and last use. Never
+    /// secrets.
+    List,
+    /// Revoke a key; every instance refuses it within a second.
+    Revoke {
+        /// The key's id (the part after `kpi_`, before the second `_`).
+        key_id: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -95,6 +123,24 @@ pub struct Settings {
     #[arg(long, env = "KPI_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
     pub health_interval: Duration,
 
+    /// TLS certificate chain (PEM) to serve with; needs --tls-key.
+    #[arg(long, env = "KPI_TLS_CERT", requires = "tls_key", global = true)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) of --tls-cert.
+    #[arg(long, env = "KPI_TLS_KEY", requires = "tls_cert", global = true)]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificate(s) (PEM) that client certificates must be signed by:
+    /// turns on mutual TLS. Needs --tls-cert.
+    #[arg(long, env = "KPI_TLS_CLIENT_CA", requires = "tls_cert", global = true)]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Allow plaintext on a non-loopback address (API keys and data then
+    /// cross the network unencrypted).
+    #[arg(long, env = "KPI_ALLOW_INSECURE", global = true)]
+    pub allow_insecure: bool,
+
     /// After SIGTERM/SIGINT, how long in-flight calls may run before the
     /// server closes them and exits.
     #[arg(long, env = "KPI_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
@@ -102,6 +148,18 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Refuses plaintext on a non-loopback address unless allowed.
+    pub fn check_transport(&self) -> Result<(), String> {
+        if self.tls_cert.is_none() && !self.listen.ip().is_loopback() && !self.allow_insecure {
+            return Err(format!(
+                "refusing to listen on {} without TLS: give --tls-cert and --tls-key, listen on \
+                 a loopback address, or pass --allow-insecure",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+
     /// Settings as in `--help`, for tests and embedding.
     pub fn defaults() -> Self {
         let cli = Cli::parse_from(["kpi-service"]);
@@ -114,5 +172,23 @@ fn parse_currency(raw: &str) -> Result<String, String> {
         Ok(raw.to_owned())
     } else {
         Err(format!("'{raw}' is not an ISO 4217 code like USD"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_is_refused_off_loopback_unless_allowed() {
+        let mut settings = Settings::defaults();
+        assert!(settings.check_transport().is_ok());
+        settings.listen = "0.0.0.0:50051".parse().unwrap_or(settings.listen);
+        assert!(settings.check_transport().is_err());
+        settings.allow_insecure = true;
+        assert!(settings.check_transport().is_ok());
+        settings.allow_insecure = false;
+        settings.tls_cert = Some("cert.pem".into());
+        assert!(settings.check_transport().is_ok());
     }
 }

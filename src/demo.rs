@@ -54,6 +54,27 @@ pub struct DemoOptions {
     /// Records per batch (at most 1000).
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
+    /// API key (ingest or admin) to call the service with; default: the
+    /// first-start admin key in <data-dir>/admin.key.
+    #[arg(long, env = "KPI_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+}
+
+/// An interceptor that sends `authorization: Bearer <key>`.
+pub fn bearer(
+    key: &str,
+) -> anyhow::Result<
+    impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone + use<>,
+> {
+    let value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {key}")
+        .parse()
+        .map_err(|_| anyhow::anyhow!("the API key is not a valid header value"))?;
+    Ok(move |mut request: tonic::Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
+        Ok(request)
+    })
 }
 
 /// The teams: two regions, two teams each, two pods per team.
@@ -404,18 +425,20 @@ impl PushSummary {
 /// with a progress line on stderr.
 pub async fn push(
     channel: Channel,
+    api_key: &str,
     batches: impl Iterator<Item = Vec<pb::ActivityRecord>> + Send,
     concurrency: usize,
     label: &str,
 ) -> anyhow::Result<PushSummary> {
+    let auth = bearer(api_key)?;
     let started = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
     let mut senders = Vec::new();
     let mut workers = Vec::new();
     for _ in 0..concurrency.max(1) {
         let (tx, rx) = tokio::sync::mpsc::channel::<pb::StreamActivitiesRequest>(2);
-        let mut client =
-            ActivityServiceClient::new(channel.clone()).max_encoding_message_size(64 * 1024 * 1024);
+        let mut client = ActivityServiceClient::with_interceptor(channel.clone(), auth.clone())
+            .max_encoding_message_size(64 * 1024 * 1024);
         workers.push(tokio::spawn(async move {
             client.stream_activities(ReceiverStream::new(rx)).await
         }));
@@ -509,13 +532,23 @@ pub fn batches(
 }
 
 /// `kpi-service demo`: creates the organisation and pushes the activity.
-pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+pub async fn run(options: DemoOptions, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let key = match &options.key {
+        Some(key) => key.clone(),
+        None => {
+            let path = data_dir.join("admin.key");
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("no --key given and cannot read {}", path.display()))?
+                .trim()
+                .to_owned()
+        }
+    };
     let channel = Channel::from_shared(options.target.clone())
         .context("--target is not a valid URL")?
         .connect()
         .await
         .with_context(|| format!("cannot reach kpi-service at {}", options.target))?;
-    let mut directory = DirectoryServiceClient::new(channel.clone());
+    let mut directory = DirectoryServiceClient::with_interceptor(channel.clone(), bearer(&key)?);
     let now = Utc::now();
     let (start, end) = span(&options, now);
     let teams = teams();
@@ -542,6 +575,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     );
     let summary = push(
         channel,
+        &key,
         batches(&options, start, end),
         options.concurrency,
         "demo",

@@ -17,6 +17,14 @@ pub enum Error {
     #[error("{kind} '{id}' already exists")]
     AlreadyExists { kind: &'static str, id: String },
 
+    /// UNAUTHENTICATED: no key, or an unknown or revoked one.
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// PERMISSION_DENIED: a valid key without the role or the team scope.
+    #[error("{0}")]
+    PermissionDenied(String),
+
     /// FAILED_PRECONDITION: the request is well-formed but the system is not
     /// in a state that allows it. `reason` is an UPPER_SNAKE ErrorInfo reason.
     #[error("{message}")]

@@ -1,5 +1,7 @@
 //! kpi-service: records sales activity and computes per-rep and per-team KPIs.
 
+/// API keys at run time: authentication, roles, team scopes.
+pub mod access;
 /// Builds the server from config, serves until a signal, drains with a deadline.
 pub mod app;
 /// Every setting, typed, from flags and environment.

@@ -62,6 +62,7 @@ impl Drop for Cluster {
 pub struct Service {
     child: Child,
     pub addr: String,
+    data_dir: PathBuf,
 }
 
 impl Service {
@@ -93,7 +94,18 @@ impl Service {
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(60))?;
-        Ok(Self { child, addr })
+        Ok(Self {
+            child,
+            addr,
+            data_dir,
+        })
+    }
+
+    /// The admin key the service wrote on its first start.
+    pub fn admin_key(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.data_dir.join("admin.key"))?
+            .trim()
+            .to_owned())
     }
 
     pub fn endpoint(&self) -> String {

@@ -1,6 +1,7 @@
 //! Pure types and rules. A value that passed the boundary is one of these
 //! types and cannot be wrong; nothing here knows protobuf or SQL.
 
+pub mod access;
 pub mod activity;
 pub mod directory;
 pub mod ids;

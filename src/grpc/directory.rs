@@ -4,6 +4,7 @@ use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use super::{
+    auth::{principal, require_team},
     convert::{rep_id, team_id},
     pb::{self, directory_service_server::DirectoryService},
 };
@@ -82,7 +83,9 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::GetTeamRequest>,
     ) -> Result<Response<pb::GetTeamResponse>, Status> {
+        let caller = principal(&request)?;
         let id = team_id("team_id", &request.into_inner().team_id)?;
+        require_team(&caller, id.as_str())?;
         let team = store::get_team(&self.pool, id.as_str())
             .await?
             .ok_or_else(|| Error::NotFound {
@@ -98,12 +101,26 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListTeamsRequest>,
     ) -> Result<Response<pb::ListTeamsResponse>, Status> {
+        let caller = principal(&request)?;
         let req = request.into_inner();
         let parent = optional_team("parent_team_id", &req.parent_team_id)?;
+        if let Some(parent) = &parent {
+            require_team(&caller, parent.as_str())?;
+        }
         let query = format!("teams|parent={}", req.parent_team_id);
         let (size, after) = page(req.page_size, &req.page_token, &query)?;
-        let rows =
-            store::list_teams(&self.pool, parent.as_ref(), after.as_deref(), size + 1).await?;
+        let visible = caller
+            .scope
+            .as_ref()
+            .map(|teams| teams.iter().cloned().collect());
+        let rows = store::list_teams(
+            &self.pool,
+            parent.as_ref(),
+            visible,
+            after.as_deref(),
+            size + 1,
+        )
+        .await?;
         let (teams, next_page_token) = paginate(rows, size, &query, |t| t.id.clone());
         Ok(Response::new(pb::ListTeamsResponse {
             teams: teams.into_iter().map(Into::into).collect(),
@@ -126,13 +143,23 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::GetRepRequest>,
     ) -> Result<Response<pb::GetRepResponse>, Status> {
+        let caller = principal(&request)?;
         let id = rep_id("rep_id", &request.into_inner().rep_id)?;
-        let rep = store::get_rep(&self.pool, id.as_str())
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                kind: "rep",
-                id: id.to_string(),
-            })?;
+        let rep = store::get_rep(&self.pool, id.as_str()).await?;
+        // A scoped key gets the same answer for a rep outside its teams and
+        // for one that does not exist: nothing leaks.
+        if caller.scope.is_some()
+            && !rep
+                .as_ref()
+                .and_then(|r| r.team.as_deref())
+                .is_some_and(|team| caller.sees_team(team))
+        {
+            return Err(Error::PermissionDenied(format!("this key may not see rep '{id}'")).into());
+        }
+        let rep = rep.ok_or_else(|| Error::NotFound {
+            kind: "rep",
+            id: id.to_string(),
+        })?;
         Ok(Response::new(pb::GetRepResponse {
             rep: Some(rep.into()),
         }))
@@ -142,11 +169,19 @@ impl DirectoryService for DirectoryApi {
         &self,
         request: Request<pb::ListRepsRequest>,
     ) -> Result<Response<pb::ListRepsResponse>, Status> {
+        let caller = principal(&request)?;
         let req = request.into_inner();
         let filter = RepFilter {
             team: optional_team("team_id", &req.team_id)?,
             include_sub_teams: req.include_sub_teams,
+            visible: caller
+                .scope
+                .as_ref()
+                .map(|teams| teams.iter().cloned().collect()),
         };
+        if let Some(team) = &filter.team {
+            require_team(&caller, team.as_str())?;
+        }
         let query = format!("reps|team={}|sub={}", req.team_id, req.include_sub_teams);
         let (size, after) = page(req.page_size, &req.page_token, &query)?;
         let rows = store::list_reps(&self.pool, &filter, after.as_deref(), size + 1).await?;

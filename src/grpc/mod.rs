@@ -3,6 +3,7 @@
 //! from the crate's error to `tonic::Status`.
 
 pub mod activity;
+pub mod auth;
 pub mod convert;
 pub mod directory;
 pub mod status;

@@ -66,6 +66,16 @@ fn parts(err: &Error) -> (Code, String, String, ErrorDetails, HashMap<String, St
                 err.to_string(),
             )
         }
+        Error::Unauthenticated(message) => (
+            Code::Unauthenticated,
+            "API_KEY_INVALID".to_owned(),
+            message.clone(),
+        ),
+        Error::PermissionDenied(message) => (
+            Code::PermissionDenied,
+            "PERMISSION_DENIED".to_owned(),
+            message.clone(),
+        ),
         Error::FailedPrecondition { reason, message } => (
             Code::FailedPrecondition,
             (*reason).to_owned(),

@@ -165,10 +165,11 @@ async fn require_team(conn: &mut PgConnection, team: &TeamId) -> Result<(), Erro
 }
 
 /// Teams ordered by id after `after`, at most `limit`; only the direct
-/// children of `parent` when given.
+/// children of `parent` when given; only `visible` ones when given.
 pub async fn list_teams(
     pool: &PgPool,
     parent: Option<&TeamId>,
+    visible: Option<Vec<String>>,
     after: Option<&str>,
     limit: u32,
 ) -> Result<Vec<Team>, Error> {
@@ -182,6 +183,7 @@ pub async fn list_teams(
         FROM teams
         WHERE ($1::text IS NULL OR parent_team_id = $1)
           AND ($2::text IS NULL OR team_id > $2)
+          AND ($4::text[] IS NULL OR team_id = ANY($4))
         ORDER BY team_id
         LIMIT $3
         "#,
@@ -189,6 +191,7 @@ pub async fn list_teams(
     .bind(parent.map(TeamId::as_str))
     .bind(after)
     .bind(i64::from(limit))
+    .bind(visible)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().map(Team::from).collect())
@@ -366,6 +369,8 @@ pub struct RepFilter {
     pub team: Option<TeamId>,
     /// With `team`: also the members of its sub-teams, at any depth.
     pub include_sub_teams: bool,
+    /// Only reps whose current team is one of these (a key's team scope).
+    pub visible: Option<Vec<String>>,
 }
 
 /// Reps ordered by id after `after`, at most `limit`, without history.
@@ -393,6 +398,7 @@ pub async fn list_reps(
         r#" FROM reps r) r
         WHERE ($3::text IS NULL OR r.rep_id > $3)
           AND ($1::text IS NULL OR r.team_id IN (SELECT team_id FROM scope))
+          AND ($5::text[] IS NULL OR r.team_id = ANY($5))
         ORDER BY r.rep_id
         LIMIT $4
         "#
@@ -402,6 +408,7 @@ pub async fn list_reps(
         .bind(filter.include_sub_teams)
         .bind(after)
         .bind(i64::from(limit))
+        .bind(filter.visible.clone())
         .fetch_all(&mut *conn)
         .await?;
     Ok(rows.into_iter().map(|row| row.into_rep(&[])).collect())

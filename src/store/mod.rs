@@ -14,6 +14,7 @@ use crate::config::Settings;
 
 pub mod activity;
 pub mod directory;
+pub mod keys;
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

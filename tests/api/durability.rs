@@ -15,7 +15,7 @@ use kpi_service::grpc::pb::{
 };
 use sqlx::Connection;
 
-use crate::helpers::{Durability, ServiceProcess, rep, socket_url, throwaway_cluster, ts};
+use crate::helpers::{Bearer, Durability, ServiceProcess, rep, socket_url, throwaway_cluster, ts};
 
 fn call(id: String) -> pb::ActivityRecord {
     pb::ActivityRecord {
@@ -52,9 +52,13 @@ async fn acknowledged_records_survive_a_killed_service_and_a_postgres_crash() {
 
     let service = ServiceProcess::start(&data_dir, Some(&url));
     let endpoint = format!("http://{}", service.addr);
-    let mut directory = DirectoryServiceClient::connect(endpoint.clone())
+    let channel = tonic::transport::Channel::from_shared(endpoint)
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let bearer = Bearer::new(&service.admin_key());
+    let mut directory = DirectoryServiceClient::with_interceptor(channel.clone(), bearer.clone());
     directory
         .upsert_team(pb::UpsertTeamRequest {
             team_id: "t1".into(),
@@ -71,9 +75,7 @@ async fn acknowledged_records_survive_a_killed_service_and_a_postgres_crash() {
     let mut loaders = Vec::new();
     for loader in 0..2 {
         let acknowledged = acknowledged.clone();
-        let mut client = ActivityServiceClient::connect(endpoint.clone())
-            .await
-            .unwrap();
+        let mut client = ActivityServiceClient::with_interceptor(channel.clone(), bearer.clone());
         loaders.push(tokio::spawn(async move {
             for batch in 0..10_000 {
                 let ids: Vec<String> = (0..100)

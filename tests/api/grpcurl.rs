@@ -60,7 +60,14 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
     eprintln!("using {grpcurl_bin}");
     let data_dir = temp_data_dir();
     let service = ServiceProcess::start(&data_dir, None);
+    // The first start wrote an admin key, readable by its owner only.
+    let key_file = data_dir.join("admin.key");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin.key must be private");
+    let header = format!("authorization: Bearer {}", service.admin_key());
+    let auth: &[&str] = &["-H", &header];
 
+    // Health and reflection need no key.
     let services = grpcurl(&service.addr, &[], &["list"]);
     for expected in [
         "kpi.v1.DirectoryService",
@@ -77,14 +84,30 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
     let health = grpcurl(&service.addr, &[], &["grpc.health.v1.Health/Check"]);
     assert!(health.contains("\"SERVING\""), "{health}");
 
+    let without_key = Command::new(&grpcurl_bin)
+        .args(["-plaintext", "-d", r#"{"rep_id": "anna"}"#, &service.addr])
+        .arg("kpi.v1.DirectoryService/GetRep")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&without_key.stderr).contains("Unauthenticated"),
+        "a call without a key must be refused"
+    );
     grpcurl(
         &service.addr,
-        &["-d", r#"{"team_id": "emea", "display_name": "EMEA"}"#],
+        &[
+            "-H",
+            &header,
+            "-d",
+            r#"{"team_id": "emea", "display_name": "EMEA"}"#,
+        ],
         &["kpi.v1.DirectoryService/UpsertTeam"],
     );
     let upserted = grpcurl(
         &service.addr,
         &[
+            "-H",
+            &header,
             "-d",
             r#"{"rep_id": "anna", "display_name": "Anna Svensson", "email": "anna@example.com", "team_id": "emea"}"#,
         ],
@@ -93,7 +116,7 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
     assert!(upserted.contains("\"teamId\": \"emea\""), "{upserted}");
     let fetched = grpcurl(
         &service.addr,
-        &["-d", r#"{"rep_id": "anna"}"#],
+        &[auth[0], auth[1], "-d", r#"{"rep_id": "anna"}"#],
         &["kpi.v1.DirectoryService/GetRep"],
     );
     assert!(
@@ -127,7 +150,7 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
     }
     let fetched = grpcurl(
         &service.addr,
-        &["-d", r#"{"rep_id": "anna"}"#],
+        &[auth[0], auth[1], "-d", r#"{"rep_id": "anna"}"#],
         &["kpi.v1.DirectoryService/GetRep"],
     );
     assert!(fetched.contains("Anna Svensson"), "{fetched}");
@@ -141,7 +164,7 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
     let service = ServiceProcess::start(&data_dir, None);
     let fetched = grpcurl(
         &service.addr,
-        &["-d", r#"{"rep_id": "anna"}"#],
+        &[auth[0], auth[1], "-d", r#"{"rep_id": "anna"}"#],
         &["kpi.v1.DirectoryService/GetRep"],
     );
     assert!(fetched.contains("Anna Svensson"), "{fetched}");

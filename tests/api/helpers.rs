@@ -26,6 +26,7 @@ use std::{
 use kpi_service::{
     app::Application,
     config::Settings,
+    domain::access::Role,
     embedded_pg::EmbeddedPostgres,
     grpc::pb::{
         self, activity_service_client::ActivityServiceClient,
@@ -37,7 +38,12 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::{Code, Status, transport::Channel};
+use tonic::{
+    Code, Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -224,12 +230,42 @@ impl Drop for TestDatabase {
     }
 }
 
-/// A running kpi-service on a fresh database, and clients for it.
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Self {
+        Self(
+            format!("Bearer {token}")
+                .parse()
+                .unwrap_or_else(|_| panic!("not a header value: {token}")),
+        )
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A channel whose calls carry an API key.
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// A running kpi-service on a fresh database, and clients for it (with an
+/// admin key).
 pub struct TestApp {
     /// The database URL the server uses.
     pub url: String,
-    pub directory: DirectoryServiceClient<Channel>,
-    pub activity: ActivityServiceClient<Channel>,
+    pub directory: DirectoryServiceClient<Authed>,
+    pub activity: ActivityServiceClient<Authed>,
+    /// The admin key the clients use.
+    pub admin_key: String,
+    pub channel: Channel,
     pub health: HealthClient<Channel>,
     /// A separate pool on the app's database, for checking what is stored.
     pub db: PgPool,
@@ -258,9 +294,23 @@ impl TestApp {
         app
     }
 
-    /// A server with the given settings (the database must exist).
+    /// A server with the given settings (the database must exist). An admin
+    /// key is created first, so the server writes no admin.key file.
     pub async fn spawn_with(settings: Settings) -> Self {
         let url = settings.database_url.clone().unwrap_or_default();
+        let setup = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"));
+        kpi_service::store::migrate(&setup)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let admin_key = kpi_service::store::keys::create(&setup, "tests", Role::Admin, None)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create a key: {e}"))
+            .token;
+        setup.close().await;
         let application = Application::build(settings)
             .await
             .unwrap_or_else(|e| panic!("cannot build the app: {e:#}"));
@@ -281,9 +331,17 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"));
         let app = Self {
             url: url.clone(),
-            directory: DirectoryServiceClient::new(channel.clone()),
-            activity: ActivityServiceClient::new(channel.clone()),
-            health: HealthClient::new(channel),
+            directory: DirectoryServiceClient::with_interceptor(
+                channel.clone(),
+                Bearer::new(&admin_key),
+            ),
+            activity: ActivityServiceClient::with_interceptor(
+                channel.clone(),
+                Bearer::new(&admin_key),
+            ),
+            admin_key,
+            channel: channel.clone(),
+            health: HealthClient::new(channel.clone()),
             db,
             stop: Some(stop),
             server: Some(server),
@@ -303,6 +361,24 @@ impl TestApp {
             Some(server) => server.await?,
             None => Ok(()),
         }
+    }
+
+    /// A new key with `role` (and team scope), as its token.
+    pub async fn key(&self, role: Role, team: Option<&str>) -> String {
+        kpi_service::store::keys::create(&self.db, "test key", role, team)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create a key: {e}"))
+            .token
+    }
+
+    /// A directory client using `token`.
+    pub fn directory_as(&self, token: &str) -> DirectoryServiceClient<Authed> {
+        DirectoryServiceClient::with_interceptor(self.channel.clone(), Bearer::new(token))
+    }
+
+    /// Waits until the server's key cache has caught up with the database.
+    pub async fn keys_refreshed(&self) {
+        tokio::time::sleep(kpi_service::access::REFRESH_EVERY * 3).await;
     }
 
     pub async fn health_of(&self, service: &str) -> Result<ServingStatus, Status> {
@@ -516,6 +592,8 @@ pub struct ServiceProcess {
     child: Child,
     /// The address it listens on.
     pub addr: String,
+    data_dir: PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServiceProcess {
@@ -523,13 +601,24 @@ impl ServiceProcess {
     /// PostgreSQL or on `database_url`, and reads the bound address from its
     /// JSON log.
     pub fn start(data_dir: &Path, database_url: Option<&str>) -> Self {
+        Self::start_with(data_dir, database_url, &[], "info")
+    }
+
+    /// Like `start`, with extra flags and a RUST_LOG filter.
+    pub fn start_with(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        args: &[&str],
+        log_filter: &str,
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kpi-service"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
             .arg("--data-dir")
             .arg(data_dir)
             .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(url) = database_url {
@@ -538,8 +627,13 @@ impl ServiceProcess {
         let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log_writer = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut log) = log_writer.lock() {
+                    log.push(line.clone());
+                }
                 if line.contains("kpi-service listening") {
                     let addr = line
                         .split("\"address\":\"")
@@ -556,7 +650,25 @@ impl ServiceProcess {
         let addr = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("the service did not start listening within 60 s"));
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+            log,
+        }
+    }
+
+    /// Everything the service logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// The admin key the service wrote on its first start.
+    pub fn admin_key(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.key"))
+            .unwrap_or_else(|e| panic!("no admin.key in {}: {e}", self.data_dir.display()))
+            .trim()
+            .to_owned()
     }
 
     /// SIGTERM, then wait; returns how long the exit took.

@@ -1,6 +1,7 @@
 //! One integration-test binary: every test talks to a real PostgreSQL and a
 //! real gRPC server over TCP. See `helpers` for how both are provided.
 
+mod access;
 mod activity;
 mod directory;
 mod durability;

@@ -1,0 +1,210 @@
+//! API keys: created, listed and revoked by the `keys` command; read by the
+//! access control cache.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::{
+    Error,
+    domain::access::{NewKey, Role, generate_key},
+};
+
+/// A key as `keys list` shows it: never the secret, not even its hash.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub key_id: String,
+    pub name: String,
+    pub role: Role,
+    pub team_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A usable key, as the access cache holds it.
+#[derive(Debug, Clone)]
+pub struct ActiveKey {
+    pub key_id: String,
+    pub role: Role,
+    pub team_id: Option<String>,
+    pub secret_hash: Vec<u8>,
+}
+
+/// Serialises first-start key creation between instances.
+const BOOTSTRAP_LOCK: i64 = 0x6b70_695f_6b65_7973;
+
+fn role_of(raw: &str) -> Result<Role, Error> {
+    Role::parse(raw).map_err(|e| Error::internal(anyhow::anyhow!("stored key role: {e}")))
+}
+
+/// Creates a key; returns it with its full text, to show once.
+pub async fn create(
+    pool: &PgPool,
+    name: &str,
+    role: Role,
+    team_id: Option<&str>,
+) -> Result<NewKey, Error> {
+    if let Some(team) = team_id {
+        if role != Role::Read {
+            return Err(Error::invalid(
+                "team",
+                "only read keys can be limited to a team",
+            ));
+        }
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM teams WHERE team_id = $1")
+            .bind(team)
+            .fetch_optional(pool)
+            .await?;
+        if exists.is_none() {
+            return Err(Error::invalid(
+                "team",
+                format!("team '{team}' does not exist"),
+            ));
+        }
+    }
+    let key = generate_key().map_err(|e| Error::internal(anyhow::anyhow!("OS RNG: {e}")))?;
+    sqlx::query(
+        "INSERT INTO api_keys (key_id, name, role, team_id, secret_hash) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&key.key_id)
+    .bind(name)
+    .bind(role.as_str())
+    .bind(team_id)
+    .bind(&key.secret_hash)
+    .execute(pool)
+    .await?;
+    Ok(key)
+}
+
+type KeyRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
+pub async fn list(pool: &PgPool) -> Result<Vec<KeyInfo>, Error> {
+    let rows: Vec<KeyRow> = sqlx::query_as(
+        r#"
+        SELECT key_id, name, role, team_id, created_at, revoked_at, last_used_at
+        FROM api_keys ORDER BY created_at, key_id
+        "#,
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(
+            |(key_id, name, role, team_id, created_at, revoked_at, last_used_at)| {
+                Ok(KeyInfo {
+                    key_id,
+                    name,
+                    role: role_of(&role)?,
+                    team_id,
+                    created_at,
+                    revoked_at,
+                    last_used_at,
+                })
+            },
+        )
+        .collect()
+}
+
+/// Revokes a key; NOT_FOUND if there is none with this id. Revoking twice
+/// is harmless.
+pub async fn revoke(pool: &PgPool, key_id: &str) -> Result<(), Error> {
+    let result = sqlx::query(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1",
+    )
+    .bind(key_id)
+    .execute(pool)
+    .await?;
+    if result.rows_affected() == 0 {
+        return Err(Error::NotFound {
+            kind: "key",
+            id: key_id.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Every key that is not revoked.
+pub async fn active(pool: &PgPool) -> Result<Vec<ActiveKey>, Error> {
+    let rows: Vec<(String, String, Option<String>, Vec<u8>)> = sqlx::query_as(
+        "SELECT key_id, role, team_id, secret_hash FROM api_keys WHERE revoked_at IS NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(key_id, role, team_id, secret_hash)| {
+            Ok(ActiveKey {
+                key_id,
+                role: role_of(&role)?,
+                team_id,
+                secret_hash,
+            })
+        })
+        .collect()
+}
+
+/// (team, parent) for every team, to expand team scopes.
+pub async fn team_parents(pool: &PgPool) -> Result<Vec<(String, Option<String>)>, Error> {
+    Ok(sqlx::query_as("SELECT team_id, parent_team_id FROM teams")
+        .fetch_all(pool)
+        .await?)
+}
+
+/// Records that these keys were used (batched by the caller).
+pub async fn touch(pool: &PgPool, key_ids: &[String]) -> Result<(), Error> {
+    sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE key_id = ANY($1)")
+        .bind(key_ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// On first start (no key at all), creates an admin key and writes it to
+/// `path` (mode 0600). Returns the new key's id, or `None` when keys exist.
+pub async fn bootstrap_admin(pool: &PgPool, path: &Path) -> anyhow::Result<Option<String>> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(BOOTSTRAP_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
+        .fetch_one(&mut *tx)
+        .await?;
+    if keys > 0 {
+        return Ok(None);
+    }
+    let key = generate_key().map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
+    sqlx::query(
+        "INSERT INTO api_keys (key_id, name, role, secret_hash) VALUES ($1, 'first admin', 'admin', $2)",
+    )
+    .bind(&key.key_id)
+    .bind(&key.secret_hash)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Replace any stale file, but create it 0600 from the start.
+    std::fs::remove_file(path).ok();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    writeln!(file, "{}", key.token)?;
+    file.sync_all()?;
+    tx.commit().await?;
+    Ok(Some(key.key_id))
+}
