@@ -17,9 +17,11 @@ use crate::{
         self,
         activity::{ActivityApi, MAX_MESSAGE_BYTES},
         directory::DirectoryApi,
+        kpi::{KpiApi, KpiSettings, TargetApi},
         pb::{
             activity_service_server::ActivityServiceServer,
-            directory_service_server::DirectoryServiceServer,
+            directory_service_server::DirectoryServiceServer, kpi_service_server::KpiServiceServer,
+            target_service_server::TargetServiceServer,
         },
     },
     health::DatabaseHealth,
@@ -316,6 +318,11 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
+        let kpi_settings = KpiSettings {
+            default_zone: settings.time_zone,
+            fiscal_year_start_month: settings.fiscal_year_start_month,
+            reporting_currency: settings.reporting_currency.clone(),
+        };
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let mut builder = Server::builder();
         if let Some(tls) = tls {
@@ -342,6 +349,14 @@ impl Application {
                 ))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
+            .add_service(KpiServiceServer::new(KpiApi::new(
+                db.pool.clone(),
+                kpi_settings.clone(),
+            )))
+            .add_service(TargetServiceServer::new(TargetApi::new(
+                db.pool.clone(),
+                kpi_settings,
+            )))
             .serve_with_incoming_shutdown(incoming, async {
                 drain_rx.await.ok();
             });

@@ -119,6 +119,14 @@ pub struct Settings {
     #[arg(long, env = "KPI_REPORTING_CURRENCY", default_value = "USD", value_parser = parse_currency, global = true)]
     pub reporting_currency: String,
 
+    /// Time zone of periods that do not name one (IANA name).
+    #[arg(long, env = "KPI_TIME_ZONE", default_value = "UTC", value_parser = crate::domain::period::parse_zone, global = true)]
+    pub time_zone: chrono_tz::Tz,
+
+    /// First month (1-12) of the fiscal year, for quarters.
+    #[arg(long, env = "KPI_FISCAL_YEAR_START_MONTH", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=12), global = true)]
+    pub fiscal_year_start_month: u32,
+
     /// How often the database is probed for the health service.
     #[arg(long, env = "KPI_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
     pub health_interval: Duration,

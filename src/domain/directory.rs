@@ -110,6 +110,35 @@ pub fn move_effective_from(
     }
 }
 
+/// The parts of [from, to) during which a rep with these change points
+/// (oldest first) belonged to one of `teams`.
+pub fn intervals_in(
+    points: &[ChangePoint],
+    teams: &std::collections::HashSet<String>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut out: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+    for (i, point) in points.iter().enumerate() {
+        if !point.team.as_ref().is_some_and(|t| teams.contains(t)) {
+            continue;
+        }
+        let start = point.from.map_or(from, |f| f.max(from));
+        let end = points
+            .get(i + 1)
+            .and_then(|next| next.from)
+            .map_or(to, |until| until.min(to));
+        if start < end {
+            // Adjacent periods in two teams of the set are one interval.
+            match out.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                _ => out.push((start, end)),
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -146,6 +175,27 @@ mod tests {
         assert_eq!(team_at(&points, at(10)).as_deref(), Some("b"));
         let late_start = [point(Some(5), Some("a"))];
         assert_eq!(team_at(&late_start, at(4)), None);
+    }
+
+    #[test]
+    fn intervals_in_a_set_of_teams_are_clipped_and_merged() {
+        let points = [
+            point(None, Some("a")),
+            point(Some(10), Some("b")),
+            point(Some(15), Some("c")),
+            point(Some(20), Some("a")),
+        ];
+        let ab: std::collections::HashSet<String> = ["a".to_owned(), "b".to_owned()].into();
+        assert_eq!(
+            intervals_in(&points, &ab, at(5), at(25)),
+            [(at(5), at(15)), (at(20), at(25))]
+        );
+        let c: std::collections::HashSet<String> = ["c".to_owned()].into();
+        assert_eq!(
+            intervals_in(&points, &c, at(16), at(18)),
+            [(at(16), at(18))]
+        );
+        assert!(intervals_in(&points, &c, at(1), at(9)).is_empty());
     }
 
     #[test]

@@ -5,7 +5,10 @@ pub mod access;
 pub mod activity;
 pub mod directory;
 pub mod ids;
+pub mod kpi;
 pub mod paging;
+pub mod period;
+pub mod rollup;
 
 /// One problem with one field of a request, named by its path in the request
 /// (`team.parent_team_id`, `records[17].deal.closed_at`).

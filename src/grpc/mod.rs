@@ -6,6 +6,7 @@ pub mod activity;
 pub mod auth;
 pub mod convert;
 pub mod directory;
+pub mod kpi;
 pub mod status;
 
 /// Generated protobuf and gRPC code for `kpi.v1`.
@@ -25,5 +26,7 @@ pub fn service_names() -> Vec<&'static str> {
     vec![
         <pb::directory_service_server::DirectoryServiceServer<directory::DirectoryApi> as NamedService>::NAME,
         <pb::activity_service_server::ActivityServiceServer<activity::ActivityApi> as NamedService>::NAME,
+        <pb::kpi_service_server::KpiServiceServer<kpi::KpiApi> as NamedService>::NAME,
+        <pb::target_service_server::TargetServiceServer<kpi::TargetApi> as NamedService>::NAME,
     ]
 }

@@ -12,6 +12,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
+use super::rollup;
+
 use crate::{
     Error,
     domain::{
@@ -20,6 +22,8 @@ use crate::{
             Amount, Batch, Channel, Counts, Customer, CustomerRequest, Deal, DealStage, Feedback,
             FeedbackKind, Interaction, Outcome, Versioned, classify, dedupe,
         },
+        kpi::{self, Contribution},
+        rollup::Deltas,
     },
 };
 
@@ -164,80 +168,166 @@ async fn apply(
         return Ok(Err(violations)); // dropping the transaction rolls it back
     }
 
-    write(&mut tx, &customers, &mut counts).await?;
-    write(&mut tx, &interactions, &mut counts).await?;
-    write(&mut tx, &deals, &mut counts).await?;
-    write(&mut tx, &feedback, &mut counts).await?;
-    write(&mut tx, &requests, &mut counts).await?;
+    let mut deltas = Deltas::default();
+    let mut w = Writer {
+        conn: &mut tx,
+        counts: &mut counts,
+        violations: &mut violations,
+        deltas: &mut deltas,
+    };
+    w.write(customers).await?;
+    w.write(interactions).await?;
+    w.write(deals).await?;
+    w.write(feedback).await?;
+    w.write(requests).await?;
+    if !violations.is_empty() {
+        return Ok(Err(violations));
+    }
+    rollup::apply(&mut tx, deltas).await?;
     tx.commit().await?;
     Ok(Ok(counts))
 }
 
+/// What a batch will write for one record type.
+struct Staged<'a, T> {
+    /// New ids (as far as the transaction can see).
+    inserts: Vec<(usize, &'a T)>,
+    /// Newer versions, with the stored version they replace.
+    updates: Vec<(&'a T, T)>,
+}
+
 /// Locks and reads the stored versions of `records`, classifies each
-/// record, and returns the ones to write (inserts and updates, in id order).
+/// record, and returns what to write.
 async fn stage<'a, T: Table>(
     conn: &mut PgConnection,
     records: &'a [(usize, T)],
     counts: &mut Counts,
     violations: &mut Vec<FieldViolation>,
-) -> Result<Vec<&'a T>, sqlx::Error> {
+) -> Result<Staged<'a, T>, sqlx::Error> {
+    let mut staged = Staged {
+        inserts: Vec::new(),
+        updates: Vec::new(),
+    };
     if records.is_empty() {
-        return Ok(Vec::new());
+        return Ok(staged);
     }
     let ids: Vec<&str> = records.iter().map(|(_, r)| r.id()).collect();
-    let stored: HashMap<String, T> = T::load(conn, &ids)
+    let mut stored: HashMap<String, T> = T::load(conn, &ids)
         .await?
         .into_iter()
         .map(|r| (r.id().to_owned(), r))
         .collect();
-    let mut to_write = Vec::with_capacity(records.len());
     for (index, record) in records {
-        match classify(record, stored.get(record.id())) {
+        let old = stored.remove(record.id());
+        match classify(record, old.as_ref()) {
             Outcome::Insert => {
                 counts.inserted += 1;
-                to_write.push(record);
+                staged.inserts.push((*index, record));
             }
             Outcome::Update => {
                 counts.updated += 1;
-                to_write.push(record);
+                if let Some(old) = old {
+                    staged.updates.push((record, old));
+                }
             }
             Outcome::Unchanged => counts.unchanged += 1,
             Outcome::Stale => counts.stale += 1,
-            Outcome::Conflict => violations.push(FieldViolation::new(
-                format!("records[{index}].{}.updated_at", T::KIND),
-                "the stored version has the same id and updated_at but different content; \
-                 send a newer updated_at to replace it",
-            )),
+            Outcome::Conflict => violations.push(conflict(*index, T::KIND)),
         }
     }
-    Ok(to_write)
+    Ok(staged)
 }
 
-async fn write<T: Table>(
-    conn: &mut PgConnection,
-    rows: &[&T],
-    counts: &mut Counts,
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
+fn conflict(index: usize, kind: &str) -> FieldViolation {
+    FieldViolation::new(
+        format!("records[{index}].{kind}.updated_at"),
+        "the stored version has the same id and updated_at but different content; \
+         send a newer updated_at to replace it",
+    )
+}
+
+/// Writes staged records and collects their rollup changes.
+struct Writer<'c> {
+    conn: &'c mut PgConnection,
+    counts: &'c mut Counts,
+    violations: &'c mut Vec<FieldViolation>,
+    deltas: &'c mut Deltas,
+}
+
+impl Writer<'_> {
+    async fn write<T: Table>(&mut self, staged: Staged<'_, T>) -> Result<(), sqlx::Error> {
+        let Staged {
+            inserts,
+            mut updates,
+        } = staged;
+        if !inserts.is_empty() {
+            let rows: Vec<&T> = inserts.iter().map(|(_, r)| *r).collect();
+            let written: HashSet<String> = T::upsert(self.conn, &rows, false)
+                .await?
+                .into_iter()
+                .collect();
+            let mut raced = Vec::new();
+            for (index, record) in &inserts {
+                if written.contains(record.id()) {
+                    self.deltas
+                        .apply(record.rep_id(), &record.contributions(), 1);
+                } else {
+                    raced.push((*index, *record));
+                }
+            }
+            if !raced.is_empty() {
+                // A concurrent batch inserted these ids first and has
+                // committed (the insert waited for it): classify again
+                // against what it stored.
+                let ids: Vec<&str> = raced.iter().map(|(_, r)| r.id()).collect();
+                let mut stored: HashMap<String, T> = T::load(self.conn, &ids)
+                    .await?
+                    .into_iter()
+                    .map(|r| (r.id().to_owned(), r))
+                    .collect();
+                for (index, record) in raced {
+                    self.counts.inserted = self.counts.inserted.saturating_sub(1);
+                    let old = stored.remove(record.id());
+                    match classify(record, old.as_ref()) {
+                        Outcome::Update | Outcome::Insert => {
+                            self.counts.updated += 1;
+                            if let Some(old) = old {
+                                updates.push((record, old));
+                            }
+                        }
+                        Outcome::Unchanged => self.counts.unchanged += 1,
+                        Outcome::Stale => self.counts.stale += 1,
+                        Outcome::Conflict => self.violations.push(conflict(index, T::KIND)),
+                    }
+                }
+            }
+        }
+        if !updates.is_empty() {
+            updates.sort_by(|a, b| a.0.id().cmp(b.0.id()));
+            let rows: Vec<&T> = updates.iter().map(|(new, _)| *new).collect();
+            T::upsert(self.conn, &rows, true).await?;
+            for (new, old) in &updates {
+                self.deltas.apply(old.rep_id(), &old.contributions(), -1);
+                self.deltas.apply(new.rep_id(), &new.contributions(), 1);
+            }
+        }
+        Ok(())
     }
-    let written = T::upsert(conn, rows).await?;
-    // Fewer rows written than planned: a concurrent batch inserted the same
-    // new ids first (stored versions were locked, so only inserts can race).
-    // Theirs is the same or a newer version; ours changed nothing.
-    let raced = (rows.len() as u64).saturating_sub(written);
-    counts.inserted = counts.inserted.saturating_sub(raced);
-    counts.unchanged += raced;
-    Ok(())
 }
 
 /// How one record type is read and written.
 trait Table: Versioned + Sized {
     /// The stored versions of `ids`, locked for the transaction, in id order.
     async fn load(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Self>, sqlx::Error>;
-    /// Inserts or replaces `rows` (sorted by id) unless the stored version is
-    /// as new; returns how many rows were written.
-    async fn upsert(conn: &mut PgConnection, rows: &[&Self]) -> Result<u64, sqlx::Error>;
+    /// Inserts `rows` (sorted by id); with `replace`, an existing row is
+    /// replaced when the new version is newer. Returns the ids written.
+    async fn upsert(
+        conn: &mut PgConnection,
+        rows: &[&Self],
+        replace: bool,
+    ) -> Result<Vec<String>, sqlx::Error>;
+    /// What the record adds to the KPI sums.
+    fn contributions(&self) -> Vec<Contribution>;
 }
 
 fn corrupt(what: &str, value: impl std::fmt::Display) -> sqlx::Error {
@@ -254,6 +344,10 @@ type CustomerRow = (
 );
 
 impl Table for Customer {
+    fn contributions(&self) -> Vec<Contribution> {
+        kpi::customer_contributions(self)
+    }
+
     async fn load(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Self>, sqlx::Error> {
         let rows: Vec<CustomerRow> = sqlx::query_as(
             r#"
@@ -281,8 +375,12 @@ impl Table for Customer {
             .collect())
     }
 
-    async fn upsert(conn: &mut PgConnection, rows: &[&Self]) -> Result<u64, sqlx::Error> {
-        let result = sqlx::query(
+    async fn upsert(
+        conn: &mut PgConnection,
+        rows: &[&Self],
+        replace: bool,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
             r#"
             INSERT INTO customers AS cur
                 (customer_id, rep_id, lead_at, converted_at, churned_at, source_updated_at)
@@ -297,7 +395,8 @@ impl Table for Customer {
                 churned_at = EXCLUDED.churned_at,
                 source_updated_at = EXCLUDED.source_updated_at,
                 recorded_at = now()
-            WHERE EXCLUDED.source_updated_at > cur.source_updated_at
+            WHERE EXCLUDED.source_updated_at > cur.source_updated_at AND $7
+            RETURNING customer_id
             "#,
         )
         .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
@@ -306,9 +405,9 @@ impl Table for Customer {
         .bind(rows.iter().map(|r| r.converted_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.churned_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-        .execute(conn)
-        .await?;
-        Ok(result.rows_affected())
+        .bind(replace)
+        .fetch_all(conn)
+        .await
     }
 }
 
@@ -323,6 +422,10 @@ type InteractionRow = (
 );
 
 impl Table for Interaction {
+    fn contributions(&self) -> Vec<Contribution> {
+        kpi::interaction_contributions(self)
+    }
+
     async fn load(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Self>, sqlx::Error> {
         let rows: Vec<InteractionRow> = sqlx::query_as(
             r#"
@@ -354,8 +457,12 @@ impl Table for Interaction {
             .collect()
     }
 
-    async fn upsert(conn: &mut PgConnection, rows: &[&Self]) -> Result<u64, sqlx::Error> {
-        let result = sqlx::query(
+    async fn upsert(
+        conn: &mut PgConnection,
+        rows: &[&Self],
+        replace: bool,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
             r#"
             INSERT INTO interactions AS cur
                 (interaction_id, rep_id, customer_id, channel, occurred_at, duration_seconds,
@@ -372,7 +479,8 @@ impl Table for Interaction {
                 duration_seconds = EXCLUDED.duration_seconds,
                 source_updated_at = EXCLUDED.source_updated_at,
                 recorded_at = now()
-            WHERE EXCLUDED.source_updated_at > cur.source_updated_at
+            WHERE EXCLUDED.source_updated_at > cur.source_updated_at AND $8
+            RETURNING interaction_id
             "#,
         )
         .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
@@ -386,9 +494,9 @@ impl Table for Interaction {
         .bind(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.duration_seconds).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-        .execute(conn)
-        .await?;
-        Ok(result.rows_affected())
+        .bind(replace)
+        .fetch_all(conn)
+        .await
     }
 }
 
@@ -405,6 +513,10 @@ type DealRow = (
 );
 
 impl Table for Deal {
+    fn contributions(&self) -> Vec<Contribution> {
+        kpi::deal_contributions(self)
+    }
+
     async fn load(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Self>, sqlx::Error> {
         let rows: Vec<DealRow> = sqlx::query_as(
             r#"
@@ -448,8 +560,12 @@ impl Table for Deal {
             .collect()
     }
 
-    async fn upsert(conn: &mut PgConnection, rows: &[&Self]) -> Result<u64, sqlx::Error> {
-        let result = sqlx::query(
+    async fn upsert(
+        conn: &mut PgConnection,
+        rows: &[&Self],
+        replace: bool,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
             r#"
             INSERT INTO deals AS cur
                 (deal_id, rep_id, customer_id, currency, amount, stage, created_at, closed_at,
@@ -468,7 +584,8 @@ impl Table for Deal {
                 closed_at = EXCLUDED.closed_at,
                 source_updated_at = EXCLUDED.source_updated_at,
                 recorded_at = now()
-            WHERE EXCLUDED.source_updated_at > cur.source_updated_at
+            WHERE EXCLUDED.source_updated_at > cur.source_updated_at AND $10
+            RETURNING deal_id
             "#,
         )
         .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
@@ -488,9 +605,9 @@ impl Table for Deal {
         .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.closed_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-        .execute(conn)
-        .await?;
-        Ok(result.rows_affected())
+        .bind(replace)
+        .fetch_all(conn)
+        .await
     }
 }
 
@@ -506,6 +623,10 @@ type FeedbackRow = (
 );
 
 impl Table for Feedback {
+    fn contributions(&self) -> Vec<Contribution> {
+        kpi::feedback_contributions(self)
+    }
+
     async fn load(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Self>, sqlx::Error> {
         let rows: Vec<FeedbackRow> = sqlx::query_as(
             r#"
@@ -538,8 +659,12 @@ impl Table for Feedback {
             .collect()
     }
 
-    async fn upsert(conn: &mut PgConnection, rows: &[&Self]) -> Result<u64, sqlx::Error> {
-        let result = sqlx::query(
+    async fn upsert(
+        conn: &mut PgConnection,
+        rows: &[&Self],
+        replace: bool,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
             r#"
             INSERT INTO feedback AS cur
                 (feedback_id, rep_id, customer_id, kind, score, submitted_at, comment,
@@ -557,7 +682,8 @@ impl Table for Feedback {
                 comment = EXCLUDED.comment,
                 source_updated_at = EXCLUDED.source_updated_at,
                 recorded_at = now()
-            WHERE EXCLUDED.source_updated_at > cur.source_updated_at
+            WHERE EXCLUDED.source_updated_at > cur.source_updated_at AND $9
+            RETURNING feedback_id
             "#,
         )
         .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
@@ -576,9 +702,9 @@ impl Table for Feedback {
                 .collect::<Vec<_>>(),
         )
         .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-        .execute(conn)
-        .await?;
-        Ok(result.rows_affected())
+        .bind(replace)
+        .fetch_all(conn)
+        .await
     }
 }
 
@@ -593,6 +719,10 @@ type RequestRow = (
 );
 
 impl Table for CustomerRequest {
+    fn contributions(&self) -> Vec<Contribution> {
+        kpi::request_contributions(self)
+    }
+
     async fn load(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Self>, sqlx::Error> {
         let rows: Vec<RequestRow> = sqlx::query_as(
             r#"
@@ -632,8 +762,12 @@ impl Table for CustomerRequest {
             .collect())
     }
 
-    async fn upsert(conn: &mut PgConnection, rows: &[&Self]) -> Result<u64, sqlx::Error> {
-        let result = sqlx::query(
+    async fn upsert(
+        conn: &mut PgConnection,
+        rows: &[&Self],
+        replace: bool,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
             r#"
             INSERT INTO customer_requests AS cur
                 (request_id, rep_id, customer_id, opened_at, first_response_at, resolved_at,
@@ -650,7 +784,8 @@ impl Table for CustomerRequest {
                 resolved_at = EXCLUDED.resolved_at,
                 source_updated_at = EXCLUDED.source_updated_at,
                 recorded_at = now()
-            WHERE EXCLUDED.source_updated_at > cur.source_updated_at
+            WHERE EXCLUDED.source_updated_at > cur.source_updated_at AND $8
+            RETURNING request_id
             "#,
         )
         .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
@@ -664,8 +799,8 @@ impl Table for CustomerRequest {
         .bind(rows.iter().map(|r| r.first_response_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.resolved_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-        .execute(conn)
-        .await?;
-        Ok(result.rows_affected())
+        .bind(replace)
+        .fetch_all(conn)
+        .await
     }
 }

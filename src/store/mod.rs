@@ -15,6 +15,9 @@ use crate::config::Settings;
 pub mod activity;
 pub mod directory;
 pub mod keys;
+pub mod kpi;
+pub mod rollup;
+pub mod targets;
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

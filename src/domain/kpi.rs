@@ -1,0 +1,874 @@
+//! The KPI catalog and its math. Everything a KPI is computed from is a
+//! `Tally` of exact sums; each KPI is a formula over a tally. Formulas and
+//! worked examples: docs/KPIS.md.
+
+use chrono::{DateTime, Utc};
+
+use super::activity::{
+    Amount, Channel, Customer, CustomerRequest, Deal, DealStage, Feedback, FeedbackKind,
+    Interaction,
+};
+
+/// The sums every KPI is computed from, one per column of the rollups.
+/// Each record adds to some of them at the instant it is credited at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    Calls,
+    Emails,
+    Meetings,
+    Messages,
+    Demos,
+    /// Customers whose lead_at is in the range.
+    Leads,
+    /// Of those, the ones with a converted_at (at any time).
+    LeadsConverted,
+    /// Customers whose converted_at is in the range.
+    Conversions,
+    /// Customers whose churned_at is in the range.
+    Churns,
+    /// Deals closed (closed_at in the range) as WON.
+    DealsWon,
+    DealsLost,
+    /// Sum of the amounts of WON deals, in billionths (nanos).
+    RevenueNanos,
+    /// Sum of closed_at - created_at of WON deals, in microseconds.
+    CycleMicros,
+    NpsResponses,
+    NpsPromoters,
+    NpsDetractors,
+    CsatResponses,
+    /// CSAT responses scoring 4 or 5.
+    CsatSatisfied,
+    /// Requests whose opened_at is in the range.
+    RequestsOpened,
+    RequestsResolved,
+    RequestsResponded,
+    /// Sum of first_response_at - opened_at, in microseconds.
+    ResponseMicros,
+}
+
+pub const METRICS: [Metric; 22] = [
+    Metric::Calls,
+    Metric::Emails,
+    Metric::Meetings,
+    Metric::Messages,
+    Metric::Demos,
+    Metric::Leads,
+    Metric::LeadsConverted,
+    Metric::Conversions,
+    Metric::Churns,
+    Metric::DealsWon,
+    Metric::DealsLost,
+    Metric::RevenueNanos,
+    Metric::CycleMicros,
+    Metric::NpsResponses,
+    Metric::NpsPromoters,
+    Metric::NpsDetractors,
+    Metric::CsatResponses,
+    Metric::CsatSatisfied,
+    Metric::RequestsOpened,
+    Metric::RequestsResolved,
+    Metric::RequestsResponded,
+    Metric::ResponseMicros,
+];
+
+/// Exact sums of every metric (plus retention's two numbers, which are not
+/// sums over a range: see `Retention`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub sums: [i128; 22],
+    pub retention: Retention,
+}
+
+/// S: customers active at the period start (converted before it, not
+/// churned before it); C: those of S whose churned_at is in the period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub active_at_start: i128,
+    pub churned: i128,
+}
+
+impl Tally {
+    pub fn get(&self, metric: Metric) -> i128 {
+        self.sums[metric as usize]
+    }
+
+    pub fn add(&mut self, metric: Metric, value: i128) {
+        self.sums[metric as usize] += value;
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        for (a, b) in self.sums.iter_mut().zip(other.sums.iter()) {
+            *a += b;
+        }
+        self.retention.active_at_start += other.retention.active_at_start;
+        self.retention.churned += other.retention.churned;
+    }
+}
+
+/// A record's contributions: (instant credited at, metric, amount).
+pub type Contribution = (DateTime<Utc>, Metric, i128);
+
+fn micros(from: DateTime<Utc>, to: DateTime<Utc>) -> i128 {
+    i128::from((to - from).num_microseconds().unwrap_or(i64::MAX))
+}
+
+pub fn amount_nanos(amount: Amount) -> i128 {
+    i128::from(amount.units()) * 1_000_000_000 + i128::from(amount.nanos())
+}
+
+pub fn interaction_contributions(r: &Interaction) -> Vec<Contribution> {
+    let metric = match r.channel {
+        Channel::Call => Metric::Calls,
+        Channel::Email => Metric::Emails,
+        Channel::Meeting => Metric::Meetings,
+        Channel::Message => Metric::Messages,
+        Channel::Demo => Metric::Demos,
+    };
+    vec![(r.occurred_at, metric, 1)]
+}
+
+pub fn customer_contributions(r: &Customer) -> Vec<Contribution> {
+    let mut out = vec![(r.lead_at, Metric::Leads, 1)];
+    if let Some(converted) = r.converted_at {
+        out.push((r.lead_at, Metric::LeadsConverted, 1));
+        out.push((converted, Metric::Conversions, 1));
+    }
+    if let Some(churned) = r.churned_at {
+        out.push((churned, Metric::Churns, 1));
+    }
+    out
+}
+
+pub fn deal_contributions(r: &Deal) -> Vec<Contribution> {
+    match (r.stage, r.closed_at) {
+        (DealStage::Won, Some(closed)) => vec![
+            (closed, Metric::DealsWon, 1),
+            (closed, Metric::RevenueNanos, amount_nanos(r.amount)),
+            (closed, Metric::CycleMicros, micros(r.created_at, closed)),
+        ],
+        (DealStage::Lost, Some(closed)) => vec![(closed, Metric::DealsLost, 1)],
+        _ => Vec::new(),
+    }
+}
+
+pub fn feedback_contributions(r: &Feedback) -> Vec<Contribution> {
+    let at = r.submitted_at;
+    match r.kind {
+        FeedbackKind::Nps => {
+            let mut out = vec![(at, Metric::NpsResponses, 1)];
+            if r.score >= 9 {
+                out.push((at, Metric::NpsPromoters, 1));
+            } else if r.score <= 6 {
+                out.push((at, Metric::NpsDetractors, 1));
+            }
+            out
+        }
+        FeedbackKind::Csat => {
+            let mut out = vec![(at, Metric::CsatResponses, 1)];
+            if r.score >= 4 {
+                out.push((at, Metric::CsatSatisfied, 1));
+            }
+            out
+        }
+    }
+}
+
+pub fn request_contributions(r: &CustomerRequest) -> Vec<Contribution> {
+    let at = r.opened_at;
+    let mut out = vec![(at, Metric::RequestsOpened, 1)];
+    if r.resolved_at.is_some() {
+        out.push((at, Metric::RequestsResolved, 1));
+    }
+    if let Some(responded) = r.first_response_at {
+        out.push((at, Metric::RequestsResponded, 1));
+        out.push((at, Metric::ResponseMicros, micros(at, responded)));
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kpi {
+    Leads,
+    NewCustomers,
+    ConversionRate,
+    RetentionRate,
+    ChurnRate,
+    Nps,
+    Csat,
+    WinRate,
+    Revenue,
+    DealsWon,
+    AverageDealSize,
+    SalesCycleDays,
+    Interactions,
+    Calls,
+    Emails,
+    Meetings,
+    FirstResponseMinutes,
+    RequestResolutionRate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Percent,
+    Nps,
+    Money,
+    Days,
+    Minutes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    HigherIsBetter,
+    LowerIsBetter,
+}
+
+/// What kind of number a KPI is, which decides pacing and sample rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A count or a sum: accumulates over the period.
+    Total,
+    /// A percentage of yes/no outcomes (Wilson interval).
+    Proportion,
+    /// NPS.
+    Nps,
+    /// A mean (or ratio of sums).
+    Mean,
+}
+
+pub struct Definition {
+    pub kpi: Kpi,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub unit: Unit,
+    pub direction: Direction,
+    pub shape: Shape,
+    pub formula: &'static str,
+}
+
+pub const CATALOG: [Definition; 18] = [
+    Definition {
+        kpi: Kpi::Leads,
+        name: "Leads",
+        description: "New leads.",
+        unit: Unit::Count,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Total,
+        formula: "count of customers whose lead_at is in the period (credited at lead_at)",
+    },
+    Definition {
+        kpi: Kpi::NewCustomers,
+        name: "New customers",
+        description: "Leads that became paying customers.",
+        unit: Unit::Count,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Total,
+        formula: "count of customers whose converted_at is in the period (credited at converted_at)",
+    },
+    Definition {
+        kpi: Kpi::ConversionRate,
+        name: "Conversion rate",
+        description: "Share of the period's leads that converted (at any time so far).",
+        unit: Unit::Percent,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Proportion,
+        formula: "100 x (leads of the period with a converted_at) / (leads of the period); credited at lead_at",
+    },
+    Definition {
+        kpi: Kpi::RetentionRate,
+        name: "Retention rate",
+        description: "Share of the customers active at the period start who did not churn in it.",
+        unit: Unit::Percent,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Proportion,
+        formula: "S = customers converted before the period start and not churned before it; C = those of S with churned_at in the period; 100 x (S - C) / S; credited to the owning rep's team at the period start",
+    },
+    Definition {
+        kpi: Kpi::ChurnRate,
+        name: "Churn rate",
+        description: "Share of the customers active at the period start who churned in it.",
+        unit: Unit::Percent,
+        direction: Direction::LowerIsBetter,
+        shape: Shape::Proportion,
+        formula: "100 x C / S (see RETENTION_RATE)",
+    },
+    Definition {
+        kpi: Kpi::Nps,
+        name: "Net Promoter Score",
+        description: "Promoters minus detractors, per 100 NPS responses.",
+        unit: Unit::Nps,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Nps,
+        formula: "100 x (promoters (9-10) - detractors (0-6)) / NPS responses submitted in the period (credited at submitted_at)",
+    },
+    Definition {
+        kpi: Kpi::Csat,
+        name: "Customer satisfaction",
+        description: "Share of CSAT responses scoring 4 or 5.",
+        unit: Unit::Percent,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Proportion,
+        formula: "100 x (CSAT responses scoring 4 or 5) / CSAT responses submitted in the period (credited at submitted_at)",
+    },
+    Definition {
+        kpi: Kpi::WinRate,
+        name: "Win rate",
+        description: "Share of closed deals that were won.",
+        unit: Unit::Percent,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Proportion,
+        formula: "100 x won / (won + lost), deals closed in the period (credited at closed_at); open deals do not count",
+    },
+    Definition {
+        kpi: Kpi::Revenue,
+        name: "Revenue",
+        description: "Sum of won deal amounts.",
+        unit: Unit::Money,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Total,
+        formula: "sum of amounts of WON deals closed in the period (credited at closed_at), exact",
+    },
+    Definition {
+        kpi: Kpi::DealsWon,
+        name: "Deals won",
+        description: "Deals closed as won.",
+        unit: Unit::Count,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Total,
+        formula: "count of WON deals closed in the period (credited at closed_at)",
+    },
+    Definition {
+        kpi: Kpi::AverageDealSize,
+        name: "Average deal size",
+        description: "Revenue per won deal.",
+        unit: Unit::Money,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Mean,
+        formula: "REVENUE / DEALS_WON",
+    },
+    Definition {
+        kpi: Kpi::SalesCycleDays,
+        name: "Sales cycle",
+        description: "Mean days from creation to close of won deals.",
+        unit: Unit::Days,
+        direction: Direction::LowerIsBetter,
+        shape: Shape::Mean,
+        formula: "mean of (closed_at - created_at) in days over WON deals closed in the period (credited at closed_at)",
+    },
+    Definition {
+        kpi: Kpi::Interactions,
+        name: "Interactions",
+        description: "Calls, emails, meetings, messages and demos.",
+        unit: Unit::Count,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Total,
+        formula: "count of interactions that occurred in the period (credited at occurred_at)",
+    },
+    Definition {
+        kpi: Kpi::Calls,
+        name: "Calls",
+        description: "Calls.",
+        unit: Unit::Count,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Total,
+        formula: "count of CALL interactions that occurred in the period",
+    },
+    Definition {
+        kpi: Kpi::Emails,
+        name: "Emails",
+        description: "Emails.",
+        unit: Unit::Count,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Total,
+        formula: "count of EMAIL interactions that occurred in the period",
+    },
+    Definition {
+        kpi: Kpi::Meetings,
+        name: "Meetings",
+        description: "Meetings.",
+        unit: Unit::Count,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Total,
+        formula: "count of MEETING interactions that occurred in the period",
+    },
+    Definition {
+        kpi: Kpi::FirstResponseMinutes,
+        name: "First response time",
+        description: "Mean minutes to the first response to a customer request.",
+        unit: Unit::Minutes,
+        direction: Direction::LowerIsBetter,
+        shape: Shape::Mean,
+        formula: "mean of (first_response_at - opened_at) in minutes over requests opened in the period that have a first response (credited at opened_at)",
+    },
+    Definition {
+        kpi: Kpi::RequestResolutionRate,
+        name: "Request resolution rate",
+        description: "Share of requests opened in the period that are resolved.",
+        unit: Unit::Percent,
+        direction: Direction::HigherIsBetter,
+        shape: Shape::Proportion,
+        formula: "100 x resolved / opened, over requests opened in the period (credited at opened_at)",
+    },
+];
+
+pub fn definition(kpi: Kpi) -> &'static Definition {
+    CATALOG.iter().find(|d| d.kpi == kpi).unwrap_or(&CATALOG[0])
+}
+
+/// A 95% interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    pub low: f64,
+    pub high: f64,
+    pub method: &'static str,
+}
+
+/// A computed KPI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KpiValue {
+    pub kpi: Kpi,
+    /// `None` when the denominator is zero.
+    pub value: Option<f64>,
+    pub undefined_reason: Option<&'static str>,
+    /// Exact, for money KPIs, in nanos.
+    pub money_nanos: Option<i128>,
+    /// Exact decimal text.
+    pub numerator: String,
+    pub denominator: String,
+    pub sample_size: i64,
+    pub interval: Option<Interval>,
+    pub promoters: i64,
+    pub detractors: i64,
+}
+
+const Z95: f64 = 1.959_963_984_540_054;
+
+/// Wilson score interval for `successes` of `n`, as percentages.
+pub fn wilson(successes: i128, n: i128) -> Option<Interval> {
+    if n <= 0 {
+        return None;
+    }
+    let n = n as f64;
+    let p = successes as f64 / n;
+    let z2 = Z95 * Z95;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = Z95 / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    Some(Interval {
+        low: (100.0 * (centre - half)).max(0.0),
+        high: (100.0 * (centre + half)).min(100.0),
+        method: "wilson",
+    })
+}
+
+/// NPS interval: mean +- z x sqrt(((p + d) - (p - d)^2) / n) of the
+/// per-response score (+1 promoter, 0 passive, -1 detractor), x 100,
+/// clamped to [-100, 100]; p and d are the promoter and detractor shares.
+pub fn nps_interval(promoters: i128, detractors: i128, n: i128) -> Option<Interval> {
+    if n <= 0 {
+        return None;
+    }
+    let nf = n as f64;
+    let (p, d) = (promoters as f64 / nf, detractors as f64 / nf);
+    let mean = p - d;
+    let half = Z95 * (((p + d) - mean * mean).max(0.0) / nf).sqrt();
+    Some(Interval {
+        low: (100.0 * (mean - half)).max(-100.0),
+        high: (100.0 * (mean + half)).min(100.0),
+        method: "nps",
+    })
+}
+
+/// Decimal text of `nanos` billionths, trailing zeros trimmed ("1250.5").
+pub fn nanos_text(nanos: i128) -> String {
+    let sign = if nanos < 0 { "-" } else { "" };
+    let abs = nanos.unsigned_abs();
+    let units = abs / 1_000_000_000;
+    let frac = abs % 1_000_000_000;
+    if frac == 0 {
+        format!("{sign}{units}")
+    } else {
+        let frac = format!("{frac:09}");
+        format!("{sign}{units}.{}", frac.trim_end_matches('0'))
+    }
+}
+
+/// Rounds `num / den` to the nearest integer, halves away from zero.
+pub fn div_round(num: i128, den: i128) -> i128 {
+    if den == 0 {
+        return 0;
+    }
+    let q = num / den;
+    let r = num % den;
+    if 2 * r.abs() >= den.abs() {
+        q + num.signum() * den.signum()
+    } else {
+        q
+    }
+}
+
+fn count_value(kpi: Kpi, n: i128) -> KpiValue {
+    KpiValue {
+        kpi,
+        value: Some(n as f64),
+        undefined_reason: None,
+        money_nanos: None,
+        numerator: n.to_string(),
+        denominator: "1".into(),
+        sample_size: i64::try_from(n).unwrap_or(i64::MAX),
+        interval: None,
+        promoters: 0,
+        detractors: 0,
+    }
+}
+
+fn undefined(kpi: Kpi, numerator: String, reason: &'static str) -> KpiValue {
+    KpiValue {
+        kpi,
+        value: None,
+        undefined_reason: Some(reason),
+        money_nanos: None,
+        numerator,
+        denominator: "0".into(),
+        sample_size: 0,
+        interval: None,
+        promoters: 0,
+        detractors: 0,
+    }
+}
+
+fn proportion(kpi: Kpi, yes: i128, n: i128, reason: &'static str) -> KpiValue {
+    if n <= 0 {
+        return undefined(kpi, yes.to_string(), reason);
+    }
+    KpiValue {
+        kpi,
+        value: Some(100.0 * yes as f64 / n as f64),
+        undefined_reason: None,
+        money_nanos: None,
+        numerator: yes.to_string(),
+        denominator: n.to_string(),
+        sample_size: i64::try_from(n).unwrap_or(i64::MAX),
+        interval: wilson(yes, n),
+        promoters: 0,
+        detractors: 0,
+    }
+}
+
+/// A mean duration: `sum_micros` over `n`, in units of `unit_micros`. The
+/// numerator is the exact sum in seconds.
+fn mean_of_micros(
+    kpi: Kpi,
+    sum_micros: i128,
+    n: i128,
+    unit_micros: f64,
+    reason: &'static str,
+) -> KpiValue {
+    let numerator_seconds = nanos_text(sum_micros * 1000);
+    if n <= 0 {
+        return undefined(kpi, numerator_seconds, reason);
+    }
+    KpiValue {
+        kpi,
+        value: Some(sum_micros as f64 / unit_micros / n as f64),
+        undefined_reason: None,
+        money_nanos: None,
+        numerator: numerator_seconds,
+        denominator: n.to_string(),
+        sample_size: i64::try_from(n).unwrap_or(i64::MAX),
+        interval: None,
+        promoters: 0,
+        detractors: 0,
+    }
+}
+
+/// Computes `kpi` from `tally`.
+pub fn evaluate(kpi: Kpi, t: &Tally) -> KpiValue {
+    use Metric as M;
+    match kpi {
+        Kpi::Leads => count_value(kpi, t.get(M::Leads)),
+        Kpi::NewCustomers => count_value(kpi, t.get(M::Conversions)),
+        Kpi::DealsWon => count_value(kpi, t.get(M::DealsWon)),
+        Kpi::Calls => count_value(kpi, t.get(M::Calls)),
+        Kpi::Emails => count_value(kpi, t.get(M::Emails)),
+        Kpi::Meetings => count_value(kpi, t.get(M::Meetings)),
+        Kpi::Interactions => count_value(
+            kpi,
+            t.get(M::Calls)
+                + t.get(M::Emails)
+                + t.get(M::Meetings)
+                + t.get(M::Messages)
+                + t.get(M::Demos),
+        ),
+        Kpi::Revenue => {
+            let nanos = t.get(M::RevenueNanos);
+            KpiValue {
+                value: Some(nanos as f64 / 1e9),
+                money_nanos: Some(nanos),
+                numerator: nanos_text(nanos),
+                sample_size: i64::try_from(t.get(M::DealsWon)).unwrap_or(i64::MAX),
+                ..count_value(kpi, 0)
+            }
+        }
+        Kpi::ConversionRate => proportion(
+            kpi,
+            t.get(M::LeadsConverted),
+            t.get(M::Leads),
+            "no leads in the period",
+        ),
+        Kpi::RetentionRate => {
+            let r = t.retention;
+            proportion(
+                kpi,
+                r.active_at_start - r.churned,
+                r.active_at_start,
+                "no active customers at the period start",
+            )
+        }
+        Kpi::ChurnRate => {
+            let r = t.retention;
+            proportion(
+                kpi,
+                r.churned,
+                r.active_at_start,
+                "no active customers at the period start",
+            )
+        }
+        Kpi::Csat => proportion(
+            kpi,
+            t.get(M::CsatSatisfied),
+            t.get(M::CsatResponses),
+            "no CSAT responses in the period",
+        ),
+        Kpi::WinRate => {
+            let won = t.get(M::DealsWon);
+            proportion(
+                kpi,
+                won,
+                won + t.get(M::DealsLost),
+                "no deals closed in the period",
+            )
+        }
+        Kpi::RequestResolutionRate => proportion(
+            kpi,
+            t.get(M::RequestsResolved),
+            t.get(M::RequestsOpened),
+            "no requests opened in the period",
+        ),
+        Kpi::Nps => {
+            let (p, d, n) = (
+                t.get(M::NpsPromoters),
+                t.get(M::NpsDetractors),
+                t.get(M::NpsResponses),
+            );
+            if n <= 0 {
+                return undefined(kpi, "0".into(), "no NPS responses in the period");
+            }
+            KpiValue {
+                kpi,
+                value: Some(100.0 * (p - d) as f64 / n as f64),
+                undefined_reason: None,
+                money_nanos: None,
+                numerator: (p - d).to_string(),
+                denominator: n.to_string(),
+                sample_size: i64::try_from(n).unwrap_or(i64::MAX),
+                interval: nps_interval(p, d, n),
+                promoters: i64::try_from(p).unwrap_or(i64::MAX),
+                detractors: i64::try_from(d).unwrap_or(i64::MAX),
+            }
+        }
+        Kpi::AverageDealSize => {
+            let (revenue, won) = (t.get(M::RevenueNanos), t.get(M::DealsWon));
+            if won <= 0 {
+                return undefined(kpi, nanos_text(revenue), "no deals won in the period");
+            }
+            let mean = div_round(revenue, won);
+            KpiValue {
+                kpi,
+                value: Some(revenue as f64 / 1e9 / won as f64),
+                undefined_reason: None,
+                money_nanos: Some(mean),
+                numerator: nanos_text(revenue),
+                denominator: won.to_string(),
+                sample_size: i64::try_from(won).unwrap_or(i64::MAX),
+                interval: None,
+                promoters: 0,
+                detractors: 0,
+            }
+        }
+        Kpi::SalesCycleDays => mean_of_micros(
+            kpi,
+            t.get(M::CycleMicros),
+            t.get(M::DealsWon),
+            86_400e6,
+            "no deals won in the period",
+        ),
+        Kpi::FirstResponseMinutes => mean_of_micros(
+            kpi,
+            t.get(M::ResponseMicros),
+            t.get(M::RequestsResponded),
+            60e6,
+            "no requests with a first response opened in the period",
+        ),
+    }
+}
+
+/// Progress against a target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub target: f64,
+    pub actual: Option<f64>,
+    pub attainment: Option<f64>,
+    pub elapsed_fraction: f64,
+    pub expected_to_date: Option<f64>,
+    pub projected: Option<f64>,
+    pub on_track: bool,
+}
+
+/// Attainment: actual / target, or target / actual for lower-is-better.
+pub fn attainment(kpi: Kpi, target: f64, actual: Option<f64>) -> Option<f64> {
+    let actual = actual?;
+    let ratio = match definition(kpi).direction {
+        Direction::HigherIsBetter => (target != 0.0).then(|| actual / target),
+        Direction::LowerIsBetter => (actual != 0.0).then(|| target / actual),
+    };
+    ratio.filter(|r| r.is_finite())
+}
+
+pub fn progress(kpi: Kpi, target: f64, actual: Option<f64>, elapsed_fraction: f64) -> Progress {
+    let def = definition(kpi);
+    let attainment = attainment(kpi, target, actual);
+    let (expected_to_date, projected, on_track) = if def.shape == Shape::Total {
+        let expected = target * elapsed_fraction;
+        let projected = (elapsed_fraction > 0.0).then(|| actual.unwrap_or(0.0) / elapsed_fraction);
+        (Some(expected), projected, actual.unwrap_or(0.0) >= expected)
+    } else {
+        (None, None, attainment.is_some_and(|a| a >= 1.0))
+    };
+    Progress {
+        target,
+        actual,
+        attainment,
+        elapsed_fraction,
+        expected_to_date,
+        projected,
+        on_track,
+    }
+}
+
+/// The default minimum sample for ranking: 10 for rates and means, none for
+/// counts and sums.
+pub fn default_min_sample(kpi: Kpi) -> i64 {
+    if definition(kpi).shape == Shape::Total {
+        0
+    } else {
+        10
+    }
+}
+
+/// Competition ranks (1, 1, 3) for values sorted best first.
+pub fn competition_ranks(sorted_values: &[f64]) -> Vec<i32> {
+    let mut ranks = Vec::with_capacity(sorted_values.len());
+    for (i, value) in sorted_values.iter().enumerate() {
+        let rank = if i > 0 && sorted_values[i - 1] == *value {
+            ranks[i - 1]
+        } else {
+            i32::try_from(i + 1).unwrap_or(i32::MAX)
+        };
+        ranks.push(rank);
+    }
+    ranks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-4
+    }
+
+    #[test]
+    fn wilson_matches_hand_worked_values() {
+        // 8 of 10: p = 0.8, z = 1.96: centre = (0.8 + 0.19207) / 1.38415
+        // = 0.716740; half = 1.96/1.38415 x sqrt(0.016 + 0.0096037) = 0.226578:
+        // 49.016% to 94.332%
+        let i = wilson(8, 10).unwrap_or(Interval {
+            low: 0.0,
+            high: 0.0,
+            method: "",
+        });
+        assert!(close(i.low, 49.01625), "{i:?}");
+        assert!(close(i.high, 94.33178), "{i:?}");
+        let all = wilson(5, 5).unwrap_or(Interval {
+            low: 0.0,
+            high: 0.0,
+            method: "",
+        });
+        assert!(all.high <= 100.0 && close(all.high, 100.0));
+        assert!(wilson(0, 0).is_none());
+    }
+
+    #[test]
+    fn nps_interval_matches_hand_worked_values() {
+        // 5 promoters, 2 detractors, 10 responses: p = .5, d = .2, mean = .3,
+        // var = (.7 - .09) = .61, half = 1.96 x sqrt(.061) = .484075:
+        // -18.408 to 78.408
+        let i = nps_interval(5, 2, 10).unwrap_or(Interval {
+            low: 0.0,
+            high: 0.0,
+            method: "",
+        });
+        assert!(close(i.low, -18.40754), "{i:?}");
+        assert!(close(i.high, 78.40754), "{i:?}");
+        let clamped = nps_interval(1, 0, 1).unwrap_or(Interval {
+            low: 0.0,
+            high: 0.0,
+            method: "",
+        });
+        assert_eq!(clamped.high, 100.0);
+    }
+
+    #[test]
+    fn money_is_exact_text() {
+        assert_eq!(nanos_text(1_250_500_000_000), "1250.5");
+        assert_eq!(nanos_text(7_000_000_000), "7");
+        assert_eq!(nanos_text(1), "0.000000001");
+        assert_eq!(div_round(10, 4), 3);
+        assert_eq!(div_round(10, 3), 3);
+    }
+
+    #[test]
+    fn ties_share_a_rank_and_the_next_rank_skips() {
+        assert_eq!(competition_ranks(&[90.0, 80.0, 80.0, 70.0]), [1, 2, 2, 4]);
+        assert_eq!(competition_ranks(&[5.0, 5.0, 3.0]), [1, 1, 3]);
+    }
+
+    #[test]
+    fn pace_for_totals_and_attainment_for_rates() {
+        let p = progress(Kpi::DealsWon, 20.0, Some(8.0), 0.5);
+        assert_eq!(p.expected_to_date, Some(10.0));
+        assert_eq!(p.projected, Some(16.0));
+        assert!(!p.on_track);
+        assert_eq!(p.attainment, Some(0.4));
+        let lower = progress(Kpi::SalesCycleDays, 30.0, Some(25.0), 0.5);
+        assert_eq!(lower.attainment, Some(1.2));
+        assert!(lower.on_track);
+        assert_eq!(lower.expected_to_date, None);
+    }
+
+    #[test]
+    fn zero_denominators_are_undefined_not_zero() {
+        let t = Tally::default();
+        for def in &CATALOG {
+            let v = evaluate(def.kpi, &t);
+            if def.shape == Shape::Total {
+                assert_eq!(v.value, Some(0.0), "{:?}", def.kpi);
+            } else {
+                assert_eq!(v.value, None, "{:?}", def.kpi);
+                assert!(v.undefined_reason.is_some());
+            }
+        }
+    }
+}

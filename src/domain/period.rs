@@ -1,0 +1,281 @@
+//! Periods of whole days in a time zone, and the calendar buckets in them.
+//!
+//! A period covers the instants from local midnight of its start date to
+//! local midnight after its end date, exactly, across DST changes. A local
+//! midnight that does not exist (a DST gap at midnight) starts at the first
+//! instant after the gap; one that exists twice starts at the first.
+
+use chrono::{DateTime, Datelike, Days, Months, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// Longest period accepted.
+pub const MAX_YEARS: u32 = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub start: NaiveDate,
+    /// Inclusive.
+    pub end: NaiveDate,
+    pub zone: Tz,
+}
+
+pub fn parse_date(raw: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .map_err(|_| format!("must be a date like 2026-01-31 (got '{raw}')"))
+}
+
+pub fn parse_zone(raw: &str) -> Result<Tz, String> {
+    raw.parse::<Tz>()
+        .map_err(|_| format!("must be an IANA time zone like Europe/Berlin (got '{raw}')"))
+}
+
+/// The first instant of local `date` in `zone`.
+pub fn local_midnight(zone: Tz, date: NaiveDate) -> DateTime<Utc> {
+    let midnight = date.and_time(NaiveTime::MIN);
+    // Walk forward a minute at a time through a gap (they are whole minutes
+    // and at most a few hours long).
+    for minutes in 0..(48 * 60) {
+        let local = midnight + TimeDelta::minutes(minutes);
+        if let Some(at) = zone.from_local_datetime(&local).earliest() {
+            return at.with_timezone(&Utc);
+        }
+    }
+    // Unreachable for real zones; fall back to the UTC reading.
+    midnight.and_utc()
+}
+
+impl Period {
+    /// Validates dates and zone: end not before start, at most 10 years.
+    pub fn new(start: NaiveDate, end: NaiveDate, zone: Tz) -> Result<Self, String> {
+        if end < start {
+            return Err(format!("end_date {end} is before start_date {start}"));
+        }
+        let limit = start.checked_add_months(Months::new(12 * MAX_YEARS));
+        if limit.is_none_or(|limit| end >= limit) {
+            return Err(format!("a period may be at most {MAX_YEARS} years long"));
+        }
+        Ok(Self { start, end, zone })
+    }
+
+    pub fn start_time(&self) -> DateTime<Utc> {
+        local_midnight(self.zone, self.start)
+    }
+
+    /// The first instant after the period.
+    pub fn end_time(&self) -> DateTime<Utc> {
+        local_midnight(self.zone, self.end + Days::new(1))
+    }
+
+    pub fn days(&self) -> u64 {
+        (self.end - self.start).num_days().unsigned_abs() + 1
+    }
+
+    /// The period of equal length (in days) right before this one.
+    pub fn previous(&self) -> Self {
+        let days = self.days();
+        Self {
+            start: self.start - Days::new(days),
+            end: self.start - Days::new(1),
+            zone: self.zone,
+        }
+    }
+
+    /// Whether `date` falls in the period.
+    pub fn contains(&self, date: NaiveDate) -> bool {
+        self.start <= date && date <= self.end
+    }
+
+    /// The part of the period through the end of `as_of` (inclusive), or
+    /// `None` if `as_of` is before the period.
+    pub fn through(&self, as_of: NaiveDate) -> Option<Self> {
+        (as_of >= self.start).then(|| Self {
+            end: as_of.min(self.end),
+            ..*self
+        })
+    }
+
+    /// Share of the period's time elapsed at instant `at`, 0-1.
+    pub fn elapsed_fraction(&self, at: DateTime<Utc>) -> f64 {
+        let (start, end) = (self.start_time(), self.end_time());
+        if at <= start {
+            return 0.0;
+        }
+        if at >= end {
+            return 1.0;
+        }
+        (at - start).num_milliseconds() as f64 / (end - start).num_milliseconds() as f64
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Granularity {
+    Day,
+    /// ISO weeks, Monday to Sunday.
+    Week,
+    Month,
+    /// Fiscal quarters.
+    Quarter,
+}
+
+/// The first day of the bucket that contains `date`.
+fn bucket_start(date: NaiveDate, granularity: Granularity, fiscal_start_month: u32) -> NaiveDate {
+    match granularity {
+        Granularity::Day => date,
+        Granularity::Week => date - Days::new(u64::from(date.weekday().num_days_from_monday())),
+        Granularity::Month => date.with_day(1).unwrap_or(date),
+        Granularity::Quarter => {
+            // Months since the fiscal year's first month, rounded down to 3.
+            let offset = (date.month() + 12 - fiscal_start_month) % 12;
+            let first = date.with_day(1).unwrap_or(date);
+            first - Months::new(offset % 3)
+        }
+    }
+}
+
+fn next_bucket(start: NaiveDate, granularity: Granularity) -> NaiveDate {
+    match granularity {
+        Granularity::Day => start + Days::new(1),
+        Granularity::Week => start + Days::new(7),
+        Granularity::Month => start + Months::new(1),
+        Granularity::Quarter => start + Months::new(3),
+    }
+}
+
+/// The calendar buckets covering `period`, each clipped to it.
+pub fn buckets(period: &Period, granularity: Granularity, fiscal_start_month: u32) -> Vec<Period> {
+    let mut out = Vec::new();
+    let mut start = bucket_start(period.start, granularity, fiscal_start_month);
+    while start <= period.end {
+        let next = next_bucket(start, granularity);
+        out.push(Period {
+            start: start.max(period.start),
+            end: (next - Days::new(1)).min(period.end),
+            zone: period.zone,
+        });
+        start = next;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(raw: &str) -> NaiveDate {
+        parse_date(raw).unwrap_or_default()
+    }
+
+    fn zone(raw: &str) -> Tz {
+        parse_zone(raw).unwrap_or(Tz::UTC)
+    }
+
+    fn utc(raw: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_period_runs_from_local_midnight_to_local_midnight() {
+        let p = Period::new(date("2026-01-01"), date("2026-01-31"), zone("Asia/Kolkata"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.start_time(), utc("2025-12-31T18:30:00Z"));
+        assert_eq!(p.end_time(), utc("2026-01-31T18:30:00Z"));
+        let k = Period::new(
+            date("2026-01-01"),
+            date("2026-01-01"),
+            zone("Asia/Kathmandu"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(k.start_time(), utc("2025-12-31T18:15:00Z"));
+    }
+
+    #[test]
+    fn dst_days_are_23_and_25_hours_long() {
+        let spring = Period::new(
+            date("2026-03-08"),
+            date("2026-03-08"),
+            zone("America/New_York"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            spring.end_time() - spring.start_time(),
+            TimeDelta::hours(23)
+        );
+        let autumn = Period::new(
+            date("2026-10-25"),
+            date("2026-10-25"),
+            zone("Europe/Berlin"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            autumn.end_time() - autumn.start_time(),
+            TimeDelta::hours(25)
+        );
+    }
+
+    #[test]
+    fn a_missing_midnight_starts_after_the_gap() {
+        // Chile (America/Santiago) springs forward at 00:00 -> 01:00 on
+        // 2026-09-06.
+        let start = local_midnight(zone("America/Santiago"), date("2026-09-06"));
+        assert_eq!(start, utc("2026-09-06T04:00:00Z"));
+    }
+
+    #[test]
+    fn periods_are_validated() {
+        assert!(Period::new(date("2026-02-01"), date("2026-01-31"), Tz::UTC).is_err());
+        assert!(Period::new(date("2016-01-01"), date("2025-12-31"), Tz::UTC).is_ok());
+        assert!(Period::new(date("2016-01-01"), date("2026-01-01"), Tz::UTC).is_err());
+        assert!(parse_zone("Mars/Olympus").is_err());
+        assert!(parse_date("2026-02-30").is_err());
+    }
+
+    #[test]
+    fn the_previous_period_has_the_same_number_of_days() {
+        let q = Period::new(date("2026-04-01"), date("2026-06-30"), Tz::UTC)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let prev = q.previous();
+        // Q2 has 91 days, so the 91 days before it start on 31 December.
+        assert_eq!(
+            (prev.start, prev.end),
+            (date("2025-12-31"), date("2026-03-31"))
+        );
+        assert_eq!(prev.days(), 91);
+    }
+
+    #[test]
+    fn buckets_follow_iso_weeks_and_fiscal_quarters_clipped_to_the_period() {
+        let p = Period::new(date("2026-01-01"), date("2026-01-15"), Tz::UTC)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let weeks: Vec<_> = buckets(&p, Granularity::Week, 1)
+            .iter()
+            .map(|b| (b.start, b.end))
+            .collect();
+        assert_eq!(
+            weeks,
+            [
+                (date("2026-01-01"), date("2026-01-04")),
+                (date("2026-01-05"), date("2026-01-11")),
+                (date("2026-01-12"), date("2026-01-15")),
+            ]
+        );
+        let year = Period::new(date("2026-01-01"), date("2026-12-31"), Tz::UTC)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let fiscal: Vec<_> = buckets(&year, Granularity::Quarter, 4)
+            .iter()
+            .map(|b| (b.start, b.end))
+            .collect();
+        assert_eq!(fiscal[0], (date("2026-01-01"), date("2026-03-31")));
+        assert_eq!(fiscal[1], (date("2026-04-01"), date("2026-06-30")));
+        assert_eq!(fiscal.len(), 4);
+        assert_eq!(buckets(&year, Granularity::Month, 1).len(), 12);
+        let feb = Period::new(date("2026-02-01"), date("2026-03-31"), Tz::UTC)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let q: Vec<_> = buckets(&feb, Granularity::Quarter, 2)
+            .iter()
+            .map(|b| (b.start, b.end))
+            .collect();
+        assert_eq!(q, [(date("2026-02-01"), date("2026-03-31"))]);
+    }
+}

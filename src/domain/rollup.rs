@@ -1,0 +1,206 @@
+//! How rollups line up with periods: UTC hour, day and month buckets, and
+//! the cover of any time range by the coarsest buckets that fit, with raw
+//! records only for what no bucket fits (sub-hour edges).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike, DurationRound, Months, NaiveDate, TimeDelta, Utc};
+
+use super::kpi::{Contribution, METRICS};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Level {
+    Hour = 1,
+    Day = 2,
+    Month = 3,
+}
+
+pub const LEVELS: [Level; 3] = [Level::Hour, Level::Day, Level::Month];
+
+/// The earliest instant the service keeps (validation rejects earlier
+/// years), where cumulative ranges start.
+pub fn epoch() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(1, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn floor_month(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.date_naive()
+        .with_day(1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(at, |t| t.and_utc())
+}
+
+/// The bucket of `level` that contains `at`.
+pub fn floor(level: Level, at: DateTime<Utc>) -> DateTime<Utc> {
+    match level {
+        Level::Hour => at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at),
+        Level::Day => at.duration_trunc(TimeDelta::days(1)).unwrap_or(at),
+        Level::Month => floor_month(at),
+    }
+}
+
+/// The first bucket boundary of `level` at or after `at`.
+pub fn ceil(level: Level, at: DateTime<Utc>) -> DateTime<Utc> {
+    let down = floor(level, at);
+    if down == at {
+        return at;
+    }
+    match level {
+        Level::Hour => down + TimeDelta::hours(1),
+        Level::Day => down + TimeDelta::days(1),
+        Level::Month => down.checked_add_months(Months::new(1)).unwrap_or(at),
+    }
+}
+
+/// Rollup ranges `(level, from, to)` (bucket starts in [from, to)) and raw
+/// ranges `(from, to)` that together cover [from, to) exactly once.
+#[allow(clippy::type_complexity)]
+pub fn cover(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> (
+    Vec<(Level, DateTime<Utc>, DateTime<Utc>)>,
+    Vec<(DateTime<Utc>, DateTime<Utc>)>,
+) {
+    let mut buckets = Vec::new();
+    let mut raw = Vec::new();
+    if from >= to {
+        return (buckets, raw);
+    }
+    // Left edge up to the coarsest boundary, right edge down from it:
+    // from <= a1 <= a2 <= a3 <= b3 <= b2 <= b1 <= to.
+    let a1 = ceil(Level::Hour, from).min(to);
+    let a2 = ceil(Level::Day, a1).min(to);
+    let a3 = ceil(Level::Month, a2).min(to);
+    let b1 = floor(Level::Hour, to).max(a3);
+    let b2 = floor(Level::Day, b1).max(a3);
+    let b3 = floor(Level::Month, b2).max(a3);
+    let mut push = |level: Option<Level>, f: DateTime<Utc>, t: DateTime<Utc>| {
+        if f < t {
+            match level {
+                Some(level) => buckets.push((level, f, t)),
+                None => raw.push((f, t)),
+            }
+        }
+    };
+    push(None, from, a1);
+    push(Some(Level::Hour), a1, a2);
+    push(Some(Level::Day), a2, a3);
+    push(Some(Level::Month), a3, b3);
+    push(Some(Level::Day), b3, b2);
+    push(Some(Level::Hour), b2, b1);
+    push(None, b1, to);
+    (buckets, raw)
+}
+
+/// Rollup changes: (rep, level, bucket) -> sums to add.
+#[derive(Debug, Default)]
+pub struct Deltas(pub HashMap<(String, Level, DateTime<Utc>), [i128; METRICS.len()]>);
+
+impl Deltas {
+    /// Adds (`sign` 1) or removes (`sign` -1) a record's contributions.
+    pub fn apply(&mut self, rep_id: &str, contributions: &[Contribution], sign: i128) {
+        for (at, metric, value) in contributions {
+            for level in LEVELS {
+                let sums = self
+                    .0
+                    .entry((rep_id.to_owned(), level, floor(level, *at)))
+                    .or_insert([0; METRICS.len()]);
+                sums[*metric as usize] += sign * value;
+            }
+        }
+    }
+
+    /// The changes that are not zero, sorted by key (the order rows are
+    /// locked in).
+    #[allow(clippy::type_complexity)]
+    pub fn into_sorted(self) -> Vec<((String, Level, DateTime<Utc>), [i128; METRICS.len()])> {
+        let mut rows: Vec<_> = self
+            .0
+            .into_iter()
+            .filter(|(_, sums)| sums.iter().any(|v| *v != 0))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(raw: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_kathmandu_quarter_is_covered_by_months_days_hours_and_two_raw_edges() {
+        let (buckets, raw) = cover(utc("2025-12-31T18:15:00Z"), utc("2026-03-31T18:15:00Z"));
+        assert_eq!(
+            raw,
+            [
+                (utc("2025-12-31T18:15:00Z"), utc("2025-12-31T19:00:00Z")),
+                (utc("2026-03-31T18:00:00Z"), utc("2026-03-31T18:15:00Z")),
+            ]
+        );
+        assert_eq!(
+            buckets,
+            [
+                (
+                    Level::Hour,
+                    utc("2025-12-31T19:00:00Z"),
+                    utc("2026-01-01T00:00:00Z")
+                ),
+                (
+                    Level::Month,
+                    utc("2026-01-01T00:00:00Z"),
+                    utc("2026-03-01T00:00:00Z")
+                ),
+                (
+                    Level::Day,
+                    utc("2026-03-01T00:00:00Z"),
+                    utc("2026-03-31T00:00:00Z")
+                ),
+                (
+                    Level::Hour,
+                    utc("2026-03-31T00:00:00Z"),
+                    utc("2026-03-31T18:00:00Z")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn short_ranges_stay_raw_or_hourly() {
+        let (buckets, raw) = cover(utc("2026-01-01T10:15:00Z"), utc("2026-01-01T10:45:00Z"));
+        assert!(buckets.is_empty());
+        assert_eq!(raw.len(), 1);
+        let (buckets, raw) = cover(utc("2026-01-01T10:00:00Z"), utc("2026-01-01T13:00:00Z"));
+        assert!(raw.is_empty());
+        assert_eq!(
+            buckets,
+            [(
+                Level::Hour,
+                utc("2026-01-01T10:00:00Z"),
+                utc("2026-01-01T13:00:00Z")
+            )]
+        );
+    }
+
+    #[test]
+    fn a_record_adds_to_its_hour_day_and_month() {
+        let mut deltas = Deltas::default();
+        let at = utc("2026-02-03T04:05:06Z");
+        deltas.apply("anna", &[(at, super::super::kpi::Metric::Calls, 1)], 1);
+        deltas.apply("anna", &[(at, super::super::kpi::Metric::Calls, 1)], -1);
+        assert!(
+            deltas.into_sorted().is_empty(),
+            "an update to the same thing nets out"
+        );
+    }
+}

@@ -1,0 +1,458 @@
+//! KPI sums from the rollups (plus raw records for sub-hour edges), or from
+//! the raw records alone (the naive baseline, and the reference the rollups
+//! are tested against).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::LazyLock,
+};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::rollup::COLUMNS;
+use crate::{
+    Error,
+    domain::{
+        directory::{ChangePoint, intervals_in, team_at},
+        kpi::{METRICS, Metric, Tally},
+        rollup::{cover, epoch},
+    },
+};
+
+/// Records of one rep credited in [from, to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub rep: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// Retention at `start` for the customers of `reps` (those in the subject
+/// at `start`), with churns counted until `end`.
+#[derive(Debug, Clone)]
+pub struct RetentionQuery {
+    pub reps: Vec<String>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// One tally to compute.
+#[derive(Debug, Clone, Default)]
+pub struct TallyQuery {
+    pub segments: Vec<Segment>,
+    pub retention: Option<RetentionQuery>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Rollups for whole hours, days and months; raw records for the rest.
+    Rollups,
+    /// Raw records only.
+    Raw,
+}
+
+/// Computes every query's tally, in few round trips whatever their number.
+pub async fn tallies(
+    pool: &PgPool,
+    queries: &[TallyQuery],
+    source: Source,
+) -> Result<Vec<Tally>, Error> {
+    let n = queries.len();
+    // Slots 0..n: the queries' ranges; n..2n: cumulative ranges before each
+    // retention start (conversions - churns = active customers).
+    let mut ranges: Vec<(i32, Segment)> = Vec::new();
+    let mut churn_checks: Vec<(i32, &RetentionQuery)> = Vec::new();
+    for (i, query) in queries.iter().enumerate() {
+        let slot = i32::try_from(i).unwrap_or(i32::MAX);
+        ranges.extend(query.segments.iter().map(|s| (slot, s.clone())));
+        if let Some(retention) = &query.retention {
+            let cumulative = i32::try_from(n + i).unwrap_or(i32::MAX);
+            ranges.extend(retention.reps.iter().map(|rep| {
+                (
+                    cumulative,
+                    Segment {
+                        rep: rep.clone(),
+                        from: epoch(),
+                        to: retention.start,
+                    },
+                )
+            }));
+            churn_checks.push((slot, retention));
+        }
+    }
+
+    let mut bucket_parts = Vec::new();
+    let mut raw_parts = Vec::new();
+    for (slot, segment) in &ranges {
+        match source {
+            Source::Raw => raw_parts.push((*slot, segment.clone())),
+            Source::Rollups => {
+                let (buckets, raw) = cover(segment.from, segment.to);
+                for (level, from, to) in buckets {
+                    bucket_parts.push((*slot, segment.rep.clone(), level as i16, from, to));
+                }
+                for (from, to) in raw {
+                    raw_parts.push((
+                        *slot,
+                        Segment {
+                            rep: segment.rep.clone(),
+                            from,
+                            to,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
+    let mut all = vec![Tally::default(); 2 * n];
+    for (slot, sums) in rollup_sums(pool, &bucket_parts).await? {
+        add_row(&mut all, slot, &sums);
+    }
+    for (slot, sums) in raw_sums(pool, &raw_parts).await? {
+        add_row(&mut all, slot, &sums);
+    }
+    let churned = churned_of_active(pool, &churn_checks).await?;
+    let mut out: Vec<Tally> = all[..n].to_vec();
+    for (slot, _) in &churn_checks {
+        let i = usize::try_from(*slot).unwrap_or(0);
+        let cumulative = &all[n + i];
+        out[i].retention.active_at_start =
+            cumulative.get(Metric::Conversions) - cumulative.get(Metric::Churns);
+        out[i].retention.churned = churned.get(slot).copied().unwrap_or(0);
+    }
+    Ok(out)
+}
+
+fn add_row(all: &mut [Tally], slot: i32, sums: &[i128; METRICS.len()]) {
+    if let Some(tally) = usize::try_from(slot).ok().and_then(|i| all.get_mut(i)) {
+        for (metric, value) in METRICS.iter().zip(sums) {
+            tally.add(*metric, *value);
+        }
+    }
+}
+
+type SumsRow = (i32, [i128; METRICS.len()]);
+
+fn parse_sums(row: &sqlx::postgres::PgRow) -> Result<SumsRow, Error> {
+    use sqlx::Row;
+    let slot: i32 = row.try_get(0)?;
+    let mut sums = [0i128; METRICS.len()];
+    for (i, sum) in sums.iter_mut().enumerate() {
+        let text: String = row.try_get(i + 1)?;
+        *sum = text
+            .parse()
+            .map_err(|_| Error::internal(anyhow::anyhow!("sum is not an integer: {text}")))?;
+    }
+    Ok((slot, sums))
+}
+
+static ROLLUP_SQL: LazyLock<String> = LazyLock::new(|| {
+    let sums: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| format!("coalesce(sum(r.{c}), 0)::text"))
+        .collect();
+    format!(
+        "SELECT c.slot, {} \
+         FROM UNNEST($1::int[], $2::text[], $3::smallint[], $4::timestamptz[], $5::timestamptz[]) \
+              AS c (slot, rep, lvl, f, t) \
+         JOIN kpi_rollups r ON r.rep_id = c.rep AND r.level = c.lvl AND r.bucket >= c.f AND r.bucket < c.t \
+         GROUP BY c.slot",
+        sums.join(", ")
+    )
+});
+
+/// (slot, rep, level, from, to): rollup buckets to add to a slot.
+type BucketPart = (i32, String, i16, DateTime<Utc>, DateTime<Utc>);
+
+async fn rollup_sums(pool: &PgPool, parts: &[BucketPart]) -> Result<Vec<SumsRow>, Error> {
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(sqlx::AssertSqlSafe(ROLLUP_SQL.as_str()))
+        .bind(parts.iter().map(|p| p.0).collect::<Vec<_>>())
+        .bind(parts.iter().map(|p| p.1.as_str()).collect::<Vec<_>>())
+        .bind(parts.iter().map(|p| p.2).collect::<Vec<_>>())
+        .bind(parts.iter().map(|p| p.3).collect::<Vec<_>>())
+        .bind(parts.iter().map(|p| p.4).collect::<Vec<_>>())
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(parse_sums).collect()
+}
+
+/// One SELECT per source table: the metrics it feeds, zero for the rest.
+static RAW_SQL: LazyLock<String> = LazyLock::new(|| {
+    let part = |exprs: &[(Metric, &str)], from: &str| {
+        let columns: Vec<String> = METRICS
+            .iter()
+            .map(|m| {
+                let expr = exprs
+                    .iter()
+                    .find(|(metric, _)| metric == m)
+                    .map_or("0::numeric", |(_, e)| e);
+                format!("({expr})::numeric AS {}", COLUMNS[*m as usize])
+            })
+            .collect();
+        format!(
+            "SELECT e.slot, {} FROM edges e {from} GROUP BY e.slot",
+            columns.join(", ")
+        )
+    };
+    use Metric as M;
+    // Whole microseconds, as the rollups count them.
+    let micros = |a: &str, b: &str| format!("(extract(epoch FROM ({b} - {a})) * 1000000)::bigint");
+    let cycle = format!(
+        "coalesce(sum({}) FILTER (WHERE d.stage = 2), 0)",
+        micros("d.created_at", "d.closed_at")
+    );
+    let response = format!(
+        "coalesce(sum({}) FILTER (WHERE q.first_response_at IS NOT NULL), 0)",
+        micros("q.opened_at", "q.first_response_at")
+    );
+    let parts = [
+        part(
+            &[
+                (M::Calls, "count(*) FILTER (WHERE i.channel = 1)"),
+                (M::Emails, "count(*) FILTER (WHERE i.channel = 2)"),
+                (M::Meetings, "count(*) FILTER (WHERE i.channel = 3)"),
+                (M::Messages, "count(*) FILTER (WHERE i.channel = 4)"),
+                (M::Demos, "count(*) FILTER (WHERE i.channel = 5)"),
+            ],
+            "JOIN interactions i ON i.rep_id = e.rep AND i.occurred_at >= e.f AND i.occurred_at < e.t",
+        ),
+        part(
+            &[
+                (M::Leads, "count(*)"),
+                (
+                    M::LeadsConverted,
+                    "count(*) FILTER (WHERE c.converted_at IS NOT NULL)",
+                ),
+            ],
+            "JOIN customers c ON c.rep_id = e.rep AND c.lead_at >= e.f AND c.lead_at < e.t",
+        ),
+        part(
+            &[(M::Conversions, "count(*)")],
+            "JOIN customers c ON c.rep_id = e.rep AND c.converted_at >= e.f AND c.converted_at < e.t",
+        ),
+        part(
+            &[(M::Churns, "count(*)")],
+            "JOIN customers c ON c.rep_id = e.rep AND c.churned_at >= e.f AND c.churned_at < e.t",
+        ),
+        part(
+            &[
+                (M::DealsWon, "count(*) FILTER (WHERE d.stage = 2)"),
+                (M::DealsLost, "count(*) FILTER (WHERE d.stage = 3)"),
+                (
+                    M::RevenueNanos,
+                    "coalesce(sum((d.amount * 1000000000)::numeric(40, 0)) FILTER (WHERE d.stage = 2), 0)",
+                ),
+                (M::CycleMicros, cycle.as_str()),
+            ],
+            "JOIN deals d ON d.rep_id = e.rep AND d.closed_at >= e.f AND d.closed_at < e.t",
+        ),
+        part(
+            &[
+                (M::NpsResponses, "count(*) FILTER (WHERE f.kind = 1)"),
+                (
+                    M::NpsPromoters,
+                    "count(*) FILTER (WHERE f.kind = 1 AND f.score >= 9)",
+                ),
+                (
+                    M::NpsDetractors,
+                    "count(*) FILTER (WHERE f.kind = 1 AND f.score <= 6)",
+                ),
+                (M::CsatResponses, "count(*) FILTER (WHERE f.kind = 2)"),
+                (
+                    M::CsatSatisfied,
+                    "count(*) FILTER (WHERE f.kind = 2 AND f.score >= 4)",
+                ),
+            ],
+            "JOIN feedback f ON f.rep_id = e.rep AND f.submitted_at >= e.f AND f.submitted_at < e.t",
+        ),
+        part(
+            &[
+                (M::RequestsOpened, "count(*)"),
+                (
+                    M::RequestsResolved,
+                    "count(*) FILTER (WHERE q.resolved_at IS NOT NULL)",
+                ),
+                (
+                    M::RequestsResponded,
+                    "count(*) FILTER (WHERE q.first_response_at IS NOT NULL)",
+                ),
+                (M::ResponseMicros, response.as_str()),
+            ],
+            "JOIN customer_requests q ON q.rep_id = e.rep AND q.opened_at >= e.f AND q.opened_at < e.t",
+        ),
+    ];
+    let sums: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| format!("sum(p.{c})::text"))
+        .collect();
+    format!(
+        "WITH edges AS (\
+             SELECT slot, rep, f, t \
+             FROM UNNEST($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS u (slot, rep, f, t)) \
+         SELECT p.slot, {} FROM ({}) p GROUP BY p.slot",
+        sums.join(", "),
+        parts.join(" UNION ALL ")
+    )
+});
+
+async fn raw_sums(pool: &PgPool, parts: &[(i32, Segment)]) -> Result<Vec<SumsRow>, Error> {
+    if parts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(sqlx::AssertSqlSafe(RAW_SQL.as_str()))
+        .bind(parts.iter().map(|p| p.0).collect::<Vec<_>>())
+        .bind(parts.iter().map(|p| p.1.rep.as_str()).collect::<Vec<_>>())
+        .bind(parts.iter().map(|p| p.1.from).collect::<Vec<_>>())
+        .bind(parts.iter().map(|p| p.1.to).collect::<Vec<_>>())
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(parse_sums).collect()
+}
+
+/// Per slot: customers converted before the retention start who churned in
+/// [start, end).
+async fn churned_of_active(
+    pool: &PgPool,
+    checks: &[(i32, &RetentionQuery)],
+) -> Result<HashMap<i32, i128>, Error> {
+    let mut slots = Vec::new();
+    let mut reps = Vec::new();
+    let mut starts = Vec::new();
+    let mut ends = Vec::new();
+    for (slot, retention) in checks {
+        for rep in &retention.reps {
+            slots.push(*slot);
+            reps.push(rep.as_str());
+            starts.push(retention.start);
+            ends.push(retention.end);
+        }
+    }
+    if slots.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        r#"
+        SELECT x.slot, count(*)
+        FROM UNNEST($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS x (slot, rep, s, e)
+        JOIN customers c ON c.rep_id = x.rep AND c.churned_at >= x.s AND c.churned_at < x.e
+                        AND c.converted_at < x.s
+        GROUP BY x.slot
+        "#,
+    )
+    .bind(&slots)
+    .bind(&reps)
+    .bind(&starts)
+    .bind(&ends)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(s, c)| (s, i128::from(c))).collect())
+}
+
+/// A team with all its sub-teams (the current tree).
+pub async fn subtree(pool: &PgPool, team_id: &str) -> Result<HashSet<String>, Error> {
+    let teams: Vec<String> = sqlx::query_scalar(
+        r#"
+        WITH RECURSIVE tree (team_id) AS (
+            SELECT team_id FROM teams WHERE team_id = $1
+            UNION
+            SELECT t.team_id FROM teams t JOIN tree ON t.parent_team_id = tree.team_id
+        )
+        SELECT team_id FROM tree
+        "#,
+    )
+    .bind(team_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(teams.into_iter().collect())
+}
+
+/// The membership history of every rep who was ever in one of `teams`.
+pub async fn histories(
+    pool: &PgPool,
+    teams: &HashSet<String>,
+) -> Result<Vec<(String, Vec<ChangePoint>)>, Error> {
+    let teams: Vec<&str> = teams.iter().map(String::as_str).collect();
+    let rows: Vec<(String, Option<DateTime<Utc>>, Option<String>)> = sqlx::query_as(
+        r#"
+        SELECT h.rep_id, CASE WHEN isfinite(h.effective_from) THEN h.effective_from END, h.team_id
+        FROM rep_team_history h
+        WHERE h.rep_id IN (SELECT rep_id FROM rep_team_history WHERE team_id = ANY($1))
+        ORDER BY h.rep_id, h.effective_from
+        "#,
+    )
+    .bind(&teams)
+    .fetch_all(pool)
+    .await?;
+    let mut out: Vec<(String, Vec<ChangePoint>)> = Vec::new();
+    for (rep, from, team) in rows {
+        let point = ChangePoint { from, team };
+        match out.last_mut() {
+            Some((last, points)) if *last == rep => points.push(point),
+            _ => out.push((rep, vec![point])),
+        }
+    }
+    Ok(out)
+}
+
+/// What a team's KPIs over [from, to) are made of: each member's records
+/// while a member, and the customers of the members at `from`.
+pub fn team_query(
+    histories: &[(String, Vec<ChangePoint>)],
+    teams: &HashSet<String>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> TallyQuery {
+    let mut segments = Vec::new();
+    let mut at_start = Vec::new();
+    for (rep, points) in histories {
+        for (f, t) in intervals_in(points, teams, from, to) {
+            segments.push(Segment {
+                rep: rep.clone(),
+                from: f,
+                to: t,
+            });
+        }
+        if team_at(points, from).is_some_and(|team| teams.contains(&team)) {
+            at_start.push(rep.clone());
+        }
+    }
+    TallyQuery {
+        segments,
+        retention: Some(RetentionQuery {
+            reps: at_start,
+            start: from,
+            end: to,
+        }),
+    }
+}
+
+/// A rep's own KPIs over [from, to).
+pub fn rep_query(rep: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> TallyQuery {
+    TallyQuery {
+        segments: vec![Segment {
+            rep: rep.to_owned(),
+            from,
+            to,
+        }],
+        retention: Some(RetentionQuery {
+            reps: vec![rep.to_owned()],
+            start: from,
+            end: to,
+        }),
+    }
+}
+
+/// Display names of reps.
+pub async fn rep_names(pool: &PgPool, reps: &[String]) -> Result<HashMap<String, String>, Error> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT rep_id, display_name FROM reps WHERE rep_id = ANY($1)")
+            .bind(reps)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
