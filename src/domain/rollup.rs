@@ -55,8 +55,14 @@ pub fn ceil(level: Level, at: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
+/// A part of a range: bucket starts of one level in [from, to), or (level
+/// `None`) raw records credited in [from, to).
+pub type Part = (Option<Level>, DateTime<Utc>, DateTime<Utc>);
+
 /// Rollup ranges `(level, from, to)` (bucket starts in [from, to)) and raw
-/// ranges `(from, to)` that together cover [from, to) exactly once.
+/// ranges `(from, to)` that together cover [from, to) exactly once: the
+/// whole months inside it, then whole days inside what is left at each end,
+/// then whole hours, then raw records.
 #[allow(clippy::type_complexity)]
 pub fn cover(
     from: DateTime<Utc>,
@@ -65,35 +71,45 @@ pub fn cover(
     Vec<(Level, DateTime<Utc>, DateTime<Utc>)>,
     Vec<(DateTime<Utc>, DateTime<Utc>)>,
 ) {
+    let mut parts = Vec::new();
+    cover_at(from, to, Some(Level::Month), &mut parts);
+    parts.sort_by_key(|p| p.1);
     let mut buckets = Vec::new();
     let mut raw = Vec::new();
-    if from >= to {
-        return (buckets, raw);
-    }
-    // Left edge up to the coarsest boundary, right edge down from it:
-    // from <= a1 <= a2 <= a3 <= b3 <= b2 <= b1 <= to.
-    let a1 = ceil(Level::Hour, from).min(to);
-    let a2 = ceil(Level::Day, a1).min(to);
-    let a3 = ceil(Level::Month, a2).min(to);
-    let b1 = floor(Level::Hour, to).max(a3);
-    let b2 = floor(Level::Day, b1).max(a3);
-    let b3 = floor(Level::Month, b2).max(a3);
-    let mut push = |level: Option<Level>, f: DateTime<Utc>, t: DateTime<Utc>| {
-        if f < t {
-            match level {
-                Some(level) => buckets.push((level, f, t)),
-                None => raw.push((f, t)),
-            }
+    for (level, f, t) in parts {
+        match level {
+            Some(level) => buckets.push((level, f, t)),
+            None => raw.push((f, t)),
         }
-    };
-    push(None, from, a1);
-    push(Some(Level::Hour), a1, a2);
-    push(Some(Level::Day), a2, a3);
-    push(Some(Level::Month), a3, b3);
-    push(Some(Level::Day), b3, b2);
-    push(Some(Level::Hour), b2, b1);
-    push(None, b1, to);
+    }
     (buckets, raw)
+}
+
+fn finer(level: Level) -> Option<Level> {
+    match level {
+        Level::Month => Some(Level::Day),
+        Level::Day => Some(Level::Hour),
+        Level::Hour => None,
+    }
+}
+
+fn cover_at(from: DateTime<Utc>, to: DateTime<Utc>, level: Option<Level>, parts: &mut Vec<Part>) {
+    if from >= to {
+        return;
+    }
+    let Some(level) = level else {
+        parts.push((None, from, to));
+        return;
+    };
+    // Both ends of a bucket range must be boundaries of its level.
+    let (a, b) = (ceil(level, from), floor(level, to));
+    if a < b {
+        parts.push((Some(level), a, b));
+        cover_at(from, a, finer(level), parts);
+        cover_at(b, to, finer(level), parts);
+    } else {
+        cover_at(from, to, finer(level), parts);
+    }
 }
 
 /// Rollup changes: (rep, level, bucket) -> sums to add.
@@ -172,6 +188,21 @@ mod tests {
                     utc("2026-03-31T18:00:00Z")
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn a_range_ending_mid_day_is_not_covered_by_that_day() {
+        // New York's 7 March 2026: 05:00Z to 05:00Z next day.
+        let (buckets, raw) = cover(utc("2026-03-07T05:00:00Z"), utc("2026-03-08T05:00:00Z"));
+        assert!(raw.is_empty());
+        assert_eq!(
+            buckets,
+            [(
+                Level::Hour,
+                utc("2026-03-07T05:00:00Z"),
+                utc("2026-03-08T05:00:00Z")
+            )]
         );
     }
 

@@ -7,4 +7,5 @@ mod directory;
 mod durability;
 mod grpcurl;
 mod helpers;
+mod kpi;
 mod server;
