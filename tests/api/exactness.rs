@@ -1,0 +1,174 @@
+//! The rollups give exactly the answer of the raw records: generated data
+//! (with corrections that move records between buckets and reps), many
+//! periods, time zones with :30 and :45 offsets and DST, every subject.
+
+use chrono::{Days, NaiveDate};
+use kpi_service::{
+    demo::{self, DemoOptions},
+    domain::period::{Period, parse_zone},
+    grpc::pb::{self, activity_record::Record},
+    store::kpi::{self as store, Source, TallyQuery},
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::helpers::TestApp;
+
+fn options() -> DemoOptions {
+    DemoOptions {
+        target: String::new(),
+        seed: 7,
+        reps: 6,
+        days: 150,
+        end_date: NaiveDate::from_ymd_opt(2026, 6, 30),
+        interactions_per_day: 5.0,
+        concurrency: 1,
+        batch_size: 1000,
+        key: None,
+    }
+}
+
+/// A CRM correction: a newer version with other content.
+fn corrected(record: &pb::ActivityRecord, n: usize) -> Option<pb::ActivityRecord> {
+    let bump = |ts: &Option<prost_types::Timestamp>| {
+        ts.map(|t| prost_types::Timestamp {
+            seconds: t.seconds + 86_400 * 30,
+            nanos: 0,
+        })
+    };
+    let record = match record.record.clone()? {
+        Record::Interaction(mut r) => {
+            r.channel = (r.channel % 5) + 1;
+            r.occurred_at = r.occurred_at.map(|t| prost_types::Timestamp {
+                seconds: t.seconds + 3 * 3600 + 15 * 60,
+                nanos: 0,
+            });
+            r.updated_at = bump(&r.updated_at);
+            Record::Interaction(r)
+        }
+        Record::Customer(mut r) => {
+            // Hand the customer to another rep.
+            r.rep_id = format!("rep-{:03}", (n % 6 + 1) % 6);
+            r.updated_at = bump(&r.updated_at);
+            Record::Customer(r)
+        }
+        Record::Deal(mut r) => {
+            if let Some(amount) = r.amount.as_mut() {
+                amount.units += 1;
+            }
+            r.updated_at = bump(&r.updated_at);
+            Record::Deal(r)
+        }
+        _ => return None,
+    };
+    Some(pb::ActivityRecord {
+        record: Some(record),
+    })
+}
+
+#[tokio::test]
+async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
+    let app = TestApp::spawn().await;
+    let options = options();
+    for team in demo::teams() {
+        app.upsert_team(&team.team_id, &team.display_name, &team.parent_team_id)
+            .await
+            .unwrap();
+    }
+    let now = chrono::Utc::now();
+    let (start, end) = demo::span(&options, now);
+    for rep in demo::reps(&options)
+        .into_iter()
+        .chain(demo::moves(&options, start, end))
+    {
+        app.upsert_rep(rep).await.unwrap();
+    }
+    let mut all = Vec::new();
+    for batch in demo::batches(&options, start, end) {
+        app.record(batch.clone()).await.unwrap();
+        all.extend(batch);
+    }
+    // Correct every fifth record.
+    let corrections: Vec<_> = all
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| n % 5 == 0)
+        .filter_map(|(n, r)| corrected(r, n))
+        .collect();
+    for chunk in corrections.chunks(1000) {
+        let counts = app.record(chunk.to_vec()).await.unwrap();
+        assert_eq!(counts.updated as usize, chunk.len());
+    }
+    assert!(all.len() > 3000, "only {} records", all.len());
+
+    let zones = [
+        "UTC",
+        "Asia/Kolkata",
+        "Asia/Kathmandu",
+        "America/New_York",
+        "Europe/Berlin",
+        "Pacific/Chatham",
+        "Australia/Lord_Howe",
+    ];
+    let mut subjects: Vec<(bool, String)> =
+        (0..6).map(|i| (false, format!("rep-{i:03}"))).collect();
+    subjects.extend(demo::teams().into_iter().map(|t| (true, t.team_id)));
+    let first = start.date_naive();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut checked = 0;
+    for zone in zones {
+        let zone = parse_zone(zone).unwrap();
+        // Periods of 1 day to 4 months, plus ones around the DST changes.
+        let mut periods: Vec<Period> = (0..6)
+            .map(|_| {
+                let s = first + Days::new(rng.random_range(0..140));
+                let e = s + Days::new(rng.random_range(0..120));
+                Period::new(s, e, zone).unwrap()
+            })
+            .collect();
+        for (s, e) in [
+            ("2026-03-08", "2026-03-08"),
+            ("2026-03-29", "2026-04-05"),
+            ("2026-04-05", "2026-04-05"),
+            ("2026-02-01", "2026-06-30"),
+        ] {
+            let (s, e) = (s.parse().unwrap(), e.parse().unwrap());
+            periods.push(Period::new(s, e, zone).unwrap());
+        }
+        let mut queries: Vec<TallyQuery> = Vec::new();
+        for (is_team, id) in &subjects {
+            if *is_team {
+                let teams = store::subtree(&app.db, id).await.unwrap();
+                let histories = store::histories(&app.db, &teams).await.unwrap();
+                for p in &periods {
+                    queries.push(store::team_query(
+                        &histories,
+                        &teams,
+                        p.start_time(),
+                        p.end_time(),
+                    ));
+                }
+            } else {
+                for p in &periods {
+                    queries.push(store::rep_query(id, p.start_time(), p.end_time()));
+                }
+            }
+        }
+        let fast = store::tallies(&app.db, &queries, Source::Rollups)
+            .await
+            .unwrap();
+        let slow = store::tallies(&app.db, &queries, Source::Raw)
+            .await
+            .unwrap();
+        assert_eq!(fast.len(), slow.len());
+        for (i, (f, s)) in fast.iter().zip(&slow).enumerate() {
+            assert_eq!(f, s, "zone {zone}, query {i}");
+        }
+        assert!(
+            slow.iter().any(|t| t.sums.iter().any(|v| *v != 0)),
+            "nothing counted in {zone}"
+        );
+        checked += queries.len();
+    }
+    eprintln!("{checked} tallies identical from rollups and raw records");
+}
