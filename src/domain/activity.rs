@@ -1,8 +1,6 @@
 //! Activity records and the versioning rules that make ingestion
 //! idempotent: which version of a record wins, and what a batch counts.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
 /// Most records in one batch.
@@ -323,29 +321,31 @@ pub fn classify<T: Versioned>(incoming: &T, stored: Option<&T>) -> Outcome {
 /// unchanged, older ones as stale. Returns the winners (sorted by id, the
 /// order rows are locked in), those counts, and the request indexes of
 /// records that conflict with another of the same id and `updated_at`.
-pub fn dedupe<T: Versioned>(records: Vec<(usize, T)>) -> (Vec<(usize, T)>, Counts, Vec<usize>) {
+pub fn dedupe<T: Versioned>(mut records: Vec<(usize, T)>) -> (Vec<(usize, T)>, Counts, Vec<usize>) {
     let mut counts = Counts::default();
     let mut conflicts = Vec::new();
-    let mut winners: HashMap<String, (usize, T)> = HashMap::with_capacity(records.len());
+    // Sorting by (id, request index) groups each id's records in arrival
+    // order without hashing or copying ids.
+    records.sort_by(|a, b| a.1.id().cmp(b.1.id()).then(a.0.cmp(&b.0)));
+    let mut winners: Vec<(usize, T)> = Vec::with_capacity(records.len());
     for (index, record) in records {
-        match winners.get_mut(record.id()) {
-            None => {
-                winners.insert(record.id().to_owned(), (index, record));
-            }
-            Some(current) => match classify(&record, Some(&current.1)) {
-                // (Insert cannot happen: there is a version to compare.)
-                Outcome::Update | Outcome::Insert => {
-                    counts.stale += 1;
-                    *current = (index, record);
+        match winners.last_mut() {
+            Some(current) if current.1.id() == record.id() => {
+                match classify(&record, Some(&current.1)) {
+                    // (Insert cannot happen: there is a version to compare.)
+                    Outcome::Update | Outcome::Insert => {
+                        counts.stale += 1;
+                        *current = (index, record);
+                    }
+                    Outcome::Stale => counts.stale += 1,
+                    Outcome::Unchanged => counts.unchanged += 1,
+                    Outcome::Conflict => conflicts.push(index),
                 }
-                Outcome::Stale => counts.stale += 1,
-                Outcome::Unchanged => counts.unchanged += 1,
-                Outcome::Conflict => conflicts.push(index),
-            },
+            }
+            _ => winners.push((index, record)),
         }
     }
-    let mut winners: Vec<(usize, T)> = winners.into_values().collect();
-    winners.sort_by(|a, b| a.1.id().cmp(b.1.id()));
+    conflicts.sort_unstable();
     (winners, counts, conflicts)
 }
 

@@ -112,18 +112,22 @@ fn cover_at(from: DateTime<Utc>, to: DateTime<Utc>, level: Option<Level>, parts:
     }
 }
 
-/// Rollup changes: (rep, level, bucket) -> sums to add.
+/// Rollup changes: rep -> (level, bucket) -> sums to add.
 #[derive(Debug, Default)]
-pub struct Deltas(pub HashMap<(String, Level, DateTime<Utc>), [i128; METRICS.len()]>);
+#[allow(clippy::type_complexity)]
+pub struct Deltas(pub HashMap<String, HashMap<(Level, DateTime<Utc>), [i128; METRICS.len()]>>);
 
 impl Deltas {
     /// Adds (`sign` 1) or removes (`sign` -1) a record's contributions.
     pub fn apply(&mut self, rep_id: &str, contributions: &[Contribution], sign: i128) {
+        let buckets = match self.0.get_mut(rep_id) {
+            Some(buckets) => buckets,
+            None => self.0.entry(rep_id.to_owned()).or_default(),
+        };
         for (at, metric, value) in contributions {
             for level in LEVELS {
-                let sums = self
-                    .0
-                    .entry((rep_id.to_owned(), level, floor(level, *at)))
+                let sums = buckets
+                    .entry((level, floor(level, *at)))
                     .or_insert([0; METRICS.len()]);
                 sums[*metric as usize] += sign * value;
             }
@@ -137,6 +141,11 @@ impl Deltas {
         let mut rows: Vec<_> = self
             .0
             .into_iter()
+            .flat_map(|(rep, buckets)| {
+                buckets
+                    .into_iter()
+                    .map(move |((level, bucket), sums)| ((rep.clone(), level, bucket), sums))
+            })
             .filter(|(_, sums)| sums.iter().any(|v| *v != 0))
             .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));

@@ -209,10 +209,21 @@ impl RecordCheck<'_> {
         format!("{}.{name}", self.path)
     }
 
+    /// Keeps a valid value; records the violation under `name` otherwise
+    /// (the path is only built for violations: this runs per field of
+    /// every record of every batch).
+    fn check<T>(&mut self, name: &str, parsed: Result<T, String>) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(description) => {
+                self.v.add(self.field(name), description);
+                None
+            }
+        }
+    }
+
     fn id(&mut self, name: &str, raw: &str) -> Option<String> {
-        let field = self.field(name);
-        self.v
-            .check(field, RepId::parse(raw).map(|id| id.as_str().to_owned()))
+        self.check(name, RepId::parse(raw).map(|id| id.as_str().to_owned()))
     }
 
     fn optional_id(&mut self, name: &str, raw: &str) -> Option<Option<String>> {
@@ -224,7 +235,6 @@ impl RecordCheck<'_> {
     }
 
     fn time(&mut self, name: &str, ts: &Timestamp) -> Option<DateTime<Utc>> {
-        let field = self.field(name);
         let latest = self.latest;
         let parsed = instant(ts).map(to_micros).and_then(|at| {
             if at > latest {
@@ -235,7 +245,7 @@ impl RecordCheck<'_> {
                 Ok(at)
             }
         });
-        self.v.check(field, parsed)
+        self.check(name, parsed)
     }
 
     fn required_time(&mut self, name: &str, ts: Option<&Timestamp>) -> Option<DateTime<Utc>> {
@@ -309,8 +319,7 @@ impl RecordCheck<'_> {
         let id = self.id("interaction_id", &r.interaction_id);
         let rep_id = self.id("rep_id", &r.rep_id);
         let customer_id = self.optional_id("customer_id", &r.customer_id);
-        let channel = self.v.check(
-            self.field("channel"),
+        let channel = self.check("channel",
             Channel::from_code(r.channel).ok_or_else(|| {
                 format!(
                     "must be CHANNEL_CALL, CHANNEL_EMAIL, CHANNEL_MEETING, CHANNEL_MESSAGE or CHANNEL_DEMO (got {})",
@@ -363,14 +372,12 @@ impl RecordCheck<'_> {
                     );
                     None
                 };
-                let amount = self
-                    .v
-                    .check(self.field("amount"), Amount::new(money.units, money.nanos));
+                let amount = self.check("amount", Amount::new(money.units, money.nanos));
                 (currency, amount)
             }
         };
-        let stage = self.v.check(
-            self.field("stage"),
+        let stage = self.check(
+            "stage",
             DealStage::from_code(r.stage).ok_or_else(|| {
                 format!(
                     "must be DEAL_STAGE_OPEN, DEAL_STAGE_WON or DEAL_STAGE_LOST (got {})",
@@ -408,8 +415,8 @@ impl RecordCheck<'_> {
         let id = self.id("feedback_id", &r.feedback_id);
         let rep_id = self.id("rep_id", &r.rep_id);
         let customer_id = self.optional_id("customer_id", &r.customer_id);
-        let kind = self.v.check(
-            self.field("kind"),
+        let kind = self.check(
+            "kind",
             FeedbackKind::from_code(r.kind).ok_or_else(|| {
                 format!(
                     "must be FEEDBACK_KIND_NPS or FEEDBACK_KIND_CSAT (got {})",
@@ -420,8 +427,8 @@ impl RecordCheck<'_> {
         let score = kind.and_then(|kind| {
             let range = kind.scores();
             let score = i16::try_from(r.score).ok().filter(|s| range.contains(s));
-            self.v.check(
-                self.field("score"),
+            self.check(
+                "score",
                 score.ok_or_else(|| {
                     format!(
                         "must be {}-{} for {} (got {})",
