@@ -55,34 +55,21 @@ pub fn ceil(level: Level, at: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-/// A part of a range: bucket starts of one level in [from, to), or (level
-/// `None`) raw records credited in [from, to).
-pub type Part = (Option<Level>, DateTime<Utc>, DateTime<Utc>);
+/// A signed part of a range: bucket starts of one level in [from, to), or
+/// (level `None`) raw records credited in [from, to); `sign` -1 parts are
+/// subtracted.
+pub type Part = (Option<Level>, DateTime<Utc>, DateTime<Utc>, i32);
 
-/// Rollup ranges `(level, from, to)` (bucket starts in [from, to)) and raw
-/// ranges `(from, to)` that together cover [from, to) exactly once: the
-/// whole months inside it, then whole days inside what is left at each end,
-/// then whole hours, then raw records.
-#[allow(clippy::type_complexity)]
-pub fn cover(
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> (
-    Vec<(Level, DateTime<Utc>, DateTime<Utc>)>,
-    Vec<(DateTime<Utc>, DateTime<Utc>)>,
-) {
+/// Signed parts whose sum over [from, to) is exact: at each level, a ragged
+/// end is either filled in with finer buckets or rounded out to the next
+/// boundary with the excess subtracted, whichever reads fewer rows. So the
+/// second quarter in Berlin (22:00 UTC to 22:00 UTC) is two months plus one
+/// more month minus two hours, not two months, 29 days and 24 hours.
+pub fn cover(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Part> {
     let mut parts = Vec::new();
-    cover_at(from, to, Some(Level::Month), &mut parts);
-    parts.sort_by_key(|p| p.1);
-    let mut buckets = Vec::new();
-    let mut raw = Vec::new();
-    for (level, f, t) in parts {
-        match level {
-            Some(level) => buckets.push((level, f, t)),
-            None => raw.push((f, t)),
-        }
-    }
-    (buckets, raw)
+    cover_at(from, to, Some(Level::Month), 1, &mut parts);
+    parts.sort_by_key(|p| (p.1, p.2));
+    parts
 }
 
 fn finer(level: Level) -> Option<Level> {
@@ -93,22 +80,91 @@ fn finer(level: Level) -> Option<Level> {
     }
 }
 
-fn cover_at(from: DateTime<Utc>, to: DateTime<Utc>, level: Option<Level>, parts: &mut Vec<Part>) {
+/// Rough rows read to cover [from, to) from `level` down (raw records count
+/// as one row per quarter hour: they are read through an index).
+fn cost(from: DateTime<Utc>, to: DateTime<Utc>, level: Option<Level>) -> i64 {
+    if from >= to {
+        return 0;
+    }
+    let Some(level) = level else {
+        return ((to - from).num_minutes() / 15).max(1);
+    };
+    let (a, b) = (ceil(level, from), floor(level, to));
+    if a < b {
+        let buckets = match level {
+            Level::Hour => (b - a).num_hours(),
+            Level::Day => (b - a).num_days(),
+            Level::Month => 1 + (b - a).num_days() / 31,
+        };
+        let left =
+            cost(from, a, finer(level)).min(1 + cost(floor(level, from), from, finer(level)));
+        let right = cost(b, to, finer(level)).min(1 + cost(to, ceil(level, to), finer(level)));
+        buckets + left + right
+    } else {
+        cost(from, to, finer(level))
+    }
+}
+
+fn cover_at(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    level: Option<Level>,
+    sign: i32,
+    parts: &mut Vec<Part>,
+) {
     if from >= to {
         return;
     }
     let Some(level) = level else {
-        parts.push((None, from, to));
+        parts.push((None, from, to, sign));
         return;
     };
-    // Both ends of a bucket range must be boundaries of its level.
-    let (a, b) = (ceil(level, from), floor(level, to));
-    if a < b {
-        parts.push((Some(level), a, b));
-        cover_at(from, a, finer(level), parts);
-        cover_at(b, to, finer(level), parts);
+    let next = finer(level);
+    // Both ends of a bucket range are boundaries of its level.
+    let (mut a, mut b) = (ceil(level, from), floor(level, to));
+    if a >= b {
+        // No whole bucket inside: maybe one bucket minus its excess is
+        // cheaper than the finer cover.
+        let (lo, hi) = (floor(level, from), ceil(level, to));
+        if hi - lo <= one(level, lo)
+            && 1 + cost(lo, from, next) + cost(to, hi, next) < cost(from, to, next)
+        {
+            parts.push((Some(level), lo, hi, sign));
+            cover_at(lo, from, next, -sign, parts);
+            cover_at(to, hi, next, -sign, parts);
+        } else {
+            cover_at(from, to, next, sign, parts);
+        }
+        return;
+    }
+    // Ragged ends: fill in, or round out and subtract.
+    let outer_left = floor(level, from);
+    let round_left = from != a && 1 + cost(outer_left, from, next) < cost(from, a, next);
+    let outer_right = ceil(level, to);
+    let round_right = to != b && 1 + cost(to, outer_right, next) < cost(b, to, next);
+    if round_left {
+        cover_at(outer_left, from, next, -sign, parts);
+        a = outer_left;
     } else {
-        cover_at(from, to, finer(level), parts);
+        cover_at(from, a, next, sign, parts);
+    }
+    if round_right {
+        cover_at(to, outer_right, next, -sign, parts);
+        b = outer_right;
+    } else {
+        cover_at(b, to, next, sign, parts);
+    }
+    parts.push((Some(level), a, b, sign));
+}
+
+/// The length of the bucket of `level` starting at `at`.
+fn one(level: Level, at: DateTime<Utc>) -> chrono::TimeDelta {
+    match level {
+        Level::Hour => TimeDelta::hours(1),
+        Level::Day => TimeDelta::days(1),
+        Level::Month => at
+            .checked_add_months(Months::new(1))
+            .map_or(TimeDelta::days(31), |next| next - at),
     }
 }
 
@@ -163,73 +219,84 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// The signed parts as (level, from, to, sign) with level 0 for raw.
+    fn shown(parts: Vec<Part>) -> Vec<(i32, String, String, i32)> {
+        parts
+            .into_iter()
+            .map(|(l, f, t, s)| (l.map_or(0, |l| l as i32), f.to_rfc3339(), t.to_rfc3339(), s))
+            .collect()
+    }
+
+    /// Sums a cover over hourly "records" at every quarter hour to check it
+    /// counts each instant of the range exactly once.
+    fn counted(parts: &[Part], from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
+        let mut at = floor(Level::Month, from) - TimeDelta::days(40);
+        let end = ceil(Level::Month, to) + TimeDelta::days(40);
+        while at < end {
+            let n: i32 = parts
+                .iter()
+                .filter(|(level, f, t, _)| match level {
+                    None => *f <= at && at < *t,
+                    Some(level) => {
+                        let bucket = floor(*level, at);
+                        *f <= bucket && bucket < *t
+                    }
+                })
+                .map(|p| p.3)
+                .sum();
+            if n != i32::from(from <= at && at < to) {
+                return false;
+            }
+            at += TimeDelta::minutes(15);
+        }
+        true
+    }
+
     #[test]
-    fn a_kathmandu_quarter_is_covered_by_months_days_hours_and_two_raw_edges() {
-        let (buckets, raw) = cover(utc("2025-12-31T18:15:00Z"), utc("2026-03-31T18:15:00Z"));
+    fn a_berlin_quarter_is_three_months_minus_two_hours_and_plus_two() {
+        let (from, to) = (utc("2026-03-31T22:00:00Z"), utc("2026-06-30T22:00:00Z"));
+        let parts = cover(from, to);
+        assert!(counted(&parts, from, to));
         assert_eq!(
-            raw,
-            [
-                (utc("2025-12-31T18:15:00Z"), utc("2025-12-31T19:00:00Z")),
-                (utc("2026-03-31T18:00:00Z"), utc("2026-03-31T18:15:00Z")),
-            ]
-        );
-        assert_eq!(
-            buckets,
+            shown(parts),
             [
                 (
-                    Level::Hour,
-                    utc("2025-12-31T19:00:00Z"),
-                    utc("2026-01-01T00:00:00Z")
+                    1,
+                    "2026-03-31T22:00:00+00:00".into(),
+                    "2026-04-01T00:00:00+00:00".into(),
+                    1
                 ),
                 (
-                    Level::Month,
-                    utc("2026-01-01T00:00:00Z"),
-                    utc("2026-03-01T00:00:00Z")
+                    3,
+                    "2026-04-01T00:00:00+00:00".into(),
+                    "2026-07-01T00:00:00+00:00".into(),
+                    1
                 ),
                 (
-                    Level::Day,
-                    utc("2026-03-01T00:00:00Z"),
-                    utc("2026-03-31T00:00:00Z")
-                ),
-                (
-                    Level::Hour,
-                    utc("2026-03-31T00:00:00Z"),
-                    utc("2026-03-31T18:00:00Z")
+                    1,
+                    "2026-06-30T22:00:00+00:00".into(),
+                    "2026-07-01T00:00:00+00:00".into(),
+                    -1
                 ),
             ]
         );
     }
 
     #[test]
-    fn a_range_ending_mid_day_is_not_covered_by_that_day() {
-        // New York's 7 March 2026: 05:00Z to 05:00Z next day.
-        let (buckets, raw) = cover(utc("2026-03-07T05:00:00Z"), utc("2026-03-08T05:00:00Z"));
-        assert!(raw.is_empty());
-        assert_eq!(
-            buckets,
-            [(
-                Level::Hour,
-                utc("2026-03-07T05:00:00Z"),
-                utc("2026-03-08T05:00:00Z")
-            )]
-        );
-    }
-
-    #[test]
-    fn short_ranges_stay_raw_or_hourly() {
-        let (buckets, raw) = cover(utc("2026-01-01T10:15:00Z"), utc("2026-01-01T10:45:00Z"));
-        assert!(buckets.is_empty());
-        assert_eq!(raw.len(), 1);
-        let (buckets, raw) = cover(utc("2026-01-01T10:00:00Z"), utc("2026-01-01T13:00:00Z"));
-        assert!(raw.is_empty());
-        assert_eq!(
-            buckets,
-            [(
-                Level::Hour,
-                utc("2026-01-01T10:00:00Z"),
-                utc("2026-01-01T13:00:00Z")
-            )]
-        );
+    fn covers_count_every_instant_once_in_awkward_zones() {
+        for (from, to) in [
+            ("2025-12-31T18:15:00Z", "2026-03-31T18:15:00Z"),
+            ("2026-03-07T05:00:00Z", "2026-03-08T05:00:00Z"),
+            ("2026-01-01T10:15:00Z", "2026-01-01T10:45:00Z"),
+            ("2026-01-01T10:00:00Z", "2026-01-01T13:00:00Z"),
+            ("2026-02-27T11:45:00Z", "2026-03-02T12:15:00Z"),
+            ("2026-01-31T23:45:00Z", "2026-02-01T00:15:00Z"),
+        ] {
+            let (from, to) = (utc(from), utc(to));
+            assert!(counted(&cover(from, to), from, to), "{from} - {to}");
+        }
+        let epoch_to_berlin = cover(epoch(), utc("2026-03-31T22:00:00Z"));
+        assert!(epoch_to_berlin.len() <= 3, "{epoch_to_berlin:?}");
     }
 
     #[test]

@@ -82,25 +82,21 @@ pub async fn tallies(
         }
     }
 
-    let mut bucket_parts = Vec::new();
-    let mut raw_parts = Vec::new();
+    // Reps whose ranges coincide (a team without moves: all of them) share
+    // one index scan per range.
+    let mut bucket_parts = Parts::default();
+    let mut raw_parts = Parts::default();
     for (slot, segment) in &ranges {
         match source {
-            Source::Raw => raw_parts.push((*slot, segment.clone())),
+            Source::Raw => raw_parts.add(*slot, 0, segment.from, segment.to, 1, &segment.rep),
             Source::Rollups => {
-                let (buckets, raw) = cover(segment.from, segment.to);
-                for (level, from, to) in buckets {
-                    bucket_parts.push((*slot, segment.rep.clone(), level as i16, from, to));
-                }
-                for (from, to) in raw {
-                    raw_parts.push((
-                        *slot,
-                        Segment {
-                            rep: segment.rep.clone(),
-                            from,
-                            to,
-                        },
-                    ));
+                for (level, from, to, sign) in cover(segment.from, segment.to) {
+                    match level {
+                        Some(level) => {
+                            bucket_parts.add(*slot, level as i16, from, to, sign, &segment.rep)
+                        }
+                        None => raw_parts.add(*slot, 0, from, to, sign, &segment.rep),
+                    }
                 }
             }
         }
@@ -135,6 +131,69 @@ fn add_row(all: &mut [Tally], slot: i32, sums: &[i128; METRICS.len()]) {
 
 type SumsRow = (i32, [i128; METRICS.len()]);
 
+/// Signed ranges to sum, each for a group of reps: (slot, level, from,
+/// to, sign) -> reps. Level 0 for raw ranges.
+#[derive(Default)]
+#[allow(clippy::type_complexity)]
+struct Parts(
+    std::collections::BTreeMap<(i32, i16, DateTime<Utc>, DateTime<Utc>, i32), Vec<String>>,
+);
+
+impl Parts {
+    fn add(
+        &mut self,
+        slot: i32,
+        level: i16,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        sign: i32,
+        rep: &str,
+    ) {
+        self.0
+            .entry((slot, level, from, to, sign))
+            .or_default()
+            .push(rep.to_owned());
+    }
+
+    /// Binds $1 slot, $2 group, $3 level, $4 from, $5 to, $6 member group,
+    /// $7 member rep, $8 sign.
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let mut member_groups = Vec::new();
+        let mut member_reps = Vec::new();
+        for (group, reps) in self.0.values().enumerate() {
+            for rep in reps {
+                member_groups.push(i32::try_from(group).unwrap_or(i32::MAX));
+                member_reps.push(rep.as_str());
+            }
+        }
+        query
+            .bind(self.0.keys().map(|k| k.0).collect::<Vec<_>>())
+            .bind(
+                (0..self.0.len())
+                    .map(|g| i32::try_from(g).unwrap_or(i32::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(self.0.keys().map(|k| k.1).collect::<Vec<_>>())
+            .bind(self.0.keys().map(|k| k.2).collect::<Vec<_>>())
+            .bind(self.0.keys().map(|k| k.3).collect::<Vec<_>>())
+            .bind(member_groups)
+            .bind(member_reps)
+            .bind(self.0.keys().map(|k| k.4).collect::<Vec<_>>())
+    }
+}
+
+/// The parts with their reps as an array (`parts.reps`).
+const PARTS_CTE: &str = "WITH members AS ( \
+        SELECT grp, rep FROM UNNEST($6::int[], $7::text[]) AS m (grp, rep)), \
+    parts AS ( \
+        SELECT u.slot, u.lvl, u.f, u.t, u.sgn, \
+               ARRAY(SELECT m.rep FROM members m WHERE m.grp = u.grp) AS reps \
+        FROM UNNEST($1::int[], $2::int[], $3::smallint[], $4::timestamptz[], $5::timestamptz[], \
+                    $8::int[]) AS u (slot, grp, lvl, f, t, sgn)) ";
+
 fn parse_sums(row: &sqlx::postgres::PgRow) -> Result<SumsRow, Error> {
     use sqlx::Row;
     let slot: i32 = row.try_get(0)?;
@@ -148,34 +207,34 @@ fn parse_sums(row: &sqlx::postgres::PgRow) -> Result<SumsRow, Error> {
     Ok((slot, sums))
 }
 
+/// Per part, an index range scan of its rollup rows (LATERAL: the planner
+/// cannot know how few parts there are and would otherwise scan the table).
 static ROLLUP_SQL: LazyLock<String> = LazyLock::new(|| {
-    let sums: Vec<String> = COLUMNS
+    let inner: Vec<String> = COLUMNS
         .iter()
-        .map(|c| format!("coalesce(sum(r.{c}), 0)::text"))
+        .map(|c| format!("sum(r.{c}) AS {c}"))
+        .collect();
+    let outer: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| format!("coalesce(sum(s.{c} * c.sgn), 0)::text"))
         .collect();
     format!(
-        "SELECT c.slot, {} \
-         FROM UNNEST($1::int[], $2::text[], $3::smallint[], $4::timestamptz[], $5::timestamptz[]) \
-              AS c (slot, rep, lvl, f, t) \
-         JOIN kpi_rollups r ON r.rep_id = c.rep AND r.level = c.lvl AND r.bucket >= c.f AND r.bucket < c.t \
+        "{PARTS_CTE} SELECT c.slot, {} FROM parts c \
+         CROSS JOIN LATERAL ( \
+             SELECT {} FROM kpi_rollups r \
+             WHERE r.rep_id = ANY (c.reps) AND r.level = c.lvl AND r.bucket >= c.f AND r.bucket < c.t) s \
          GROUP BY c.slot",
-        sums.join(", ")
+        outer.join(", "),
+        inner.join(", ")
     )
 });
 
-/// (slot, rep, level, from, to): rollup buckets to add to a slot.
-type BucketPart = (i32, String, i16, DateTime<Utc>, DateTime<Utc>);
-
-async fn rollup_sums(pool: &PgPool, parts: &[BucketPart]) -> Result<Vec<SumsRow>, Error> {
-    if parts.is_empty() {
+async fn rollup_sums(pool: &PgPool, parts: &Parts) -> Result<Vec<SumsRow>, Error> {
+    if parts.0.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = sqlx::query(sqlx::AssertSqlSafe(ROLLUP_SQL.as_str()))
-        .bind(parts.iter().map(|p| p.0).collect::<Vec<_>>())
-        .bind(parts.iter().map(|p| p.1.as_str()).collect::<Vec<_>>())
-        .bind(parts.iter().map(|p| p.2).collect::<Vec<_>>())
-        .bind(parts.iter().map(|p| p.3).collect::<Vec<_>>())
-        .bind(parts.iter().map(|p| p.4).collect::<Vec<_>>())
+    let rows = parts
+        .bind(sqlx::query(sqlx::AssertSqlSafe(ROLLUP_SQL.as_str())))
         .fetch_all(pool)
         .await?;
     rows.iter().map(parse_sums).collect()
@@ -195,7 +254,7 @@ static RAW_SQL: LazyLock<String> = LazyLock::new(|| {
             })
             .collect();
         format!(
-            "SELECT e.slot, {} FROM edges e {from} GROUP BY e.slot",
+            "SELECT e.slot, e.sgn, x.* FROM parts e CROSS JOIN LATERAL (SELECT {} {from}) x",
             columns.join(", ")
         )
     };
@@ -219,7 +278,7 @@ static RAW_SQL: LazyLock<String> = LazyLock::new(|| {
                 (M::Messages, "count(*) FILTER (WHERE i.channel = 4)"),
                 (M::Demos, "count(*) FILTER (WHERE i.channel = 5)"),
             ],
-            "JOIN interactions i ON i.rep_id = e.rep AND i.occurred_at >= e.f AND i.occurred_at < e.t",
+            "FROM interactions i WHERE i.rep_id = ANY (e.reps) AND i.occurred_at >= e.f AND i.occurred_at < e.t",
         ),
         part(
             &[
@@ -229,15 +288,15 @@ static RAW_SQL: LazyLock<String> = LazyLock::new(|| {
                     "count(*) FILTER (WHERE c.converted_at IS NOT NULL)",
                 ),
             ],
-            "JOIN customers c ON c.rep_id = e.rep AND c.lead_at >= e.f AND c.lead_at < e.t",
+            "FROM customers c WHERE c.rep_id = ANY (e.reps) AND c.lead_at >= e.f AND c.lead_at < e.t",
         ),
         part(
             &[(M::Conversions, "count(*)")],
-            "JOIN customers c ON c.rep_id = e.rep AND c.converted_at >= e.f AND c.converted_at < e.t",
+            "FROM customers c WHERE c.rep_id = ANY (e.reps) AND c.converted_at >= e.f AND c.converted_at < e.t",
         ),
         part(
             &[(M::Churns, "count(*)")],
-            "JOIN customers c ON c.rep_id = e.rep AND c.churned_at >= e.f AND c.churned_at < e.t",
+            "FROM customers c WHERE c.rep_id = ANY (e.reps) AND c.churned_at >= e.f AND c.churned_at < e.t",
         ),
         part(
             &[
@@ -249,7 +308,7 @@ static RAW_SQL: LazyLock<String> = LazyLock::new(|| {
                 ),
                 (M::CycleMicros, cycle.as_str()),
             ],
-            "JOIN deals d ON d.rep_id = e.rep AND d.closed_at >= e.f AND d.closed_at < e.t",
+            "FROM deals d WHERE d.rep_id = ANY (e.reps) AND d.closed_at >= e.f AND d.closed_at < e.t",
         ),
         part(
             &[
@@ -268,7 +327,7 @@ static RAW_SQL: LazyLock<String> = LazyLock::new(|| {
                     "count(*) FILTER (WHERE f.kind = 2 AND f.score >= 4)",
                 ),
             ],
-            "JOIN feedback f ON f.rep_id = e.rep AND f.submitted_at >= e.f AND f.submitted_at < e.t",
+            "FROM feedback f WHERE f.rep_id = ANY (e.reps) AND f.submitted_at >= e.f AND f.submitted_at < e.t",
         ),
         part(
             &[
@@ -283,32 +342,26 @@ static RAW_SQL: LazyLock<String> = LazyLock::new(|| {
                 ),
                 (M::ResponseMicros, response.as_str()),
             ],
-            "JOIN customer_requests q ON q.rep_id = e.rep AND q.opened_at >= e.f AND q.opened_at < e.t",
+            "FROM customer_requests q WHERE q.rep_id = ANY (e.reps) AND q.opened_at >= e.f AND q.opened_at < e.t",
         ),
     ];
     let sums: Vec<String> = COLUMNS
         .iter()
-        .map(|c| format!("sum(p.{c})::text"))
+        .map(|c| format!("sum(p.{c} * p.sgn)::text"))
         .collect();
     format!(
-        "WITH edges AS (\
-             SELECT slot, rep, f, t \
-             FROM UNNEST($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS u (slot, rep, f, t)) \
-         SELECT p.slot, {} FROM ({}) p GROUP BY p.slot",
+        "{PARTS_CTE} SELECT p.slot, {} FROM ({}) p GROUP BY p.slot",
         sums.join(", "),
         parts.join(" UNION ALL ")
     )
 });
 
-async fn raw_sums(pool: &PgPool, parts: &[(i32, Segment)]) -> Result<Vec<SumsRow>, Error> {
-    if parts.is_empty() {
+async fn raw_sums(pool: &PgPool, parts: &Parts) -> Result<Vec<SumsRow>, Error> {
+    if parts.0.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = sqlx::query(sqlx::AssertSqlSafe(RAW_SQL.as_str()))
-        .bind(parts.iter().map(|p| p.0).collect::<Vec<_>>())
-        .bind(parts.iter().map(|p| p.1.rep.as_str()).collect::<Vec<_>>())
-        .bind(parts.iter().map(|p| p.1.from).collect::<Vec<_>>())
-        .bind(parts.iter().map(|p| p.1.to).collect::<Vec<_>>())
+    let rows = parts
+        .bind(sqlx::query(sqlx::AssertSqlSafe(RAW_SQL.as_str())))
         .fetch_all(pool)
         .await?;
     rows.iter().map(parse_sums).collect()
@@ -337,10 +390,12 @@ async fn churned_of_active(
     }
     let rows: Vec<(i32, i64)> = sqlx::query_as(
         r#"
-        SELECT x.slot, count(*)
+        SELECT x.slot, sum(n.churned)::bigint
         FROM UNNEST($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS x (slot, rep, s, e)
-        JOIN customers c ON c.rep_id = x.rep AND c.churned_at >= x.s AND c.churned_at < x.e
-                        AND c.converted_at < x.s
+        CROSS JOIN LATERAL (
+            SELECT count(*) AS churned FROM customers c
+            WHERE c.rep_id = x.rep AND c.churned_at >= x.s AND c.churned_at < x.e
+              AND c.converted_at < x.s) n
         GROUP BY x.slot
         "#,
     )

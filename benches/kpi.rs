@@ -1,0 +1,435 @@
+//! KPI query latency through gRPC at 1M and then 10M interactions (plus
+//! proportional customers, deals, feedback and requests), against the same
+//! team scorecard computed naively from the raw rows, in one run.
+//!
+//! `cargo bench --bench kpi` (env KPI_BENCH_SMALL, default 1,000,000;
+//! KPI_BENCH_LARGE, default 10,000,000; KPI_BENCH_CALLS, default 200).
+//! Prints the figures; asserts nothing about speed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use kpi_service::{
+    demo,
+    domain::period::{Period, parse_date, parse_zone},
+    grpc::{
+        convert::timestamp,
+        pb::{
+            self, activity_record::Record, directory_service_client::DirectoryServiceClient,
+            kpi_service_client::KpiServiceClient,
+        },
+    },
+    store::kpi::{self as store, Source},
+};
+use sqlx::postgres::PgPoolOptions;
+use tonic::transport::Channel;
+
+const REPS: usize = 50;
+const PODS: usize = 5;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Interaction number `i` of the data set and, every so often, another
+/// record type, spread evenly over the year from 2025-07-01.
+fn records(from: usize, to: usize, total: usize) -> impl Iterator<Item = pb::ActivityRecord> {
+    let base = DateTime::parse_from_rfc3339("2025-07-01T00:00:00Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default();
+    let step = 365.0 * 86_400.0 / total as f64;
+    let updated = timestamp(Utc::now() - TimeDelta::days(1));
+    (from..to).flat_map(move |i| {
+        let at = base + TimeDelta::milliseconds((i as f64 * step * 1000.0) as i64);
+        let rep = format!("rep-{:03}", (i * 7919) % REPS);
+        let rec = |r| pb::ActivityRecord { record: Some(r) };
+        let mut out = vec![rec(Record::Interaction(pb::Interaction {
+            interaction_id: format!("i{i:09}"),
+            rep_id: rep.clone(),
+            customer_id: String::new(),
+            channel: (i % 5) as i32 + 1,
+            occurred_at: Some(timestamp(at)),
+            duration_seconds: Some((i % 1800) as i32),
+            updated_at: Some(updated),
+        }))];
+        if i % 16 == 0 {
+            let converted = (i % 48 == 0).then(|| at + TimeDelta::days(12));
+            out.push(rec(Record::Customer(pb::Customer {
+                customer_id: format!("c{i:09}"),
+                rep_id: rep.clone(),
+                lead_at: Some(timestamp(at)),
+                converted_at: converted.filter(|c| *c < Utc::now()).map(timestamp),
+                churned_at: None,
+                updated_at: Some(updated),
+            })));
+        }
+        if i % 20 == 0 {
+            let won = i % 60 == 0;
+            out.push(rec(Record::Deal(pb::Deal {
+                deal_id: format!("d{i:09}"),
+                rep_id: rep.clone(),
+                customer_id: String::new(),
+                amount: Some(pb::Money {
+                    currency_code: "USD".into(),
+                    units: 1000 + (i % 50_000) as i64,
+                    nanos: 0,
+                }),
+                stage: if won { 2 } else { 3 },
+                created_at: Some(timestamp(at - TimeDelta::days((i % 90) as i64))),
+                closed_at: Some(timestamp(at)),
+                updated_at: Some(updated),
+            })));
+        }
+        if i % 40 == 0 {
+            out.push(rec(Record::Feedback(pb::Feedback {
+                feedback_id: format!("f{i:09}"),
+                rep_id: rep.clone(),
+                customer_id: String::new(),
+                kind: if i % 80 == 0 { 1 } else { 2 },
+                score: if i % 80 == 0 {
+                    (i % 11) as i32
+                } else {
+                    (i % 5) as i32 + 1
+                },
+                submitted_at: Some(timestamp(at)),
+                comment: String::new(),
+                updated_at: Some(updated),
+            })));
+        }
+        if i % 30 == 0 {
+            out.push(rec(Record::CustomerRequest(pb::CustomerRequest {
+                request_id: format!("r{i:09}"),
+                rep_id: rep,
+                customer_id: String::new(),
+                opened_at: Some(timestamp(at)),
+                first_response_at: Some(timestamp(at + TimeDelta::minutes((i % 300) as i64))),
+                resolved_at: (i % 90 != 0).then(|| timestamp(at + TimeDelta::hours(20))),
+                updated_at: Some(updated),
+            })));
+        }
+        out
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+async fn measure<F, Fut>(calls: usize, mut call: F) -> anyhow::Result<(Duration, Duration)>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    for _ in 0..calls.min(20) {
+        call().await?;
+    }
+    let mut times = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        call().await?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Ok((percentile(&times, 0.5), percentile(&times, 0.99)))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Figures {
+    team_p50: Duration,
+    team_p99: Duration,
+    team_kathmandu_p50: Duration,
+    rep_p50: Duration,
+    rep_p99: Duration,
+    series_p50: Duration,
+    board_p50: Duration,
+    naive_p50: Duration,
+}
+
+fn period(zone: &str) -> Option<pb::Period> {
+    Some(pb::Period {
+        start_date: "2026-04-01".into(),
+        end_date: "2026-06-30".into(),
+        time_zone: zone.into(),
+    })
+}
+
+fn subject(team: bool, id: &str) -> Option<pb::Subject> {
+    Some(pb::Subject {
+        subject: Some(if team {
+            pb::subject::Subject::TeamId(id.into())
+        } else {
+            pb::subject::Subject::RepId(id.into())
+        }),
+    })
+}
+
+/// Measures in the steady state autovacuum keeps a live system in: a bulk
+/// load leaves every rollup row with a chain of dead versions.
+async fn settle(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    sqlx::raw_sql("VACUUM ANALYZE").execute(pool).await?;
+    Ok(())
+}
+
+async fn measure_all(
+    kpi: &KpiServiceClient<
+        tonic::service::interceptor::InterceptedService<
+            Channel,
+            impl tonic::service::Interceptor + Clone,
+        >,
+    >,
+    pool: &sqlx::PgPool,
+    calls: usize,
+) -> anyhow::Result<Figures> {
+    let scorecard = |team: bool, id: &'static str, zone: &'static str| {
+        let client = kpi.clone();
+        move || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .get_scorecard(pb::GetScorecardRequest {
+                        subject: subject(team, id),
+                        period: period(zone),
+                        kpis: vec![],
+                    })
+                    .await?;
+                Ok(())
+            }
+        }
+    };
+    let (team_p50, team_p99) = measure(calls, scorecard(true, "bench", "Europe/Berlin")).await?;
+    let (team_kathmandu_p50, _) =
+        measure(calls, scorecard(true, "bench", "Asia/Kathmandu")).await?;
+    let (rep_p50, rep_p99) = measure(calls, scorecard(false, "rep-007", "Europe/Berlin")).await?;
+    let client = kpi.clone();
+    let (series_p50, _) = measure(calls / 4, || {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_kpi_series(pb::GetKpiSeriesRequest {
+                    subject: subject(true, "bench"),
+                    kpi: pb::Kpi::WinRate as i32,
+                    period: Some(pb::Period {
+                        start_date: "2025-07-01".into(),
+                        end_date: "2026-06-30".into(),
+                        time_zone: "Europe/Berlin".into(),
+                    }),
+                    granularity: pb::Granularity::Month as i32,
+                })
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let (board_p50, _) = measure(calls / 4, || {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_leaderboard(pb::GetLeaderboardRequest {
+                    kpi: pb::Kpi::Revenue as i32,
+                    team_id: "bench".into(),
+                    period: period("Europe/Berlin"),
+                    min_sample: None,
+                    limit: 0,
+                })
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    // The naive baseline: the same two tallies (period and previous
+    // period, all KPIs) aggregated from the raw rows in SQL.
+    let zone = parse_zone("Europe/Berlin").map_err(anyhow::Error::msg)?;
+    let q = Period::new(
+        parse_date("2026-04-01").map_err(anyhow::Error::msg)?,
+        parse_date("2026-06-30").map_err(anyhow::Error::msg)?,
+        zone,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let teams = store::subtree(pool, "bench").await?;
+    let histories = store::histories(pool, &teams).await?;
+    let queries: Vec<_> = [q, q.previous()]
+        .iter()
+        .map(|p| store::team_query(&histories, &teams, p.start_time(), p.end_time()))
+        .collect();
+    let naive_calls = (calls / 10).max(5);
+    let (naive_p50, _) = measure(naive_calls, || {
+        let queries = queries.clone();
+        async move {
+            store::tallies(pool, &queries, Source::Raw).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(Figures {
+        team_p50,
+        team_p99,
+        team_kathmandu_p50,
+        rep_p50,
+        rep_p99,
+        series_p50,
+        board_p50,
+        naive_p50,
+    })
+}
+
+fn report(label: &str, f: &Figures) {
+    println!("  {label}:");
+    println!(
+        "    team scorecard (50 reps, quarter, all KPIs, Europe/Berlin): p50 {:.2} ms, p99 {:.2} ms",
+        ms(f.team_p50),
+        ms(f.team_p99)
+    );
+    println!(
+        "    team scorecard, Asia/Kathmandu (raw sub-hour edges):       p50 {:.2} ms",
+        ms(f.team_kathmandu_p50)
+    );
+    println!(
+        "    rep scorecard:                                             p50 {:.2} ms, p99 {:.2} ms",
+        ms(f.rep_p50),
+        ms(f.rep_p99)
+    );
+    println!(
+        "    12-month MONTH series (team, win rate):                    p50 {:.2} ms",
+        ms(f.series_p50)
+    );
+    println!(
+        "    50-rep leaderboard (revenue, quarter):                     p50 {:.2} ms",
+        ms(f.board_p50)
+    );
+    println!(
+        "    naive team scorecard from raw rows (SQL, no gRPC):         p50 {:.2} ms ({:.0}x the rollups)",
+        ms(f.naive_p50),
+        ms(f.naive_p50) / ms(f.team_p50)
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let small = env_or("KPI_BENCH_SMALL", 1_000_000);
+    let large = env_or("KPI_BENCH_LARGE", 10_000_000);
+    let calls = env_or("KPI_BENCH_CALLS", 200);
+    let cluster = common::Cluster::start("kpi").await?;
+    let service = common::Service::start(&cluster)?;
+    let key = service.admin_key()?;
+    let channel = Channel::from_shared(service.endpoint())?.connect().await?;
+    let mut directory =
+        DirectoryServiceClient::with_interceptor(channel.clone(), demo::bearer(&key)?);
+    directory
+        .upsert_team(pb::UpsertTeamRequest {
+            team_id: "bench".into(),
+            display_name: "Bench".into(),
+            parent_team_id: String::new(),
+        })
+        .await?;
+    for pod in 0..PODS {
+        directory
+            .upsert_team(pb::UpsertTeamRequest {
+                team_id: format!("pod-{pod}"),
+                display_name: format!("Pod {pod}"),
+                parent_team_id: "bench".into(),
+            })
+            .await?;
+    }
+    for r in 0..REPS {
+        directory
+            .upsert_rep(pb::UpsertRepRequest {
+                rep_id: format!("rep-{r:03}"),
+                display_name: format!("Rep {r}"),
+                email: String::new(),
+                active: None,
+                team_id: format!("pod-{}", r % PODS),
+                team_effective_time: None,
+            })
+            .await?;
+    }
+    let kpi = KpiServiceClient::with_interceptor(channel.clone(), demo::bearer(&key)?);
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&cluster.url())
+        .await?;
+
+    // The data set is `large` interactions spread over a year. Every
+    // (large/small)-th of them is loaded first, so that the small stage
+    // covers the same year at a lower density; then the rest.
+    let ratio = large / small.max(1);
+    let first: Vec<usize> = (0..small).map(|n| n * ratio).collect();
+    let loaded = demo::push(
+        channel.clone(),
+        &key,
+        batch_indexes(first.clone(), large),
+        4,
+        "load 1",
+    )
+    .await?;
+    println!(
+        "loaded {} records ({} interactions) in {:.1} s: {:.0} records/s",
+        loaded.records,
+        small,
+        loaded.elapsed.as_secs_f64(),
+        loaded.records_per_second()
+    );
+    settle(&pool).await?;
+    let at_small = measure_all(&kpi, &pool, calls).await?;
+    let rest: Vec<usize> = (0..large).filter(|n| n % ratio != 0).collect();
+    let loaded = demo::push(
+        channel.clone(),
+        &key,
+        batch_indexes(rest, large),
+        4,
+        "load 2",
+    )
+    .await?;
+    println!(
+        "loaded {} more records in {:.1} s: {:.0} records/s",
+        loaded.records,
+        loaded.elapsed.as_secs_f64(),
+        loaded.records_per_second()
+    );
+    settle(&pool).await?;
+    let at_large = measure_all(&kpi, &pool, calls).await?;
+
+    let rollups: i64 = sqlx::query_scalar("SELECT count(*) FROM kpi_rollups")
+        .fetch_one(&pool)
+        .await?;
+    println!();
+    println!(
+        "kpi bench: {REPS} reps in {PODS} pods under one team; {calls} calls per figure; rollup rows: {rollups}"
+    );
+    report(&format!("{small} interactions"), &at_small);
+    report(&format!("{large} interactions"), &at_large);
+    println!(
+        "  growth {large} / {small}: team scorecard p50 x{:.2}, p99 x{:.2}",
+        ms(at_large.team_p50) / ms(at_small.team_p50),
+        ms(at_large.team_p99) / ms(at_small.team_p99)
+    );
+    println!(
+        "  service peak RSS (VmHWM): {:.1} MiB",
+        service.peak_rss_mib()
+    );
+    Ok(())
+}
+
+/// Batches of the records of the given interaction numbers.
+fn batch_indexes(
+    indexes: Vec<usize>,
+    total: usize,
+) -> impl Iterator<Item = Vec<pb::ActivityRecord>> + Send {
+    let mut all = indexes
+        .into_iter()
+        .flat_map(move |i| records(i, i + 1, total))
+        .peekable();
+    std::iter::from_fn(move || {
+        let batch: Vec<_> = all.by_ref().take(1000).collect();
+        (!batch.is_empty()).then_some(batch)
+    })
+}
