@@ -606,3 +606,166 @@ fn plaintext_on_a_public_address_is_refused() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("without TLS"));
 }
+
+#[tokio::test]
+async fn kpi_and_target_rpcs_follow_roles_and_team_scopes() {
+    use kpi_service::grpc::pb::{
+        kpi_service_client::KpiServiceClient, target_service_client::TargetServiceClient,
+    };
+    let app = TestApp::spawn().await;
+    app.upsert_team("region", "Region", "").await.unwrap();
+    app.upsert_team("team-a", "Team A", "region").await.unwrap();
+    app.upsert_team("team-b", "Team B", "region").await.unwrap();
+    app.rep_in("anna", "team-a").await;
+    app.rep_in("cara", "team-b").await;
+    let scoped = app.key(Role::Read, Some("team-b")).await;
+    let reader = app.key(Role::Read, None).await;
+    let ingest = app.key(Role::Ingest, None).await;
+    app.keys_refreshed().await;
+    let kpi =
+        |token: &str| KpiServiceClient::with_interceptor(app.channel.clone(), Bearer::new(token));
+    let targets = |token: &str| {
+        TargetServiceClient::with_interceptor(app.channel.clone(), Bearer::new(token))
+    };
+    let period = || {
+        Some(pb::Period {
+            start_date: "2026-04-01".into(),
+            end_date: "2026-06-30".into(),
+            time_zone: String::new(),
+        })
+    };
+    let subject = |team: bool, id: &str| {
+        Some(pb::Subject {
+            subject: Some(if team {
+                pb::subject::Subject::TeamId(id.into())
+            } else {
+                pb::subject::Subject::RepId(id.into())
+            }),
+        })
+    };
+    let scorecard = |team: bool, id: &str| pb::GetScorecardRequest {
+        subject: subject(team, id),
+        period: period(),
+        kpis: vec![],
+    };
+
+    // Roles.
+    assert!(
+        kpi(&reader)
+            .get_scorecard(scorecard(true, "team-a"))
+            .await
+            .is_ok()
+    );
+    let denied = kpi(&ingest)
+        .get_scorecard(scorecard(true, "team-a"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let set = pb::SetTargetRequest {
+        kpi: pb::Kpi::Calls as i32,
+        subject: subject(true, "team-b"),
+        start_date: "2026-04-01".into(),
+        end_date: "2026-06-30".into(),
+        time_zone: String::new(),
+        value: 10.0,
+    };
+    let denied = targets(&reader).set_target(set.clone()).await.unwrap_err();
+    assert_eq!(
+        denied.code(),
+        Code::PermissionDenied,
+        "targets are for admins"
+    );
+    let admin_targets =
+        TargetServiceClient::with_interceptor(app.channel.clone(), Bearer::new(&app.admin_key));
+    admin_targets.clone().set_target(set).await.unwrap();
+    admin_targets
+        .clone()
+        .set_target(pb::SetTargetRequest {
+            subject: subject(true, "team-a"),
+            kpi: pb::Kpi::Calls as i32,
+            start_date: "2026-04-01".into(),
+            end_date: "2026-06-30".into(),
+            time_zone: String::new(),
+            value: 5.0,
+        })
+        .await
+        .unwrap();
+    assert!(
+        targets(&reader)
+            .list_targets(pb::ListTargetsRequest::default())
+            .await
+            .is_ok()
+    );
+
+    // A key scoped to team-b sees team-b and cara, nothing of team-a.
+    let mut scoped_kpi = kpi(&scoped);
+    assert!(
+        scoped_kpi
+            .get_scorecard(scorecard(true, "team-b"))
+            .await
+            .is_ok()
+    );
+    assert!(
+        scoped_kpi
+            .get_scorecard(scorecard(false, "cara"))
+            .await
+            .is_ok()
+    );
+    for (team, id) in [
+        (true, "team-a"),
+        (true, "region"),
+        (false, "anna"),
+        (false, "nobody"),
+    ] {
+        let status = scoped_kpi
+            .get_scorecard(scorecard(team, id))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{id}");
+        let status = scoped_kpi
+            .get_kpi_series(pb::GetKpiSeriesRequest {
+                subject: subject(team, id),
+                kpi: pb::Kpi::Calls as i32,
+                period: period(),
+                granularity: pb::Granularity::Month as i32,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{id}");
+    }
+    let board = |team: &str| pb::GetLeaderboardRequest {
+        kpi: pb::Kpi::Calls as i32,
+        team_id: team.into(),
+        period: period(),
+        min_sample: None,
+        limit: 0,
+    };
+    let status = scoped_kpi
+        .get_leaderboard(board("region"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let entries = scoped_kpi
+        .get_leaderboard(board("team-b"))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let reps: Vec<_> = entries.iter().map(|e| e.rep_id.as_str()).collect();
+    assert_eq!(reps, ["cara"]);
+    let listed = targets(&scoped)
+        .list_targets(pb::ListTargetsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .targets;
+    let subjects: Vec<_> = listed
+        .iter()
+        .filter_map(|t| t.target.as_ref().and_then(|t| t.subject.clone()))
+        .collect();
+    assert_eq!(
+        subjects,
+        [subject(true, "team-b").unwrap()],
+        "only team-b's target"
+    );
+}
