@@ -11,7 +11,8 @@ use kpi_service::{
     domain::access::Role,
     grpc::pb::{
         self, activity_service_client::ActivityServiceClient,
-        directory_service_client::DirectoryServiceClient,
+        directory_service_client::DirectoryServiceClient, kpi_service_client,
+        target_service_client,
     },
 };
 use tonic::{
@@ -31,9 +32,16 @@ enum Rpc {
     ListReps,
     RecordActivities,
     StreamActivities,
+    ListKpis,
+    GetScorecard,
+    GetKpiSeries,
+    GetLeaderboard,
+    SetTarget,
+    ListTargets,
+    DeleteTarget,
 }
 
-const ALL: [Rpc; 8] = [
+const ALL: [Rpc; 15] = [
     Rpc::UpsertTeam,
     Rpc::GetTeam,
     Rpc::ListTeams,
@@ -42,6 +50,13 @@ const ALL: [Rpc; 8] = [
     Rpc::ListReps,
     Rpc::RecordActivities,
     Rpc::StreamActivities,
+    Rpc::ListKpis,
+    Rpc::GetScorecard,
+    Rpc::GetKpiSeries,
+    Rpc::GetLeaderboard,
+    Rpc::SetTarget,
+    Rpc::ListTargets,
+    Rpc::DeleteTarget,
 ];
 
 /// Calls `rpc` with a plausible request as `token` (None: no key); the
@@ -51,7 +66,23 @@ async fn call(channel: Channel, token: Option<&str>, rpc: Rpc) -> Code {
     let mut directory = DirectoryServiceClient::new(channel.clone());
     let mut directory_as =
         DirectoryServiceClient::with_interceptor(channel.clone(), bearer.clone());
-    let mut activity_as = ActivityServiceClient::with_interceptor(channel.clone(), bearer);
+    let mut activity_as = ActivityServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    let mut kpi_as =
+        kpi_service_client::KpiServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    let mut targets_as =
+        target_service_client::TargetServiceClient::with_interceptor(channel.clone(), bearer);
+    let period = || {
+        Some(pb::Period {
+            start_date: "2026-04-01".into(),
+            end_date: "2026-06-30".into(),
+            time_zone: String::new(),
+        })
+    };
+    let team = || {
+        Some(pb::Subject {
+            subject: Some(pb::subject::Subject::TeamId("t1".into())),
+        })
+    };
     let record = || pb::ActivityRecord {
         record: Some(pb::activity_record::Record::Interaction(pb::Interaction {
             interaction_id: "i1".into(),
@@ -107,6 +138,57 @@ async fn call(channel: Channel, token: Option<&str>, rpc: Rpc) -> Code {
             }]))
             .await
             .err(),
+        Rpc::ListKpis => kpi_as.list_kpis(pb::ListKpisRequest {}).await.err(),
+        Rpc::GetScorecard => kpi_as
+            .get_scorecard(pb::GetScorecardRequest {
+                subject: team(),
+                period: period(),
+                kpis: vec![],
+            })
+            .await
+            .err(),
+        Rpc::GetKpiSeries => kpi_as
+            .get_kpi_series(pb::GetKpiSeriesRequest {
+                subject: team(),
+                kpi: pb::Kpi::Calls as i32,
+                period: period(),
+                granularity: pb::Granularity::Month as i32,
+            })
+            .await
+            .err(),
+        Rpc::GetLeaderboard => kpi_as
+            .get_leaderboard(pb::GetLeaderboardRequest {
+                kpi: pb::Kpi::Calls as i32,
+                team_id: "t1".into(),
+                period: period(),
+                min_sample: None,
+                limit: 0,
+            })
+            .await
+            .err(),
+        Rpc::SetTarget => targets_as
+            .set_target(pb::SetTargetRequest {
+                kpi: pb::Kpi::Calls as i32,
+                subject: team(),
+                start_date: "2026-04-01".into(),
+                end_date: "2026-06-30".into(),
+                time_zone: String::new(),
+                value: 10.0,
+            })
+            .await
+            .err(),
+        Rpc::ListTargets => targets_as
+            .list_targets(pb::ListTargetsRequest::default())
+            .await
+            .err(),
+        // NOT_FOUND (no such target) means the call was let through.
+        Rpc::DeleteTarget => targets_as
+            .delete_target(pb::DeleteTargetRequest {
+                target_id: "t-none".into(),
+            })
+            .await
+            .err()
+            .filter(|s| s.code() != Code::NotFound),
     };
     error.map_or(Code::Ok, |status| status.code())
 }
@@ -116,7 +198,16 @@ fn allowed(role: Role, rpc: Rpc) -> bool {
         Rpc::UpsertTeam | Rpc::UpsertRep | Rpc::RecordActivities | Rpc::StreamActivities => {
             role != Role::Read
         }
-        Rpc::GetTeam | Rpc::GetRep | Rpc::ListTeams | Rpc::ListReps => role != Role::Ingest,
+        Rpc::GetTeam
+        | Rpc::GetRep
+        | Rpc::ListTeams
+        | Rpc::ListReps
+        | Rpc::ListKpis
+        | Rpc::GetScorecard
+        | Rpc::GetKpiSeries
+        | Rpc::GetLeaderboard
+        | Rpc::ListTargets => role != Role::Ingest,
+        Rpc::SetTarget | Rpc::DeleteTarget => role == Role::Admin,
     }
 }
 
