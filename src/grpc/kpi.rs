@@ -46,6 +46,19 @@ impl KpiApi {
     pub fn new(pool: PgPool, settings: KpiSettings) -> Self {
         Self { pool, settings }
     }
+
+    /// The `period` field of a request, violations under `period.`.
+    fn period_of(&self, v: &mut Violations, period: Option<pb::Period>) -> Option<Period> {
+        let p = period.unwrap_or_default();
+        parse_period(
+            v,
+            "period.",
+            &p.start_date,
+            &p.end_date,
+            &p.time_zone,
+            self.settings.default_zone,
+        )
+    }
 }
 
 const ALL_KPIS: [Kpi; 18] = [
@@ -310,22 +323,6 @@ async fn queries_for(
     }
 }
 
-/// A subject's KPI values over periods, from the rollups.
-pub async fn compute(
-    pool: &PgPool,
-    subject_kind: &str,
-    subject_id: &str,
-    periods: &[Period],
-) -> Result<Vec<Tally>, Error> {
-    let subject = if subject_kind == "rep" {
-        Subject::Rep(RepId::parse(subject_id).map_err(|e| Error::internal(anyhow::anyhow!(e)))?)
-    } else {
-        Subject::Team(TeamId::parse(subject_id).map_err(|e| Error::internal(anyhow::anyhow!(e)))?)
-    };
-    let queries = queries_for(pool, &subject, periods).await?;
-    store::tallies(pool, &queries, Source::Rollups).await
-}
-
 #[tonic::async_trait]
 impl KpiService for KpiApi {
     async fn list_kpis(
@@ -361,18 +358,10 @@ impl KpiService for KpiApi {
         request: Request<pb::GetScorecardRequest>,
     ) -> Result<Response<pb::GetScorecardResponse>, Status> {
         let caller = principal(&request)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let mut v = Violations::new();
         let subject = v.check("subject", parse_subject("subject", req.subject.as_ref()));
-        let p = req.period.unwrap_or_default();
-        let period = parse_period(
-            &mut v,
-            "period.",
-            &p.start_date,
-            &p.end_date,
-            &p.time_zone,
-            self.settings.default_zone,
-        );
+        let period = self.period_of(&mut v, req.period.take());
         let kpis: Vec<Option<Kpi>> = req
             .kpis
             .iter()
@@ -440,19 +429,11 @@ impl KpiService for KpiApi {
         request: Request<pb::GetKpiSeriesRequest>,
     ) -> Result<Response<pb::GetKpiSeriesResponse>, Status> {
         let caller = principal(&request)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let mut v = Violations::new();
         let subject = v.check("subject", parse_subject("subject", req.subject.as_ref()));
         let kpi = v.check("kpi", parse_kpi(req.kpi));
-        let p = req.period.unwrap_or_default();
-        let period = parse_period(
-            &mut v,
-            "period.",
-            &p.start_date,
-            &p.end_date,
-            &p.time_zone,
-            self.settings.default_zone,
-        );
+        let period = self.period_of(&mut v, req.period.take());
         let granularity = v.check(
             "granularity",
             match pb::Granularity::try_from(req.granularity) {
@@ -503,19 +484,11 @@ impl KpiService for KpiApi {
         request: Request<pb::GetLeaderboardRequest>,
     ) -> Result<Response<pb::GetLeaderboardResponse>, Status> {
         let caller = principal(&request)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let mut v = Violations::new();
         let kpi = v.check("kpi", parse_kpi(req.kpi));
         let team = v.check("team_id", TeamId::parse(&req.team_id));
-        let p = req.period.unwrap_or_default();
-        let period = parse_period(
-            &mut v,
-            "period.",
-            &p.start_date,
-            &p.end_date,
-            &p.time_zone,
-            self.settings.default_zone,
-        );
+        let period = self.period_of(&mut v, req.period.take());
         if req.min_sample.is_some_and(|m| m < 0) {
             v.add("min_sample", "must not be negative");
         }
