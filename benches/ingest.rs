@@ -69,11 +69,7 @@ fn batches(
     n: usize,
     updated: DateTime<Utc>,
 ) -> impl Iterator<Item = Vec<pb::ActivityRecord>> + Send {
-    let mut all = rows(n).map(move |r| record(r, updated)).peekable();
-    std::iter::from_fn(move || {
-        let batch: Vec<_> = all.by_ref().take(BATCH).collect();
-        (!batch.is_empty()).then_some(batch)
-    })
+    demo::chunks(rows(n).map(move |r| record(r, updated)), BATCH)
 }
 
 #[tokio::main]

@@ -424,12 +424,10 @@ fn batch_indexes(
     indexes: Vec<usize>,
     total: usize,
 ) -> impl Iterator<Item = Vec<pb::ActivityRecord>> + Send {
-    let mut all = indexes
-        .into_iter()
-        .flat_map(move |i| records(i, i + 1, total))
-        .peekable();
-    std::iter::from_fn(move || {
-        let batch: Vec<_> = all.by_ref().take(1000).collect();
-        (!batch.is_empty()).then_some(batch)
-    })
+    demo::chunks(
+        indexes
+            .into_iter()
+            .flat_map(move |i| records(i, i + 1, total)),
+        1000,
+    )
 }

@@ -516,18 +516,22 @@ pub fn batches(
 ) -> impl Iterator<Item = Vec<pb::ActivityRecord>> + Send + use<> {
     let options = options.clone();
     let size = options.batch_size.clamp(1, 1000);
-    let mut rep = 0;
-    let mut pending: Vec<pb::ActivityRecord> = Vec::new();
+    let reps = options.reps;
+    chunks(
+        (0..reps).flat_map(move |rep| rep_activity(&options, rep, start, end)),
+        size,
+    )
+}
+
+/// Batches of `size` consecutive records.
+pub fn chunks<T: Send>(
+    records: impl Iterator<Item = T> + Send,
+    size: usize,
+) -> impl Iterator<Item = Vec<T>> + Send {
+    let mut records = records.peekable();
     std::iter::from_fn(move || {
-        while pending.len() < size && rep < options.reps {
-            pending.extend(rep_activity(&options, rep, start, end));
-            rep += 1;
-        }
-        if pending.is_empty() {
-            return None;
-        }
-        let rest = pending.split_off(pending.len().min(size));
-        Some(std::mem::replace(&mut pending, rest))
+        let batch: Vec<T> = records.by_ref().take(size.max(1)).collect();
+        (!batch.is_empty()).then_some(batch)
     })
 }
 

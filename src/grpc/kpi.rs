@@ -508,26 +508,21 @@ impl KpiService for KpiApi {
             })
             .map(|(rep, _)| rep.clone())
             .collect();
+        let cards = store::rep_cards(&self.pool, &members).await?;
         if caller.scope.is_some() {
             // A scoped key sees only the reps now in its teams.
-            let mut visible = Vec::new();
-            for rep in members {
-                let current = directory_store::get_rep(&self.pool, &rep).await?;
-                if current
-                    .and_then(|r| r.team)
-                    .is_some_and(|t| caller.sees_team(&t))
-                {
-                    visible.push(rep);
-                }
-            }
-            members = visible;
+            members.retain(|rep| {
+                cards
+                    .get(rep)
+                    .and_then(|(_, team)| team.as_deref())
+                    .is_some_and(|team| caller.sees_team(team))
+            });
         }
         let queries: Vec<TallyQuery> = members
             .iter()
             .map(|rep| store::rep_query(rep, from, to))
             .collect();
         let tallies = store::tallies(&self.pool, &queries, Source::Rollups).await?;
-        let names = store::rep_names(&self.pool, &members).await?;
         let targets: HashMap<String, f64> =
             targets_store::for_period(&self.pool, "rep", &members, period.start, period.end)
                 .await?
@@ -579,7 +574,10 @@ impl KpiService for KpiApi {
                 rank,
                 ranked: reason.is_none(),
                 not_ranked_reason: reason.unwrap_or_default(),
-                display_name: names.get(&rep).cloned().unwrap_or_default(),
+                display_name: cards
+                    .get(&rep)
+                    .map(|(name, _)| name.clone())
+                    .unwrap_or_default(),
                 attainment: targets
                     .get(&rep)
                     .and_then(|t| math::attainment(kpi, *t, value.value)),

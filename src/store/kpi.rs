@@ -502,12 +502,25 @@ pub fn rep_query(rep: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> TallyQuer
     }
 }
 
-/// Display names of reps.
-pub async fn rep_names(pool: &PgPool, reps: &[String]) -> Result<HashMap<String, String>, Error> {
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT rep_id, display_name FROM reps WHERE rep_id = ANY($1)")
-            .bind(reps)
-            .fetch_all(pool)
-            .await?;
-    Ok(rows.into_iter().collect())
+/// Display name and current team of each rep, in one query.
+pub async fn rep_cards(
+    pool: &PgPool,
+    reps: &[String],
+) -> Result<HashMap<String, (String, Option<String>)>, Error> {
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        r#"
+        SELECT r.rep_id, r.display_name,
+               (SELECT h.team_id FROM rep_team_history h
+                WHERE h.rep_id = r.rep_id AND h.effective_from <= now()
+                ORDER BY h.effective_from DESC LIMIT 1)
+        FROM reps r WHERE r.rep_id = ANY($1)
+        "#,
+    )
+    .bind(reps)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(rep, name, team)| (rep, (name, team)))
+        .collect())
 }

@@ -1,8 +1,7 @@
 //! Access control: keys, roles, team scopes, revocation, secrets, TLS.
 
 use std::{
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -20,7 +19,7 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 
-use crate::helpers::{Bearer, ServiceProcess, TestApp, rep, spawn_watchdog};
+use crate::helpers::{Bearer, ServiceProcess, TestApp, rep, watched_dir};
 
 #[derive(Debug, Clone, Copy)]
 enum Rpc {
@@ -377,7 +376,7 @@ async fn a_team_scoped_read_key_sees_only_its_teams_and_their_reps() {
 #[tokio::test]
 async fn keys_are_never_stored_or_logged_in_clear() {
     let app = TestApp::spawn().await;
-    let dir = temp_dir("secrets");
+    let dir = watched_dir("secrets");
     let service = ServiceProcess::start_with(&dir, Some(&app.url), &[], "trace");
     let channel = Channel::from_shared(format!("http://{}", service.addr))
         .unwrap()
@@ -489,14 +488,6 @@ async fn the_keys_command_creates_lists_and_revokes() {
     );
 }
 
-fn temp_dir(label: &str) -> PathBuf {
-    let dir = PathBuf::from(format!("/tmp/kpi-access-{}-{label}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    spawn_watchdog(&dir);
-    dir
-}
-
 struct Pki {
     ca: String,
     server_cert: String,
@@ -564,7 +555,7 @@ fn grpcurl(args: &[&str]) -> (bool, String) {
 #[tokio::test]
 async fn tls_and_mutual_tls_work_with_grpcurl_and_tonic_and_refuse_strangers() {
     let app = TestApp::spawn().await;
-    let dir = temp_dir("tls");
+    let dir = watched_dir("tls");
     let pki = pki();
     let ca = write(&dir, "ca.pem", &pki.ca);
     let cert = write(&dir, "server.pem", &pki.server_cert);

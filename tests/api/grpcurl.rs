@@ -5,14 +5,13 @@
 
 use std::{
     os::unix::fs::PermissionsExt,
-    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
 
 use kpi_service::embedded_pg::EmbeddedPostgres;
 
-use crate::helpers::{ServiceProcess, spawn_watchdog};
+use crate::helpers::{ServiceProcess, watched_dir};
 
 fn grpcurl_path() -> String {
     let candidate = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".to_owned());
@@ -44,21 +43,11 @@ fn grpcurl(addr: &str, flags: &[&str], command: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A data directory that the harness's watchdog removes (stopping any
-/// PostgreSQL in it) when the test process exits, even after a failure.
-fn temp_data_dir() -> PathBuf {
-    let dir = PathBuf::from(format!("/tmp/kpi-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    spawn_watchdog(&dir);
-    dir
-}
-
 #[test]
 fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
     let grpcurl_bin = grpcurl_path();
     eprintln!("using {grpcurl_bin}");
-    let data_dir = temp_data_dir();
+    let data_dir = watched_dir("e2e");
     let service = ServiceProcess::start(&data_dir, None);
     // The first start wrote an admin key, readable by its owner only.
     let key_file = data_dir.join("admin.key");

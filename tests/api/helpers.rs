@@ -119,17 +119,7 @@ pub enum Durability {
 /// Starts a PostgreSQL cluster in a new temporary directory that a watchdog
 /// removes (stopping the cluster first) when this process exits.
 pub fn throwaway_cluster(label: &str, durability: Durability) -> EmbeddedPostgres {
-    let dir = PathBuf::from(format!(
-        "/tmp/kpi-test-{}-{label}-{}",
-        std::process::id(),
-        unique_suffix()
-    ));
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    // The cluster may run as the postgres user, which must enter the dir.
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
-        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", dir.display()));
-    spawn_watchdog(&dir);
+    let dir = watched_dir(label);
     let mut pg = EmbeddedPostgres::new(&dir)
         .unwrap_or_else(|e| panic!("{e:#}"))
         .with_setting("max_connections", "300");
@@ -144,12 +134,29 @@ pub fn throwaway_cluster(label: &str, durability: Durability) -> EmbeddedPostgre
     pg
 }
 
+/// A new directory under /tmp that a watchdog removes (stopping any
+/// PostgreSQL in it first) when the test process exits, however it exits.
+/// Mode 0755: a PostgreSQL run as the postgres user must enter it.
+pub fn watched_dir(label: &str) -> PathBuf {
+    let dir = PathBuf::from(format!(
+        "/tmp/kpi-test-{}-{label}-{}",
+        std::process::id(),
+        unique_suffix()
+    ));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", dir.display()));
+    spawn_watchdog(&dir);
+    dir
+}
+
 /// A shell that waits for this process to end, then stops the cluster in
 /// `dir` (immediate shutdown) and deletes `dir`. It runs in its own process
 /// group so that a Ctrl-C of the test run does not kill it first.
 // It must outlive this process, so nobody waits for it here.
 #[allow(clippy::zombie_processes)]
-pub fn spawn_watchdog(dir: &Path) {
+fn spawn_watchdog(dir: &Path) {
     let script = r#"
         while kill -0 "$0" 2>/dev/null; do sleep 0.2; done
         pidfile="$1/postgres/postmaster.pid"
