@@ -3,11 +3,17 @@
 //!
 //! Per batch: check that every rep exists; per record type, lock the stored
 //! versions of the batch's ids (in id order, so racing batches cannot
-//! deadlock), classify each record, and write the new and newer ones with
-//! one `INSERT … SELECT FROM UNNEST … ON CONFLICT DO UPDATE … WHERE newer`.
-//! Any violation rolls the whole batch back.
+//! deadlock), classify each record, write the new ones with one plain
+//! `INSERT … SELECT unnest(…)` and the newer ones with one `… ON CONFLICT DO
+//! UPDATE … WHERE newer`, then add their contributions to the rollups. Any
+//! violation rolls the whole batch back; a batch that races a concurrent one
+//! inserting the same new ids fails with a unique violation and is retried
+//! (it then finds their versions).
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::LazyLock,
+};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -29,7 +35,7 @@ use crate::{
 
 /// How often a batch is retried after a deadlock or serialization failure
 /// before the error reaches the caller.
-const MAX_ATTEMPTS: u32 = 3;
+const MAX_ATTEMPTS: u32 = 5;
 
 /// A batch reduced to one version per id, with what that reduction found.
 struct Plan {
@@ -109,7 +115,7 @@ pub async fn record_batch(
                 return Err(Error::InvalidArgument(violations));
             }
             Err(err) if is_retryable(&err) && attempt < MAX_ATTEMPTS => {
-                tracing::info!(attempt, error = %err, "batch hit a deadlock or serialization failure; retrying");
+                tracing::info!(attempt, error = %err, "batch raced a concurrent one (deadlock, serialization failure or an id inserted meanwhile); retrying");
                 attempt += 1;
             }
             Err(err) => return Err(err.into()),
@@ -126,10 +132,14 @@ fn record_index(field: &str) -> usize {
         .unwrap_or(usize::MAX)
 }
 
+/// Deadlocks, serialization failures, and unique violations: a concurrent
+/// batch inserted one of our new ids first (the insert waited for it to
+/// commit); the retry finds its version and classifies against it.
 fn is_retryable(err: &sqlx::Error) -> bool {
     matches!(
         err,
-        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001"))
+        sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("40P01" | "40001" | "23505"))
     )
 }
 
@@ -171,8 +181,6 @@ async fn apply(
     let mut deltas = Deltas::default();
     let mut w = Writer {
         conn: &mut tx,
-        counts: &mut counts,
-        violations: &mut violations,
         deltas: &mut deltas,
     };
     w.write(customers).await?;
@@ -180,9 +188,6 @@ async fn apply(
     w.write(deals).await?;
     w.write(feedback).await?;
     w.write(requests).await?;
-    if !violations.is_empty() {
-        return Ok(Err(violations));
-    }
     rollup::apply(&mut tx, deltas).await?;
     tx.commit().await?;
     Ok(Ok(counts))
@@ -249,8 +254,6 @@ fn conflict(index: usize, kind: &str) -> FieldViolation {
 /// Writes staged records and collects their rollup changes.
 struct Writer<'c> {
     conn: &'c mut PgConnection,
-    counts: &'c mut Counts,
-    violations: &'c mut Vec<FieldViolation>,
     deltas: &'c mut Deltas,
 }
 
@@ -262,44 +265,10 @@ impl Writer<'_> {
         } = staged;
         if !inserts.is_empty() {
             let rows: Vec<&T> = inserts.iter().map(|(_, r)| *r).collect();
-            let written: HashSet<String> = T::upsert(self.conn, &rows, false)
-                .await?
-                .into_iter()
-                .collect();
-            let mut raced = Vec::new();
-            for (index, record) in &inserts {
-                if written.contains(record.id()) {
-                    self.deltas
-                        .apply(record.rep_id(), &record.contributions(), 1);
-                } else {
-                    raced.push((*index, *record));
-                }
-            }
-            if !raced.is_empty() {
-                // A concurrent batch inserted these ids first and has
-                // committed (the insert waited for it): classify again
-                // against what it stored.
-                let ids: Vec<&str> = raced.iter().map(|(_, r)| r.id()).collect();
-                let mut stored: HashMap<String, T> = T::load(self.conn, &ids)
-                    .await?
-                    .into_iter()
-                    .map(|r| (r.id().to_owned(), r))
-                    .collect();
-                for (index, record) in raced {
-                    self.counts.inserted = self.counts.inserted.saturating_sub(1);
-                    let old = stored.remove(record.id());
-                    match classify(record, old.as_ref()) {
-                        Outcome::Update | Outcome::Insert => {
-                            self.counts.updated += 1;
-                            if let Some(old) = old {
-                                updates.push((record, old));
-                            }
-                        }
-                        Outcome::Unchanged => self.counts.unchanged += 1,
-                        Outcome::Stale => self.counts.stale += 1,
-                        Outcome::Conflict => self.violations.push(conflict(index, T::KIND)),
-                    }
-                }
+            T::upsert(self.conn, &rows, false).await?;
+            for record in rows {
+                self.deltas
+                    .apply(record.rep_id(), &record.contributions(), 1);
             }
         }
         if !updates.is_empty() {
@@ -319,16 +288,137 @@ impl Writer<'_> {
 trait Table: Versioned + Sized {
     /// The stored versions of `ids`, locked for the transaction, in id order.
     async fn load(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Self>, sqlx::Error>;
-    /// Inserts `rows` (sorted by id); with `replace`, an existing row is
-    /// replaced when the new version is newer. Returns the ids written.
+    /// Inserts `rows` (sorted by id; an id inserted meanwhile by a
+    /// concurrent batch fails the statement with a unique violation, and
+    /// the batch is retried); with `replace`, replaces the stored rows
+    /// (locked by `load`) whose version is older.
     async fn upsert(
         conn: &mut PgConnection,
         rows: &[&Self],
         replace: bool,
-    ) -> Result<Vec<String>, sqlx::Error>;
+    ) -> Result<(), sqlx::Error>;
     /// What the record adds to the KPI sums.
     fn contributions(&self) -> Vec<Contribution>;
 }
+
+/// The two statements that write one record table: a plain insert for new
+/// ids, and an upsert that replaces older versions. Rows come as one array
+/// per column, unnested in the select list (no per-column tuplestore).
+struct WriteSql {
+    insert: String,
+    replace: String,
+}
+
+impl WriteSql {
+    /// `columns`: (name, array type of its parameter, cast of the element);
+    /// the first column is the id.
+    fn new(table: &str, columns: &[(&str, &str, &str)]) -> Self {
+        let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+        let values: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (_, array, cast))| format!("unnest(${}::{array}){cast}", i + 1))
+            .collect();
+        let insert = format!(
+            "INSERT INTO {table} AS cur ({}) SELECT {}",
+            names.join(", "),
+            values.join(", ")
+        );
+        let sets: Vec<String> = names
+            .iter()
+            .skip(1)
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        let replace = format!(
+            "{insert} ON CONFLICT ({}) DO UPDATE SET {}, recorded_at = now() \
+             WHERE EXCLUDED.source_updated_at > cur.source_updated_at",
+            names.first().copied().unwrap_or_default(),
+            sets.join(", ")
+        );
+        Self { insert, replace }
+    }
+
+    fn get(&self, replace: bool) -> &str {
+        if replace { &self.replace } else { &self.insert }
+    }
+}
+
+static CUSTOMERS: LazyLock<WriteSql> = LazyLock::new(|| {
+    WriteSql::new(
+        "customers",
+        &[
+            ("customer_id", "text[]", ""),
+            ("rep_id", "text[]", ""),
+            ("lead_at", "timestamptz[]", ""),
+            ("converted_at", "timestamptz[]", ""),
+            ("churned_at", "timestamptz[]", ""),
+            ("source_updated_at", "timestamptz[]", ""),
+        ],
+    )
+});
+
+static INTERACTIONS: LazyLock<WriteSql> = LazyLock::new(|| {
+    WriteSql::new(
+        "interactions",
+        &[
+            ("interaction_id", "text[]", ""),
+            ("rep_id", "text[]", ""),
+            ("customer_id", "text[]", ""),
+            ("channel", "smallint[]", ""),
+            ("occurred_at", "timestamptz[]", ""),
+            ("duration_seconds", "integer[]", ""),
+            ("source_updated_at", "timestamptz[]", ""),
+        ],
+    )
+});
+
+static DEALS: LazyLock<WriteSql> = LazyLock::new(|| {
+    WriteSql::new(
+        "deals",
+        &[
+            ("deal_id", "text[]", ""),
+            ("rep_id", "text[]", ""),
+            ("customer_id", "text[]", ""),
+            ("currency", "text[]", ""),
+            ("amount", "text[]", "::numeric"),
+            ("stage", "smallint[]", ""),
+            ("created_at", "timestamptz[]", ""),
+            ("closed_at", "timestamptz[]", ""),
+            ("source_updated_at", "timestamptz[]", ""),
+        ],
+    )
+});
+
+static FEEDBACK: LazyLock<WriteSql> = LazyLock::new(|| {
+    WriteSql::new(
+        "feedback",
+        &[
+            ("feedback_id", "text[]", ""),
+            ("rep_id", "text[]", ""),
+            ("customer_id", "text[]", ""),
+            ("kind", "smallint[]", ""),
+            ("score", "smallint[]", ""),
+            ("submitted_at", "timestamptz[]", ""),
+            ("comment", "text[]", ""),
+            ("source_updated_at", "timestamptz[]", ""),
+        ],
+    )
+});
+
+static REQUESTS: LazyLock<WriteSql> = LazyLock::new(|| {
+    WriteSql::new(
+        "customer_requests",
+        &[
+            ("request_id", "text[]", ""),
+            ("rep_id", "text[]", ""),
+            ("customer_id", "text[]", ""),
+            ("opened_at", "timestamptz[]", ""),
+            ("first_response_at", "timestamptz[]", ""),
+            ("resolved_at", "timestamptz[]", ""),
+            ("source_updated_at", "timestamptz[]", ""),
+        ],
+    )
+});
 
 fn corrupt(what: &str, value: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(format!("stored {what} is invalid: {value}").into())
@@ -379,35 +469,17 @@ impl Table for Customer {
         conn: &mut PgConnection,
         rows: &[&Self],
         replace: bool,
-    ) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar(
-            r#"
-            INSERT INTO customers AS cur
-                (customer_id, rep_id, lead_at, converted_at, churned_at, source_updated_at)
-            SELECT id, rep, lead, converted, churned, updated
-            FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
-                        $5::timestamptz[], $6::timestamptz[])
-                 AS u (id, rep, lead, converted, churned, updated)
-            ON CONFLICT (customer_id) DO UPDATE SET
-                rep_id = EXCLUDED.rep_id,
-                lead_at = EXCLUDED.lead_at,
-                converted_at = EXCLUDED.converted_at,
-                churned_at = EXCLUDED.churned_at,
-                source_updated_at = EXCLUDED.source_updated_at,
-                recorded_at = now()
-            WHERE EXCLUDED.source_updated_at > cur.source_updated_at AND $7
-            RETURNING customer_id
-            "#,
-        )
-        .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.lead_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.converted_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.churned_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-        .bind(replace)
-        .fetch_all(conn)
-        .await
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(sqlx::AssertSqlSafe(CUSTOMERS.get(replace)))
+            .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.lead_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.converted_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.churned_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -461,42 +533,22 @@ impl Table for Interaction {
         conn: &mut PgConnection,
         rows: &[&Self],
         replace: bool,
-    ) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar(
-            r#"
-            INSERT INTO interactions AS cur
-                (interaction_id, rep_id, customer_id, channel, occurred_at, duration_seconds,
-                 source_updated_at)
-            SELECT id, rep, customer, channel, occurred, duration, updated
-            FROM UNNEST($1::text[], $2::text[], $3::text[], $4::smallint[], $5::timestamptz[],
-                        $6::integer[], $7::timestamptz[])
-                 AS u (id, rep, customer, channel, occurred, duration, updated)
-            ON CONFLICT (interaction_id) DO UPDATE SET
-                rep_id = EXCLUDED.rep_id,
-                customer_id = EXCLUDED.customer_id,
-                channel = EXCLUDED.channel,
-                occurred_at = EXCLUDED.occurred_at,
-                duration_seconds = EXCLUDED.duration_seconds,
-                source_updated_at = EXCLUDED.source_updated_at,
-                recorded_at = now()
-            WHERE EXCLUDED.source_updated_at > cur.source_updated_at AND $8
-            RETURNING interaction_id
-            "#,
-        )
-        .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.customer_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.channel.code()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.duration_seconds).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-        .bind(replace)
-        .fetch_all(conn)
-        .await
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(sqlx::AssertSqlSafe(INTERACTIONS.get(replace)))
+            .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.customer_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.channel.code()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.duration_seconds).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -564,50 +616,28 @@ impl Table for Deal {
         conn: &mut PgConnection,
         rows: &[&Self],
         replace: bool,
-    ) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar(
-            r#"
-            INSERT INTO deals AS cur
-                (deal_id, rep_id, customer_id, currency, amount, stage, created_at, closed_at,
-                 source_updated_at)
-            SELECT id, rep, customer, currency, amount::numeric, stage, created, closed, updated
-            FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                        $6::smallint[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[])
-                 AS u (id, rep, customer, currency, amount, stage, created, closed, updated)
-            ON CONFLICT (deal_id) DO UPDATE SET
-                rep_id = EXCLUDED.rep_id,
-                customer_id = EXCLUDED.customer_id,
-                currency = EXCLUDED.currency,
-                amount = EXCLUDED.amount,
-                stage = EXCLUDED.stage,
-                created_at = EXCLUDED.created_at,
-                closed_at = EXCLUDED.closed_at,
-                source_updated_at = EXCLUDED.source_updated_at,
-                recorded_at = now()
-            WHERE EXCLUDED.source_updated_at > cur.source_updated_at AND $10
-            RETURNING deal_id
-            "#,
-        )
-        .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.customer_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.amount.to_decimal())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.stage.code()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.closed_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-        .bind(replace)
-        .fetch_all(conn)
-        .await
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(sqlx::AssertSqlSafe(DEALS.get(replace)))
+            .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.customer_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.currency.as_str()).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.amount.to_decimal())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.stage.code()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.closed_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -663,48 +693,27 @@ impl Table for Feedback {
         conn: &mut PgConnection,
         rows: &[&Self],
         replace: bool,
-    ) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar(
-            r#"
-            INSERT INTO feedback AS cur
-                (feedback_id, rep_id, customer_id, kind, score, submitted_at, comment,
-                 source_updated_at)
-            SELECT id, rep, customer, kind, score, submitted, comment, updated
-            FROM UNNEST($1::text[], $2::text[], $3::text[], $4::smallint[], $5::smallint[],
-                        $6::timestamptz[], $7::text[], $8::timestamptz[])
-                 AS u (id, rep, customer, kind, score, submitted, comment, updated)
-            ON CONFLICT (feedback_id) DO UPDATE SET
-                rep_id = EXCLUDED.rep_id,
-                customer_id = EXCLUDED.customer_id,
-                kind = EXCLUDED.kind,
-                score = EXCLUDED.score,
-                submitted_at = EXCLUDED.submitted_at,
-                comment = EXCLUDED.comment,
-                source_updated_at = EXCLUDED.source_updated_at,
-                recorded_at = now()
-            WHERE EXCLUDED.source_updated_at > cur.source_updated_at AND $9
-            RETURNING feedback_id
-            "#,
-        )
-        .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.customer_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.kind.code()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.score).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.submitted_at).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.comment.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-        .bind(replace)
-        .fetch_all(conn)
-        .await
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(sqlx::AssertSqlSafe(FEEDBACK.get(replace)))
+            .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.customer_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.kind.code()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.score).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.submitted_at).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.comment.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -766,41 +775,21 @@ impl Table for CustomerRequest {
         conn: &mut PgConnection,
         rows: &[&Self],
         replace: bool,
-    ) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar(
-            r#"
-            INSERT INTO customer_requests AS cur
-                (request_id, rep_id, customer_id, opened_at, first_response_at, resolved_at,
-                 source_updated_at)
-            SELECT id, rep, customer, opened, responded, resolved, updated
-            FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[],
-                        $5::timestamptz[], $6::timestamptz[], $7::timestamptz[])
-                 AS u (id, rep, customer, opened, responded, resolved, updated)
-            ON CONFLICT (request_id) DO UPDATE SET
-                rep_id = EXCLUDED.rep_id,
-                customer_id = EXCLUDED.customer_id,
-                opened_at = EXCLUDED.opened_at,
-                first_response_at = EXCLUDED.first_response_at,
-                resolved_at = EXCLUDED.resolved_at,
-                source_updated_at = EXCLUDED.source_updated_at,
-                recorded_at = now()
-            WHERE EXCLUDED.source_updated_at > cur.source_updated_at AND $8
-            RETURNING request_id
-            "#,
-        )
-        .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.customer_id.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.opened_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.first_response_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.resolved_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
-        .bind(replace)
-        .fetch_all(conn)
-        .await
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(sqlx::AssertSqlSafe(REQUESTS.get(replace)))
+            .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.customer_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.opened_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.first_response_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.resolved_at).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 
 use crate::domain::{
     kpi::{METRICS, Metric},
-    rollup::Deltas,
+    rollup::{Deltas, Level},
 };
 
 /// Column of each metric, in `METRICS` order.
@@ -43,55 +43,93 @@ pub fn is_numeric(metric: Metric) -> bool {
     )
 }
 
-/// `INSERT … SELECT FROM UNNEST … ON CONFLICT DO UPDATE SET col = col + new`.
-static UPSERT: LazyLock<String> = LazyLock::new(|| {
-    let names = COLUMNS.join(", ");
-    let params: Vec<String> = METRICS
+/// The metrics each kind of record feeds, as ranges of `METRICS`: a batch
+/// upserts only the groups it changes (an interaction batch writes 5
+/// columns, not 22).
+const GROUPS: [std::ops::Range<usize>; 5] = [0..5, 5..9, 9..13, 13..18, 18..22];
+
+/// `INSERT … SELECT FROM UNNEST … ON CONFLICT DO UPDATE SET col = col + new`
+/// for the metric groups in `mask` (bit i: `GROUPS[i]`).
+fn upsert_sql(mask: u8) -> String {
+    let metrics: Vec<usize> = GROUPS
         .iter()
         .enumerate()
-        .map(|(i, m)| {
-            let n = i + 4;
-            if is_numeric(*m) {
+        .filter(|(g, _)| mask & (1 << g) != 0)
+        .flat_map(|(_, range)| range.clone())
+        .collect();
+    let names: Vec<&str> = metrics.iter().map(|&i| COLUMNS[i]).collect();
+    let names = names.join(", ");
+    let params: Vec<String> = metrics
+        .iter()
+        .enumerate()
+        .map(|(p, &i)| {
+            let n = p + 4;
+            if is_numeric(METRICS[i]) {
                 format!("${n}::text[]")
             } else {
                 format!("${n}::bigint[]")
             }
         })
         .collect();
-    let select: Vec<String> = METRICS
+    let select: Vec<String> = metrics
         .iter()
-        .zip(COLUMNS)
-        .map(|(m, c)| {
-            if is_numeric(*m) {
-                format!("{c}::numeric")
+        .zip(&params)
+        .map(|(&i, p)| {
+            if is_numeric(METRICS[i]) {
+                format!("unnest({p})::numeric")
             } else {
-                c.to_owned()
+                format!("unnest({p})")
             }
         })
         .collect();
-    let sets: Vec<String> = COLUMNS
+    let sets: Vec<String> = metrics
         .iter()
-        .map(|c| format!("{c} = r.{c} + EXCLUDED.{c}"))
+        .map(|&i| format!("{c} = r.{c} + EXCLUDED.{c}", c = COLUMNS[i]))
         .collect();
     format!(
         "INSERT INTO kpi_rollups AS r (rep_id, level, bucket, {names}) \
-         SELECT rep, lvl, bucket, {} \
-         FROM UNNEST($1::text[], $2::smallint[], $3::timestamptz[], {}) AS u (rep, lvl, bucket, {names}) \
+         SELECT unnest($1::text[]), unnest($2::smallint[]), unnest($3::timestamptz[]), {} \
          ON CONFLICT (rep_id, level, bucket) DO UPDATE SET {}",
         select.join(", "),
-        params.join(", "),
         sets.join(", ")
     )
-});
+}
 
-/// Adds `deltas` to the rollups (in key order, so concurrent batches lock
-/// rows in the same order).
+/// The statement for each mask, built once.
+static UPSERTS: LazyLock<Vec<String>> = LazyLock::new(|| (0..32).map(upsert_sql).collect());
+
+type Row = (
+    (String, Level, chrono::DateTime<chrono::Utc>),
+    [i128; METRICS.len()],
+);
+
+/// Adds `deltas` to the rollups, rows in key order (so concurrent batches
+/// lock them in the same order): hour rows first, then the day and month
+/// rows that concurrent batches share, so those are locked only for the
+/// last statement and the commit.
 pub async fn apply(conn: &mut PgConnection, deltas: Deltas) -> Result<(), sqlx::Error> {
-    let rows = deltas.into_sorted();
-    if rows.is_empty() {
+    let (hours, coarse): (Vec<Row>, Vec<Row>) = deltas
+        .into_sorted()
+        .into_iter()
+        .partition(|((_, level, _), _)| *level == Level::Hour);
+    upsert(conn, &hours).await?;
+    upsert(conn, &coarse).await
+}
+
+async fn upsert(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sqlx::Error> {
+    let mask = rows.iter().fold(0u8, |mask, (_, sums)| {
+        GROUPS.iter().enumerate().fold(mask, |mask, (g, range)| {
+            if sums[range.clone()].iter().any(|v| *v != 0) {
+                mask | (1 << g)
+            } else {
+                mask
+            }
+        })
+    });
+    let Some(sql) = UPSERTS.get(usize::from(mask)).filter(|_| mask != 0) else {
         return Ok(());
-    }
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(UPSERT.as_str()))
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
         .bind(
             rows.iter()
                 .map(|((rep, _, _), _)| rep.as_str())
@@ -107,21 +145,45 @@ pub async fn apply(conn: &mut PgConnection, deltas: Deltas) -> Result<(), sqlx::
                 .map(|((_, _, bucket), _)| *bucket)
                 .collect::<Vec<_>>(),
         );
-    for (i, metric) in METRICS.iter().enumerate() {
-        if is_numeric(*metric) {
-            query = query.bind(
-                rows.iter()
-                    .map(|(_, sums)| sums[i].to_string())
-                    .collect::<Vec<_>>(),
-            );
-        } else {
-            query = query.bind(
-                rows.iter()
-                    .map(|(_, sums)| i64::try_from(sums[i]).unwrap_or(i64::MAX))
-                    .collect::<Vec<_>>(),
-            );
+    for (g, range) in GROUPS.iter().enumerate() {
+        if mask & (1 << g) == 0 {
+            continue;
+        }
+        for i in range.clone() {
+            if is_numeric(METRICS[i]) {
+                query = query.bind(
+                    rows.iter()
+                        .map(|(_, sums)| sums[i].to_string())
+                        .collect::<Vec<_>>(),
+                );
+            } else {
+                query = query.bind(
+                    rows.iter()
+                        .map(|(_, sums)| i64::try_from(sums[i]).unwrap_or(i64::MAX))
+                        .collect::<Vec<_>>(),
+                );
+            }
         }
     }
     query.execute(conn).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_groups_cover_every_metric_once_in_order() {
+        let covered: Vec<usize> = GROUPS.iter().flat_map(|g| g.clone()).collect();
+        assert_eq!(covered, (0..METRICS.len()).collect::<Vec<_>>());
+        assert!(
+            upsert_sql(0b00001)
+                .contains("(rep_id, level, bucket, calls, emails, meetings, messages, demos)")
+        );
+        assert!(
+            upsert_sql(0b11111)
+                .contains("response_micros = r.response_micros + EXCLUDED.response_micros")
+        );
+    }
 }
