@@ -67,7 +67,14 @@ pub type Part = (Option<Level>, DateTime<Utc>, DateTime<Utc>, i32);
 /// more month minus two hours, not two months, 29 days and 24 hours.
 pub fn cover(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Part> {
     let mut parts = Vec::new();
-    cover_at(from, to, Some(Level::Month), 1, &mut parts);
+    cover_at(
+        from,
+        to,
+        Some(Level::Month),
+        1,
+        &mut parts,
+        &mut Memo::new(),
+    );
     parts.sort_by_key(|p| (p.1, p.2));
     parts
 }
@@ -80,30 +87,54 @@ fn finer(level: Level) -> Option<Level> {
     }
 }
 
-/// Rough rows read to cover [from, to) from `level` down (raw records count
-/// as one row per quarter hour: they are read through an index).
-fn cost(from: DateTime<Utc>, to: DateTime<Utc>, level: Option<Level>) -> i64 {
-    if from >= to {
-        return 0;
-    }
-    let Some(level) = level else {
-        return ((to - from).num_minutes() / 15).max(1);
-    };
-    let (a, b) = (ceil(level, from), floor(level, to));
-    if a < b {
-        let buckets = match level {
-            Level::Hour => (b - a).num_hours(),
-            Level::Day => (b - a).num_days(),
-            Level::Month => 1 + (b - a).num_days() / 31,
-        };
-        let left =
-            cost(from, a, finer(level)).min(1 + cost(floor(level, from), from, finer(level)));
-        let right = cost(b, to, finer(level)).min(1 + cost(to, ceil(level, to), finer(level)));
-        buckets + left + right
-    } else {
-        cost(from, to, finer(level))
+/// Buckets of `level` in [from, to) (both boundaries of the level).
+fn buckets(level: Level, from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+    match level {
+        Level::Hour => (to - from).num_hours(),
+        Level::Day => (to - from).num_days(),
+        Level::Month => {
+            let months = |t: DateTime<Utc>| i64::from(t.year()) * 12 + i64::from(t.month0());
+            months(to) - months(from)
+        }
     }
 }
+
+/// The cheapest way to read [from, to) at `level`: the span [x, y) of
+/// whole buckets to read, with each end either filled in with finer
+/// buckets (x after `from`) or rounded out with the excess subtracted (x
+/// before `from`); `None` if finer buckets alone are cheaper. With its cost
+/// in rough rows read (raw records count as one row per quarter hour: they
+/// are read through an index).
+fn plan(from: DateTime<Utc>, to: DateTime<Utc>, level: Option<Level>, memo: &mut Memo) -> Plan {
+    if from >= to {
+        return (0, None);
+    }
+    let Some(level) = level else {
+        return (((to - from).num_minutes() / 15).max(1), None);
+    };
+    if let Some(known) = memo.get(&(from, to, level)) {
+        return *known;
+    }
+    let next = finer(level);
+    let mut best = (plan(from, to, next, memo).0, None);
+    for x in [ceil(level, from), floor(level, from)] {
+        for y in [floor(level, to), ceil(level, to)] {
+            if x < y {
+                let cost = buckets(level, x, y)
+                    + plan(x.min(from), x.max(from), next, memo).0
+                    + plan(y.min(to), y.max(to), next, memo).0;
+                if cost < best.0 {
+                    best = (cost, Some((level, x, y)));
+                }
+            }
+        }
+    }
+    memo.insert((from, to, level), best);
+    best
+}
+
+type Plan = (i64, Option<(Level, DateTime<Utc>, DateTime<Utc>)>);
+type Memo = HashMap<(DateTime<Utc>, DateTime<Utc>, Level), Plan>;
 
 fn cover_at(
     from: DateTime<Utc>,
@@ -111,6 +142,7 @@ fn cover_at(
     level: Option<Level>,
     sign: i32,
     parts: &mut Vec<Part>,
+    memo: &mut Memo,
 ) {
     if from >= to {
         return;
@@ -120,51 +152,23 @@ fn cover_at(
         return;
     };
     let next = finer(level);
-    // Both ends of a bucket range are boundaries of its level.
-    let (mut a, mut b) = (ceil(level, from), floor(level, to));
-    if a >= b {
-        // No whole bucket inside: maybe one bucket minus its excess is
-        // cheaper than the finer cover.
-        let (lo, hi) = (floor(level, from), ceil(level, to));
-        if hi - lo <= one(level, lo)
-            && 1 + cost(lo, from, next) + cost(to, hi, next) < cost(from, to, next)
-        {
-            parts.push((Some(level), lo, hi, sign));
-            cover_at(lo, from, next, -sign, parts);
-            cover_at(to, hi, next, -sign, parts);
-        } else {
-            cover_at(from, to, next, sign, parts);
+    match plan(from, to, Some(level), memo).1 {
+        None => cover_at(from, to, next, sign, parts, memo),
+        Some((level, x, y)) => {
+            parts.push((Some(level), x, y, sign));
+            // A filled-in end adds finer buckets; a rounded-out one
+            // subtracts them.
+            if x < from {
+                cover_at(x, from, next, -sign, parts, memo);
+            } else {
+                cover_at(from, x, next, sign, parts, memo);
+            }
+            if y > to {
+                cover_at(to, y, next, -sign, parts, memo);
+            } else {
+                cover_at(y, to, next, sign, parts, memo);
+            }
         }
-        return;
-    }
-    // Ragged ends: fill in, or round out and subtract.
-    let outer_left = floor(level, from);
-    let round_left = from != a && 1 + cost(outer_left, from, next) < cost(from, a, next);
-    let outer_right = ceil(level, to);
-    let round_right = to != b && 1 + cost(to, outer_right, next) < cost(b, to, next);
-    if round_left {
-        cover_at(outer_left, from, next, -sign, parts);
-        a = outer_left;
-    } else {
-        cover_at(from, a, next, sign, parts);
-    }
-    if round_right {
-        cover_at(to, outer_right, next, -sign, parts);
-        b = outer_right;
-    } else {
-        cover_at(b, to, next, sign, parts);
-    }
-    parts.push((Some(level), a, b, sign));
-}
-
-/// The length of the bucket of `level` starting at `at`.
-fn one(level: Level, at: DateTime<Utc>) -> chrono::TimeDelta {
-    match level {
-        Level::Hour => TimeDelta::hours(1),
-        Level::Day => TimeDelta::days(1),
-        Level::Month => at
-            .checked_add_months(Months::new(1))
-            .map_or(TimeDelta::days(31), |next| next - at),
     }
 }
 
@@ -279,6 +283,20 @@ mod tests {
                     -1
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn a_berlin_month_is_one_month_minus_and_plus_two_hours() {
+        let (from, to) = (utc("2026-03-31T22:00:00Z"), utc("2026-04-30T22:00:00Z"));
+        let parts = cover(from, to);
+        assert!(counted(&parts, from, to));
+        assert_eq!(
+            shown(parts)
+                .iter()
+                .map(|(level, _, _, sign)| (*level, *sign))
+                .collect::<Vec<_>>(),
+            [(1, 1), (3, 1), (1, -1)]
         );
     }
 
