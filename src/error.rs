@@ -52,6 +52,12 @@ pub enum Error {
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
 
+    /// ABORTED: the transaction kept colliding with concurrent ones
+    /// (deadlock, serialization failure, the same new ids) after every
+    /// retry; the whole call may be retried. The cause is logged.
+    #[error("the request conflicted with concurrent requests; retry it")]
+    Aborted(#[source] anyhow::Error),
+
     /// INTERNAL: a bug or an unexpected database error. The cause is logged,
     /// never sent.
     #[error("internal error")]
@@ -84,6 +90,7 @@ impl From<sqlx::Error> for Error {
             | sqlx::Error::WorkerCrashed => Self::Unavailable(err.into()),
             sqlx::Error::Database(db) => match db.code().as_deref() {
                 Some("57014") => Self::Timeout(err.into()),
+                Some("40P01" | "40001") => Self::Aborted(err.into()),
                 Some(code) if transient_state(code) => Self::Unavailable(err.into()),
                 _ => Self::Internal(err.into()),
             },

@@ -123,6 +123,15 @@ fn parts(err: &Error) -> (Code, String, String, ErrorDetails, HashMap<String, St
                 err.to_string(),
             )
         }
+        Error::Aborted(cause) => {
+            tracing::warn!(error = format!("{cause:#}"), "transaction aborted by concurrency");
+            details.set_retry_info(Some(std::time::Duration::from_millis(100)));
+            (
+                Code::Aborted,
+                "CONCURRENT_CONFLICT".to_owned(),
+                err.to_string(),
+            )
+        }
         Error::Internal(cause) => {
             tracing::error!(error = format!("{cause:#}"), "internal error");
             (Code::Internal, "INTERNAL".to_owned(), err.to_string())

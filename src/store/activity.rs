@@ -118,6 +118,7 @@ pub async fn record_batch(
                 tracing::info!(attempt, error = %err, "batch raced a concurrent one (deadlock, serialization failure or an id inserted meanwhile); retrying");
                 attempt += 1;
             }
+            Err(err) if is_retryable(&err) => return Err(Error::Aborted(err.into())),
             Err(err) => return Err(err.into()),
         }
     }
