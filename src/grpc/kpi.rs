@@ -300,25 +300,61 @@ async fn authorize_subject(
     Ok(())
 }
 
+/// Checks the caller may read the subject's KPIs: for a team, the key's
+/// scope alone (whether it exists is found with its membership, in the
+/// same round trip as the rest); for a rep, as `authorize_subject`.
+async fn authorize_read(pool: &PgPool, caller: &Principal, subject: &Subject) -> Result<(), Error> {
+    match subject {
+        Subject::Team(team) => require_team(caller, team.as_str()),
+        Subject::Rep(_) => authorize_subject(pool, caller, subject).await,
+    }
+}
+
+/// A team's membership, or NOT_FOUND.
+async fn membership(pool: &PgPool, team: &TeamId) -> Result<store::Membership, Error> {
+    store::membership(pool, team.as_str())
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: "team",
+            id: team.to_string(),
+        })
+}
+
 /// Builds the tally queries of `subject` over each period (the team's
-/// membership is read once).
+/// membership is read once). Retention (customers active at each period
+/// start) is computed only if one of `kpis` needs it.
 async fn queries_for(
     pool: &PgPool,
     subject: &Subject,
     periods: &[Period],
+    kpis: &[Kpi],
 ) -> Result<Vec<TallyQuery>, Error> {
-    match subject {
-        Subject::Rep(rep) => Ok(periods
+    let mut queries: Vec<TallyQuery> = match subject {
+        Subject::Rep(rep) => periods
             .iter()
             .map(|p| store::rep_query(rep.as_str(), p.start_time(), p.end_time()))
-            .collect()),
+            .collect(),
         Subject::Team(team) => {
-            let teams = store::subtree(pool, team.as_str()).await?;
-            let histories = store::histories(pool, &teams).await?;
-            Ok(periods
+            let team = membership(pool, team).await?;
+            periods
                 .iter()
-                .map(|p| store::team_query(&histories, &teams, p.start_time(), p.end_time()))
-                .collect())
+                .map(|p| store::team_query(&team, p.start_time(), p.end_time()))
+                .collect()
+        }
+    };
+    without_unneeded_retention(&mut queries, kpis);
+    Ok(queries)
+}
+
+/// Drops the retention part of `queries` unless one of `kpis` needs it
+/// (it is the costliest part: customers converted since the beginning).
+fn without_unneeded_retention(queries: &mut [TallyQuery], kpis: &[Kpi]) {
+    if !kpis
+        .iter()
+        .any(|k| matches!(k, Kpi::RetentionRate | Kpi::ChurnRate))
+    {
+        for query in queries {
+            query.retention = None;
         }
     }
 }
@@ -377,19 +413,21 @@ impl KpiService for KpiApi {
         } else {
             kpis
         };
-        authorize_subject(&self.pool, &caller, &subject).await?;
+        authorize_read(&self.pool, &caller, &subject).await?;
 
         let previous = period.previous();
-        let queries = queries_for(&self.pool, &subject, &[period, previous]).await?;
-        let tallies = store::tallies(&self.pool, &queries, Source::Rollups).await?;
-        let targets = targets_store::for_period(
-            &self.pool,
-            subject.kind(),
-            &[subject.id().to_owned()],
-            period.start,
-            period.end,
-        )
-        .await?;
+        let queries = queries_for(&self.pool, &subject, &[period, previous], &kpis).await?;
+        let subject_ids = [subject.id().to_owned()];
+        let (tallies, targets) = tokio::try_join!(
+            store::tallies(&self.pool, &queries, Source::Rollups),
+            targets_store::for_period(
+                &self.pool,
+                subject.kind(),
+                &subject_ids,
+                period.start,
+                period.end,
+            )
+        )?;
         let elapsed = period.elapsed_fraction(Utc::now());
         let as_of = today(period.zone).clamp(period.start, period.end);
         let currency = &self.settings.reporting_currency;
@@ -460,8 +498,8 @@ impl KpiService for KpiApi {
             )
             .into());
         }
-        authorize_subject(&self.pool, &caller, &subject).await?;
-        let queries = queries_for(&self.pool, &subject, &buckets).await?;
+        authorize_read(&self.pool, &caller, &subject).await?;
+        let queries = queries_for(&self.pool, &subject, &buckets, &[kpi]).await?;
         let tallies = store::tallies(&self.pool, &queries, Source::Rollups).await?;
         let currency = &self.settings.reporting_currency;
         let points = buckets
@@ -496,15 +534,15 @@ impl KpiService for KpiApi {
             v.add("limit", "must not be negative");
         }
         let (kpi, team, period) = v.finish(|| Some((kpi?, team?, period?)))?;
-        authorize_subject(&self.pool, &caller, &Subject::Team(team.clone())).await?;
+        require_team(&caller, team.as_str())?;
 
-        let teams = store::subtree(&self.pool, team.as_str()).await?;
-        let histories = store::histories(&self.pool, &teams).await?;
+        let team = membership(&self.pool, &team).await?;
         let (from, to) = (period.start_time(), period.end_time());
-        let mut members: Vec<String> = histories
+        let mut members: Vec<String> = team
+            .histories
             .iter()
             .filter(|(_, points)| {
-                !crate::domain::directory::intervals_in(points, &teams, from, to).is_empty()
+                !crate::domain::directory::intervals_in(points, &team.teams, from, to).is_empty()
             })
             .map(|(rep, _)| rep.clone())
             .collect();
@@ -518,10 +556,11 @@ impl KpiService for KpiApi {
                     .is_some_and(|team| caller.sees_team(team))
             });
         }
-        let queries: Vec<TallyQuery> = members
+        let mut queries: Vec<TallyQuery> = members
             .iter()
             .map(|rep| store::rep_query(rep, from, to))
             .collect();
+        without_unneeded_retention(&mut queries, &[kpi]);
         let tallies = store::tallies(&self.pool, &queries, Source::Rollups).await?;
         let targets: HashMap<String, f64> =
             targets_store::for_period(&self.pool, "rep", &members, period.start, period.end)
@@ -754,11 +793,12 @@ impl TargetService for TargetApi {
         }
         let mut queries = Vec::new();
         let mut slots = Vec::new();
-        for (_, through, _, _, subject) in &plans {
+        for ((row, _), (_, through, _, _, subject)) in visible.iter().zip(&plans) {
             match through {
                 Some(p) => {
                     slots.push(Some(queries.len()));
-                    queries.extend(queries_for(&self.pool, subject, &[*p]).await?);
+                    let kpi = kpi_from_number(i32::from(row.kpi)).unwrap_or(Kpi::Leads);
+                    queries.extend(queries_for(&self.pool, subject, &[*p], &[kpi]).await?);
                 }
                 None => slots.push(None),
             }

@@ -16,7 +16,7 @@ use crate::{
     domain::{
         directory::{ChangePoint, intervals_in, team_at},
         kpi::{METRICS, Metric, Tally},
-        rollup::{cover, epoch},
+        rollup::{Part, cover, epoch},
     },
 };
 
@@ -86,11 +86,15 @@ pub async fn tallies(
     // one index scan per range.
     let mut bucket_parts = Parts::default();
     let mut raw_parts = Parts::default();
+    let mut covers: HashMap<(DateTime<Utc>, DateTime<Utc>), Vec<Part>> = HashMap::new();
     for (slot, segment) in &ranges {
         match source {
             Source::Raw => raw_parts.add(*slot, 0, segment.from, segment.to, 1, &segment.rep),
             Source::Rollups => {
-                for (level, from, to, sign) in cover(segment.from, segment.to) {
+                let parts = covers
+                    .entry((segment.from, segment.to))
+                    .or_insert_with(|| cover(segment.from, segment.to));
+                for &(level, from, to, sign) in parts.iter() {
                     match level {
                         Some(level) => {
                             bucket_parts.add(*slot, level as i16, from, to, sign, &segment.rep)
@@ -102,14 +106,16 @@ pub async fn tallies(
         }
     }
 
+    // Independent queries: run them at once, each on its own connection.
+    let (rollups, raws, churned) = tokio::try_join!(
+        rollup_sums(pool, &bucket_parts),
+        raw_sums(pool, &raw_parts),
+        churned_of_active(pool, &churn_checks)
+    )?;
     let mut all = vec![Tally::default(); 2 * n];
-    for (slot, sums) in rollup_sums(pool, &bucket_parts).await? {
+    for (slot, sums) in rollups.into_iter().chain(raws) {
         add_row(&mut all, slot, &sums);
     }
-    for (slot, sums) in raw_sums(pool, &raw_parts).await? {
-        add_row(&mut all, slot, &sums);
-    }
-    let churned = churned_of_active(pool, &churn_checks).await?;
     let mut out: Vec<Tally> = all[..n].to_vec();
     for (slot, _) in &churn_checks {
         let i = usize::try_from(*slot).unwrap_or(0);
@@ -155,44 +161,37 @@ impl Parts {
             .push(rep.to_owned());
     }
 
-    /// Binds $1 slot, $2 group, $3 level, $4 from, $5 to, $6 member group,
-    /// $7 member rep, $8 sign.
+    /// Binds $1 slot, $2 level, $3 from, $4 to, $5 sign, $6 and $7 the
+    /// first and last index (1-based) of the part's reps in $8, all reps.
     fn bind<'q>(
         &'q self,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        let mut member_groups = Vec::new();
-        let mut member_reps = Vec::new();
-        for (group, reps) in self.0.values().enumerate() {
-            for rep in reps {
-                member_groups.push(i32::try_from(group).unwrap_or(i32::MAX));
-                member_reps.push(rep.as_str());
-            }
+        let mut reps = Vec::new();
+        let mut first = Vec::new();
+        let mut last = Vec::new();
+        for group in self.0.values() {
+            first.push(i32::try_from(reps.len() + 1).unwrap_or(i32::MAX));
+            reps.extend(group.iter().map(String::as_str));
+            last.push(i32::try_from(reps.len()).unwrap_or(i32::MAX));
         }
         query
             .bind(self.0.keys().map(|k| k.0).collect::<Vec<_>>())
-            .bind(
-                (0..self.0.len())
-                    .map(|g| i32::try_from(g).unwrap_or(i32::MAX))
-                    .collect::<Vec<_>>(),
-            )
             .bind(self.0.keys().map(|k| k.1).collect::<Vec<_>>())
             .bind(self.0.keys().map(|k| k.2).collect::<Vec<_>>())
             .bind(self.0.keys().map(|k| k.3).collect::<Vec<_>>())
-            .bind(member_groups)
-            .bind(member_reps)
             .bind(self.0.keys().map(|k| k.4).collect::<Vec<_>>())
+            .bind(first)
+            .bind(last)
+            .bind(reps)
     }
 }
 
-/// The parts with their reps as an array (`parts.reps`).
-const PARTS_CTE: &str = "WITH members AS ( \
-        SELECT grp, rep FROM UNNEST($6::int[], $7::text[]) AS m (grp, rep)), \
-    parts AS ( \
-        SELECT u.slot, u.lvl, u.f, u.t, u.sgn, \
-               ARRAY(SELECT m.rep FROM members m WHERE m.grp = u.grp) AS reps \
-        FROM UNNEST($1::int[], $2::int[], $3::smallint[], $4::timestamptz[], $5::timestamptz[], \
-                    $8::int[]) AS u (slot, grp, lvl, f, t, sgn)) ";
+/// The parts with their reps as an array (`parts.reps`, a slice of $8).
+const PARTS_CTE: &str = "WITH parts AS ( \
+        SELECT u.slot, u.lvl, u.f, u.t, u.sgn, ($8::text[])[u.lo:u.hi] AS reps \
+        FROM UNNEST($1::int[], $2::smallint[], $3::timestamptz[], $4::timestamptz[], $5::int[], \
+                    $6::int[], $7::int[]) AS u (slot, lvl, f, t, sgn, lo, hi)) ";
 
 fn parse_sums(row: &sqlx::postgres::PgRow) -> Result<SumsRow, Error> {
     use sqlx::Row;
@@ -408,63 +407,58 @@ async fn churned_of_active(
     Ok(rows.into_iter().map(|(s, c)| (s, i128::from(c))).collect())
 }
 
-/// A team with all its sub-teams (the current tree).
-pub async fn subtree(pool: &PgPool, team_id: &str) -> Result<HashSet<String>, Error> {
-    let teams: Vec<String> = sqlx::query_scalar(
+/// A team's current subtree and the membership history of every rep who
+/// was ever in it.
+#[derive(Debug, Clone, Default)]
+pub struct Membership {
+    pub teams: HashSet<String>,
+    pub histories: Vec<(String, Vec<ChangePoint>)>,
+}
+
+/// The membership of `team_id` in one round trip; `None` if there is no
+/// such team.
+pub async fn membership(pool: &PgPool, team_id: &str) -> Result<Option<Membership>, Error> {
+    let rows: Vec<(bool, String, Option<DateTime<Utc>>, Option<String>)> = sqlx::query_as(
         r#"
         WITH RECURSIVE tree (team_id) AS (
             SELECT team_id FROM teams WHERE team_id = $1
             UNION
             SELECT t.team_id FROM teams t JOIN tree ON t.parent_team_id = tree.team_id
         )
-        SELECT team_id FROM tree
+        SELECT true, team_id, NULL::timestamptz, NULL::text FROM tree
+        UNION ALL
+        SELECT false, h.rep_id, CASE WHEN isfinite(h.effective_from) THEN h.effective_from END,
+               h.team_id
+        FROM rep_team_history h
+        WHERE h.rep_id IN (SELECT rep_id FROM rep_team_history WHERE team_id IN (SELECT team_id FROM tree))
+        ORDER BY 1 DESC, 2, 3 NULLS FIRST
         "#,
     )
     .bind(team_id)
     .fetch_all(pool)
     .await?;
-    Ok(teams.into_iter().collect())
-}
-
-/// The membership history of every rep who was ever in one of `teams`.
-pub async fn histories(
-    pool: &PgPool,
-    teams: &HashSet<String>,
-) -> Result<Vec<(String, Vec<ChangePoint>)>, Error> {
-    let teams: Vec<&str> = teams.iter().map(String::as_str).collect();
-    let rows: Vec<(String, Option<DateTime<Utc>>, Option<String>)> = sqlx::query_as(
-        r#"
-        SELECT h.rep_id, CASE WHEN isfinite(h.effective_from) THEN h.effective_from END, h.team_id
-        FROM rep_team_history h
-        WHERE h.rep_id IN (SELECT rep_id FROM rep_team_history WHERE team_id = ANY($1))
-        ORDER BY h.rep_id, h.effective_from
-        "#,
-    )
-    .bind(&teams)
-    .fetch_all(pool)
-    .await?;
-    let mut out: Vec<(String, Vec<ChangePoint>)> = Vec::new();
-    for (rep, from, team) in rows {
+    let mut out = Membership::default();
+    for (is_team, id, from, team) in rows {
+        if is_team {
+            out.teams.insert(id);
+            continue;
+        }
         let point = ChangePoint { from, team };
-        match out.last_mut() {
-            Some((last, points)) if *last == rep => points.push(point),
-            _ => out.push((rep, vec![point])),
+        match out.histories.last_mut() {
+            Some((last, points)) if *last == id => points.push(point),
+            _ => out.histories.push((id, vec![point])),
         }
     }
-    Ok(out)
+    Ok((!out.teams.is_empty()).then_some(out))
 }
 
 /// What a team's KPIs over [from, to) are made of: each member's records
 /// while a member, and the customers of the members at `from`.
-pub fn team_query(
-    histories: &[(String, Vec<ChangePoint>)],
-    teams: &HashSet<String>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> TallyQuery {
+pub fn team_query(team: &Membership, from: DateTime<Utc>, to: DateTime<Utc>) -> TallyQuery {
+    let teams = &team.teams;
     let mut segments = Vec::new();
     let mut at_start = Vec::new();
-    for (rep, points) in histories {
+    for (rep, points) in &team.histories {
         for (f, t) in intervals_in(points, teams, from, to) {
             segments.push(Segment {
                 rep: rep.clone(),

@@ -138,15 +138,9 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
         let mut queries: Vec<TallyQuery> = Vec::new();
         for (is_team, id) in &subjects {
             if *is_team {
-                let teams = store::subtree(&app.db, id).await.unwrap();
-                let histories = store::histories(&app.db, &teams).await.unwrap();
+                let team = store::membership(&app.db, id).await.unwrap().unwrap();
                 for p in &periods {
-                    queries.push(store::team_query(
-                        &histories,
-                        &teams,
-                        p.start_time(),
-                        p.end_time(),
-                    ));
+                    queries.push(store::team_query(&team, p.start_time(), p.end_time()));
                 }
             } else {
                 for p in &periods {
