@@ -124,7 +124,10 @@ fn parts(err: &Error) -> (Code, String, String, ErrorDetails, HashMap<String, St
             )
         }
         Error::Aborted(cause) => {
-            tracing::warn!(error = format!("{cause:#}"), "transaction aborted by concurrency");
+            tracing::warn!(
+                error = format!("{cause:#}"),
+                "transaction aborted by concurrency"
+            );
             details.set_retry_info(Some(std::time::Duration::from_millis(100)));
             (
                 Code::Aborted,
