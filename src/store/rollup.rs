@@ -50,7 +50,7 @@ const GROUPS: [std::ops::Range<usize>; 5] = [0..5, 5..9, 9..13, 13..18, 18..22];
 
 /// `INSERT … SELECT FROM UNNEST … ON CONFLICT DO UPDATE SET col = col + new`
 /// for the metric groups in `mask` (bit i: `GROUPS[i]`).
-fn upsert_sql(mask: u8) -> String {
+fn upsert_sql(table: &str, mask: u8) -> String {
     let metrics: Vec<usize> = GROUPS
         .iter()
         .enumerate()
@@ -87,7 +87,7 @@ fn upsert_sql(mask: u8) -> String {
         .map(|&i| format!("{c} = r.{c} + EXCLUDED.{c}", c = COLUMNS[i]))
         .collect();
     format!(
-        "INSERT INTO kpi_rollups AS r (rep_id, level, bucket, {names}) \
+        "INSERT INTO {table} AS r (rep_id, level, bucket, {names}) \
          SELECT unnest($1::text[]), unnest($2::smallint[]), unnest($3::timestamptz[]), {} \
          ON CONFLICT (rep_id, level, bucket) DO UPDATE SET {}",
         select.join(", "),
@@ -95,8 +95,12 @@ fn upsert_sql(mask: u8) -> String {
     )
 }
 
-/// The statement for each mask, built once.
-static UPSERTS: LazyLock<Vec<String>> = LazyLock::new(|| (0..32).map(upsert_sql).collect());
+/// The statements for each mask, built once, per level: rows go straight
+/// to their level's partition (no routing through the parent).
+static UPSERTS: LazyLock<[Vec<String>; 3]> = LazyLock::new(|| {
+    ["kpi_rollups_hour", "kpi_rollups_day", "kpi_rollups_month"]
+        .map(|table| (0..32).map(|m| upsert_sql(table, m)).collect())
+});
 
 type Row = (
     (String, Level, chrono::DateTime<chrono::Utc>),
@@ -104,19 +108,30 @@ type Row = (
 );
 
 /// Adds `deltas` to the rollups, rows in key order (so concurrent batches
-/// lock them in the same order): hour rows first, then the day and month
-/// rows that concurrent batches share, so those are locked only for the
-/// last statement and the commit.
+/// lock them in the same order), one statement per level: hour rows first,
+/// then the day and month rows that concurrent batches share, so those are
+/// locked only for the last statements and the commit.
 pub async fn apply(conn: &mut PgConnection, deltas: Deltas) -> Result<(), sqlx::Error> {
-    let (hours, coarse): (Vec<Row>, Vec<Row>) = deltas
-        .into_sorted()
-        .into_iter()
-        .partition(|((_, level, _), _)| *level == Level::Hour);
-    upsert(conn, &hours).await?;
-    upsert(conn, &coarse).await
+    let mut by_level: [Vec<Row>; 3] = Default::default();
+    for row in deltas.into_sorted() {
+        let i = match row.0.1 {
+            Level::Hour => 0,
+            Level::Day => 1,
+            Level::Month => 2,
+        };
+        by_level[i].push(row);
+    }
+    for (rows, statements) in by_level.iter().zip(UPSERTS.iter()) {
+        upsert(conn, statements, rows).await?;
+    }
+    Ok(())
 }
 
-async fn upsert(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sqlx::Error> {
+async fn upsert(
+    conn: &mut PgConnection,
+    statements: &[String],
+    rows: &[Row],
+) -> Result<(), sqlx::Error> {
     let mask = rows.iter().fold(0u8, |mask, (_, sums)| {
         GROUPS.iter().enumerate().fold(mask, |mask, (g, range)| {
             if sums[range.clone()].iter().any(|v| *v != 0) {
@@ -126,7 +141,7 @@ async fn upsert(conn: &mut PgConnection, rows: &[Row]) -> Result<(), sqlx::Error
             }
         })
     });
-    let Some(sql) = UPSERTS.get(usize::from(mask)).filter(|_| mask != 0) else {
+    let Some(sql) = statements.get(usize::from(mask)).filter(|_| mask != 0) else {
         return Ok(());
     };
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
@@ -178,11 +193,11 @@ mod tests {
         let covered: Vec<usize> = GROUPS.iter().flat_map(|g| g.clone()).collect();
         assert_eq!(covered, (0..METRICS.len()).collect::<Vec<_>>());
         assert!(
-            upsert_sql(0b00001)
+            upsert_sql("kpi_rollups", 0b00001)
                 .contains("(rep_id, level, bucket, calls, emails, meetings, messages, demos)")
         );
         assert!(
-            upsert_sql(0b11111)
+            upsert_sql("kpi_rollups", 0b11111)
                 .contains("response_micros = r.response_micros + EXCLUDED.response_micros")
         );
     }
