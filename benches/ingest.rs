@@ -2,7 +2,8 @@
 //! rows into the same table, in one run on one cluster.
 //!
 //! `cargo bench --bench ingest` (env INGEST_ROWS, default 1,000,000;
-//! INGEST_STREAMS, default 4). Prints the figures; asserts nothing about
+//! INGEST_STREAMS, default 4; INGEST_ROUNDS, default 3: each round inserts
+//! into emptied tables, then COPYs; the medians are compared). Prints the figures; asserts nothing about
 //! speed (the machine may be noisy).
 
 mod common;
@@ -72,68 +73,18 @@ fn batches(
     demo::chunks(rows(n).map(move |r| record(r, updated)), BATCH)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let n = env_or("INGEST_ROWS", 1_000_000);
-    let streams = env_or("INGEST_STREAMS", 4);
-    let cluster = common::Cluster::start("ingest").await?;
-    let service = common::Service::start(&cluster)?;
-    let channel = Channel::from_shared(service.endpoint())?.connect().await?;
-    let key = service.admin_key()?;
-    let mut directory =
-        DirectoryServiceClient::with_interceptor(channel.clone(), demo::bearer(&key)?);
-    directory
-        .upsert_team(pb::UpsertTeamRequest {
-            team_id: "bench".into(),
-            display_name: "Bench".into(),
-            parent_team_id: String::new(),
-        })
-        .await?;
-    for r in 0..REPS {
-        directory
-            .upsert_rep(pb::UpsertRepRequest {
-                rep_id: format!("rep-{r:03}"),
-                display_name: format!("Rep {r}"),
-                email: String::new(),
-                active: None,
-                team_id: "bench".into(),
-                team_effective_time: None,
-            })
-            .await?;
-    }
-    let updated = Utc::now() - TimeDelta::days(1);
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
 
-    let fresh = demo::push(
-        channel.clone(),
-        &key,
-        batches(n, updated),
-        streams,
-        "grpc insert",
-    )
-    .await?;
-    let peak_after_insert = service.peak_rss_mib();
-    let replay = demo::push(
-        channel.clone(),
-        &key,
-        batches(n, updated),
-        streams,
-        "grpc replay",
-    )
-    .await?;
-    let peak = service.peak_rss_mib();
-    anyhow::ensure!(
-        fresh.counts.inserted as usize == n && replay.counts.unchanged as usize == n,
-        "unexpected counts: {:?} / {:?}",
-        fresh.counts,
-        replay.counts
-    );
-
-    // Baseline: the same rows, COPY'd into the same (emptied) table with the
-    // same indexes, on one connection.
-    let mut conn = PgConnection::connect(&cluster.url()).await?;
-    sqlx::raw_sql("TRUNCATE interactions")
-        .execute(&mut conn)
-        .await?;
+/// COPYs the bench rows into `interactions`; rows per second.
+async fn copy_rows(
+    conn: &mut PgConnection,
+    n: usize,
+    updated: DateTime<Utc>,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut copy = conn
         .copy_in_raw(
@@ -161,15 +112,107 @@ async fn main() -> anyhow::Result<()> {
     }
     copy.send(buffer.as_bytes()).await?;
     let copied = copy.finish().await?;
-    let copy_elapsed = started.elapsed();
-    let copy_rate = copied as f64 / copy_elapsed.as_secs_f64();
+    Ok(copied as f64 / started.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n = env_or("INGEST_ROWS", 1_000_000);
+    let streams = env_or("INGEST_STREAMS", 4);
+    let rounds = env_or("INGEST_ROUNDS", 3).max(1);
+    let cluster = common::Cluster::start("ingest").await?;
+    let service = common::Service::start(&cluster)?;
+    let channel = Channel::from_shared(service.endpoint())?.connect().await?;
+    let key = service.admin_key()?;
+    let mut directory =
+        DirectoryServiceClient::with_interceptor(channel.clone(), demo::bearer(&key)?);
+    directory
+        .upsert_team(pb::UpsertTeamRequest {
+            team_id: "bench".into(),
+            display_name: "Bench".into(),
+            parent_team_id: String::new(),
+        })
+        .await?;
+    for r in 0..REPS {
+        directory
+            .upsert_rep(pb::UpsertRepRequest {
+                rep_id: format!("rep-{r:03}"),
+                display_name: format!("Rep {r}"),
+                email: String::new(),
+                active: None,
+                team_id: "bench".into(),
+                team_effective_time: None,
+            })
+            .await?;
+    }
+    let updated = Utc::now() - TimeDelta::days(1);
+
+    let mut conn = PgConnection::connect(&cluster.url()).await?;
+    let mut inserts = Vec::new();
+    let mut copies = Vec::new();
+    let mut replay = None;
+    let mut peak_after_insert = 0.0;
+    for round in 1..=rounds {
+        // Fresh tables each round: the same work every time.
+        sqlx::raw_sql("TRUNCATE interactions, kpi_rollups")
+            .execute(&mut conn)
+            .await?;
+        let fresh = demo::push(
+            channel.clone(),
+            &key,
+            batches(n, updated),
+            streams,
+            &format!("grpc insert {round}/{rounds}"),
+        )
+        .await?;
+        anyhow::ensure!(
+            fresh.counts.inserted as usize == n,
+            "unexpected counts: {:?}",
+            fresh.counts
+        );
+        inserts.push(fresh.records_per_second());
+        peak_after_insert = service.peak_rss_mib();
+        if replay.is_none() {
+            let again = demo::push(
+                channel.clone(),
+                &key,
+                batches(n, updated),
+                streams,
+                "grpc replay",
+            )
+            .await?;
+            anyhow::ensure!(
+                again.counts.unchanged as usize == n,
+                "unexpected counts: {:?}",
+                again.counts
+            );
+            replay = Some(again);
+        }
+        // Baseline: the same rows, COPY'd into the same (emptied) table
+        // with the same indexes, on one connection.
+        sqlx::raw_sql("TRUNCATE interactions")
+            .execute(&mut conn)
+            .await?;
+        copies.push(copy_rows(&mut conn, n, updated).await?);
+    }
+    let peak = service.peak_rss_mib();
+    let replay = replay.ok_or_else(|| anyhow::anyhow!("no round ran"))?;
+    let (insert, copy) = (median(&inserts), median(&copies));
 
     println!();
-    println!("ingest bench: {n} interactions, batches of {BATCH}, {streams} concurrent streams");
     println!(
-        "  gRPC StreamActivities, new rows:    {:>9.0} rows/s ({:.2} s)",
-        fresh.records_per_second(),
-        fresh.elapsed.as_secs_f64()
+        "ingest bench: {n} interactions, batches of {BATCH}, {streams} concurrent streams, {rounds} rounds (median)"
+    );
+    let each = |rates: &[f64]| {
+        rates
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "  gRPC StreamActivities, new rows:    {insert:>9.0} rows/s (rounds: {})",
+        each(&inserts)
     );
     println!(
         "  gRPC StreamActivities, replay:      {:>9.0} rows/s ({:.2} s, all unchanged)",
@@ -177,13 +220,18 @@ async fn main() -> anyhow::Result<()> {
         replay.elapsed.as_secs_f64()
     );
     println!(
-        "  PostgreSQL COPY (1 connection):     {:>9.0} rows/s ({:.2} s)",
-        copy_rate,
-        copy_elapsed.as_secs_f64()
+        "  PostgreSQL COPY (1 connection):     {copy:>9.0} rows/s (rounds: {})",
+        each(&copies)
     );
     println!(
-        "  ratio gRPC insert / COPY:           {:>9.2}",
-        fresh.records_per_second() / copy_rate
+        "  ratio gRPC insert / COPY:           {:>9.2} (per round: {})",
+        insert / copy,
+        inserts
+            .iter()
+            .zip(&copies)
+            .map(|(i, c)| format!("{:.2}", i / c))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "  service peak RSS (VmHWM): {peak_after_insert:.1} MiB after insert, {peak:.1} MiB after replay"
