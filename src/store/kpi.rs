@@ -84,10 +84,7 @@ pub async fn tallies(
 
     // Reps whose ranges coincide (a team without moves: all of them) share
     // one index scan per range.
-    // The periods' buckets and the cumulative ones (retention) are read by
-    // two queries at once: about the same number of rows each.
     let mut bucket_parts = Parts::default();
-    let mut cumulative_parts = Parts::default();
     let mut raw_parts = Parts::default();
     let mut covers: HashMap<(DateTime<Utc>, DateTime<Utc>), Vec<Part>> = HashMap::new();
     for (slot, segment) in &ranges {
@@ -100,12 +97,7 @@ pub async fn tallies(
                 for &(level, from, to, sign) in parts.iter() {
                     match level {
                         Some(level) => {
-                            let parts = if usize::try_from(*slot).is_ok_and(|s| s < n) {
-                                &mut bucket_parts
-                            } else {
-                                &mut cumulative_parts
-                            };
-                            parts.add(*slot, level as i16, from, to, sign, &segment.rep)
+                            bucket_parts.add(*slot, level as i16, from, to, sign, &segment.rep)
                         }
                         None => raw_parts.add(*slot, 0, from, to, sign, &segment.rep),
                     }
@@ -115,14 +107,13 @@ pub async fn tallies(
     }
 
     // Independent queries: run them at once, each on its own connection.
-    let (rollups, cumulative, raws, churned) = tokio::try_join!(
+    let (rollups, raws, churned) = tokio::try_join!(
         rollup_sums(pool, &bucket_parts),
-        rollup_sums(pool, &cumulative_parts),
         raw_sums(pool, &raw_parts),
         churned_of_active(pool, &churn_checks)
     )?;
     let mut all = vec![Tally::default(); 2 * n];
-    for (slot, sums) in rollups.into_iter().chain(cumulative).chain(raws) {
+    for (slot, sums) in rollups.into_iter().chain(raws) {
         add_row(&mut all, slot, &sums);
     }
     let mut out: Vec<Tally> = all[..n].to_vec();
@@ -427,9 +418,7 @@ pub struct Membership {
 /// The membership of `team_id` in one round trip; `None` if there is no
 /// such team.
 pub async fn membership(pool: &PgPool, team_id: &str) -> Result<Option<Membership>, Error> {
-    // (is a team of the subtree, team or rep id, effective from, team)
-    type MembershipRow = (bool, String, Option<DateTime<Utc>>, Option<String>);
-    let rows: Vec<MembershipRow> = sqlx::query_as(
+    let rows: Vec<(bool, String, Option<DateTime<Utc>>, Option<String>)> = sqlx::query_as(
         r#"
         WITH RECURSIVE tree (team_id) AS (
             SELECT team_id FROM teams WHERE team_id = $1
