@@ -418,7 +418,9 @@ pub struct Membership {
 /// The membership of `team_id` in one round trip; `None` if there is no
 /// such team.
 pub async fn membership(pool: &PgPool, team_id: &str) -> Result<Option<Membership>, Error> {
-    let rows: Vec<(bool, String, Option<DateTime<Utc>>, Option<String>)> = sqlx::query_as(
+    // (is a team of the subtree, team or rep id, effective from, team)
+    type MembershipRow = (bool, String, Option<DateTime<Utc>>, Option<String>);
+    let rows: Vec<MembershipRow> = sqlx::query_as(
         r#"
         WITH RECURSIVE tree (team_id) AS (
             SELECT team_id FROM teams WHERE team_id = $1
