@@ -176,4 +176,19 @@ mod tests {
         assert!(!status.message().contains("secret_table"));
         assert_eq!(status.message(), "internal error");
     }
+
+    #[test]
+    fn exhausted_retries_are_aborted_with_retry_info_and_no_cause() {
+        let status = Status::from(Error::Aborted(anyhow::anyhow!(
+            "duplicate key value violates unique constraint \"interactions_pkey\""
+        )));
+        assert_eq!(status.code(), Code::Aborted);
+        assert!(!status.message().contains("interactions_pkey"));
+        let details = status.get_error_details();
+        assert!(details.retry_info().is_some());
+        assert_eq!(
+            details.error_info().map(|i| i.reason.as_str()),
+            Some("CONCURRENT_CONFLICT")
+        );
+    }
 }
