@@ -204,7 +204,7 @@ async fn apply(
 /// What a batch will write for one record type.
 struct Staged<'a, T> {
     /// New ids (as far as the transaction can see).
-    inserts: Vec<(usize, &'a T)>,
+    inserts: Vec<&'a T>,
     /// Newer versions, with the stored version they replace.
     updates: Vec<(&'a T, T)>,
 }
@@ -235,7 +235,7 @@ async fn stage<'a, T: Table>(
         match classify(record, old.as_ref()) {
             Outcome::Insert => {
                 counts.inserted += 1;
-                staged.inserts.push((*index, record));
+                staged.inserts.push(record);
             }
             Outcome::Update => {
                 counts.updated += 1;
@@ -272,9 +272,8 @@ impl Writer<'_> {
             mut updates,
         } = staged;
         if !inserts.is_empty() {
-            let rows: Vec<&T> = inserts.iter().map(|(_, r)| *r).collect();
-            T::upsert(self.conn, &rows, false).await?;
-            for record in rows {
+            T::upsert(self.conn, &inserts, false).await?;
+            for record in inserts {
                 self.deltas
                     .apply(record.rep_id(), &record.contributions(), 1);
             }
@@ -310,24 +309,41 @@ trait Table: Versioned + Sized {
     fn contributions(&self) -> Vec<Contribution>;
 }
 
-/// The two statements that write one record table: a plain insert for new
-/// ids, and an upsert that replaces older versions. Rows come as one array
+/// The statements of one record table, from one list of its columns: the
+/// locked lookup of stored versions by id, a plain insert for new ids, and
+/// an upsert that replaces older versions. Rows are written as one array
 /// per column, unnested in the select list (no per-column tuplestore).
-struct WriteSql {
+struct TableSql {
+    load: String,
     insert: String,
     replace: String,
 }
 
-impl WriteSql {
-    /// `columns`: (name, array type of its parameter, cast of the element);
-    /// the first column is the id.
-    fn new(table: &str, columns: &[(&str, &str, &str)]) -> Self {
+impl TableSql {
+    /// `columns`: (name, SQL type), the id first. `numeric` columns travel
+    /// as text both ways (exact decimals).
+    fn new(table: &str, columns: &[(&str, &str)]) -> Self {
         let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+        let id = names.first().copied().unwrap_or_default();
+        let read: Vec<String> = columns
+            .iter()
+            .map(|(name, ty)| match *ty {
+                "numeric" => format!("{name}::text"),
+                _ => (*name).to_owned(),
+            })
+            .collect();
         let values: Vec<String> = columns
             .iter()
             .enumerate()
-            .map(|(i, (_, array, cast))| format!("unnest(${}::{array}){cast}", i + 1))
+            .map(|(i, (_, ty))| match *ty {
+                "numeric" => format!("unnest(${}::text[])::numeric", i + 1),
+                _ => format!("unnest(${}::{ty}[])", i + 1),
+            })
             .collect();
+        let load = format!(
+            "SELECT {} FROM {table} WHERE {id} = ANY($1) ORDER BY {id} FOR UPDATE",
+            read.join(", ")
+        );
         let insert = format!(
             "INSERT INTO {table} AS cur ({}) SELECT {}",
             names.join(", "),
@@ -339,92 +355,95 @@ impl WriteSql {
             .map(|c| format!("{c} = EXCLUDED.{c}"))
             .collect();
         let replace = format!(
-            "{insert} ON CONFLICT ({}) DO UPDATE SET {}, recorded_at = now() \
+            "{insert} ON CONFLICT ({id}) DO UPDATE SET {}, recorded_at = now() \
              WHERE EXCLUDED.source_updated_at > cur.source_updated_at",
-            names.first().copied().unwrap_or_default(),
             sets.join(", ")
         );
-        Self { insert, replace }
+        Self {
+            load,
+            insert,
+            replace,
+        }
     }
 
-    fn get(&self, replace: bool) -> &str {
+    fn write(&self, replace: bool) -> &str {
         if replace { &self.replace } else { &self.insert }
     }
 }
 
-static CUSTOMERS: LazyLock<WriteSql> = LazyLock::new(|| {
-    WriteSql::new(
+static CUSTOMERS: LazyLock<TableSql> = LazyLock::new(|| {
+    TableSql::new(
         "customers",
         &[
-            ("customer_id", "text[]", ""),
-            ("rep_id", "text[]", ""),
-            ("lead_at", "timestamptz[]", ""),
-            ("converted_at", "timestamptz[]", ""),
-            ("churned_at", "timestamptz[]", ""),
-            ("source_updated_at", "timestamptz[]", ""),
+            ("customer_id", "text"),
+            ("rep_id", "text"),
+            ("lead_at", "timestamptz"),
+            ("converted_at", "timestamptz"),
+            ("churned_at", "timestamptz"),
+            ("source_updated_at", "timestamptz"),
         ],
     )
 });
 
-static INTERACTIONS: LazyLock<WriteSql> = LazyLock::new(|| {
-    WriteSql::new(
+static INTERACTIONS: LazyLock<TableSql> = LazyLock::new(|| {
+    TableSql::new(
         "interactions",
         &[
-            ("interaction_id", "text[]", ""),
-            ("rep_id", "text[]", ""),
-            ("customer_id", "text[]", ""),
-            ("channel", "smallint[]", ""),
-            ("occurred_at", "timestamptz[]", ""),
-            ("duration_seconds", "integer[]", ""),
-            ("source_updated_at", "timestamptz[]", ""),
+            ("interaction_id", "text"),
+            ("rep_id", "text"),
+            ("customer_id", "text"),
+            ("channel", "smallint"),
+            ("occurred_at", "timestamptz"),
+            ("duration_seconds", "integer"),
+            ("source_updated_at", "timestamptz"),
         ],
     )
 });
 
-static DEALS: LazyLock<WriteSql> = LazyLock::new(|| {
-    WriteSql::new(
+static DEALS: LazyLock<TableSql> = LazyLock::new(|| {
+    TableSql::new(
         "deals",
         &[
-            ("deal_id", "text[]", ""),
-            ("rep_id", "text[]", ""),
-            ("customer_id", "text[]", ""),
-            ("currency", "text[]", ""),
-            ("amount", "text[]", "::numeric"),
-            ("stage", "smallint[]", ""),
-            ("created_at", "timestamptz[]", ""),
-            ("closed_at", "timestamptz[]", ""),
-            ("source_updated_at", "timestamptz[]", ""),
+            ("deal_id", "text"),
+            ("rep_id", "text"),
+            ("customer_id", "text"),
+            ("currency", "text"),
+            ("amount", "numeric"),
+            ("stage", "smallint"),
+            ("created_at", "timestamptz"),
+            ("closed_at", "timestamptz"),
+            ("source_updated_at", "timestamptz"),
         ],
     )
 });
 
-static FEEDBACK: LazyLock<WriteSql> = LazyLock::new(|| {
-    WriteSql::new(
+static FEEDBACK: LazyLock<TableSql> = LazyLock::new(|| {
+    TableSql::new(
         "feedback",
         &[
-            ("feedback_id", "text[]", ""),
-            ("rep_id", "text[]", ""),
-            ("customer_id", "text[]", ""),
-            ("kind", "smallint[]", ""),
-            ("score", "smallint[]", ""),
-            ("submitted_at", "timestamptz[]", ""),
-            ("comment", "text[]", ""),
-            ("source_updated_at", "timestamptz[]", ""),
+            ("feedback_id", "text"),
+            ("rep_id", "text"),
+            ("customer_id", "text"),
+            ("kind", "smallint"),
+            ("score", "smallint"),
+            ("submitted_at", "timestamptz"),
+            ("comment", "text"),
+            ("source_updated_at", "timestamptz"),
         ],
     )
 });
 
-static REQUESTS: LazyLock<WriteSql> = LazyLock::new(|| {
-    WriteSql::new(
+static REQUESTS: LazyLock<TableSql> = LazyLock::new(|| {
+    TableSql::new(
         "customer_requests",
         &[
-            ("request_id", "text[]", ""),
-            ("rep_id", "text[]", ""),
-            ("customer_id", "text[]", ""),
-            ("opened_at", "timestamptz[]", ""),
-            ("first_response_at", "timestamptz[]", ""),
-            ("resolved_at", "timestamptz[]", ""),
-            ("source_updated_at", "timestamptz[]", ""),
+            ("request_id", "text"),
+            ("rep_id", "text"),
+            ("customer_id", "text"),
+            ("opened_at", "timestamptz"),
+            ("first_response_at", "timestamptz"),
+            ("resolved_at", "timestamptz"),
+            ("source_updated_at", "timestamptz"),
         ],
     )
 });
@@ -448,17 +467,10 @@ impl Table for Customer {
     }
 
     async fn load(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Self>, sqlx::Error> {
-        let rows: Vec<CustomerRow> = sqlx::query_as(
-            r#"
-            SELECT customer_id, rep_id, lead_at, converted_at, churned_at, source_updated_at
-            FROM customers WHERE customer_id = ANY($1)
-            ORDER BY customer_id
-            FOR UPDATE
-            "#,
-        )
-        .bind(ids)
-        .fetch_all(conn)
-        .await?;
+        let rows: Vec<CustomerRow> = sqlx::query_as(sqlx::AssertSqlSafe(CUSTOMERS.load.as_str()))
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
         Ok(rows
             .into_iter()
             .map(
@@ -479,7 +491,7 @@ impl Table for Customer {
         rows: &[&Self],
         replace: bool,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(sqlx::AssertSqlSafe(CUSTOMERS.get(replace)))
+        sqlx::query(sqlx::AssertSqlSafe(CUSTOMERS.write(replace)))
             .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.lead_at).collect::<Vec<_>>())
@@ -508,18 +520,11 @@ impl Table for Interaction {
     }
 
     async fn load(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Self>, sqlx::Error> {
-        let rows: Vec<InteractionRow> = sqlx::query_as(
-            r#"
-            SELECT interaction_id, rep_id, customer_id, channel, occurred_at, duration_seconds,
-                   source_updated_at
-            FROM interactions WHERE interaction_id = ANY($1)
-            ORDER BY interaction_id
-            FOR UPDATE
-            "#,
-        )
-        .bind(ids)
-        .fetch_all(conn)
-        .await?;
+        let rows: Vec<InteractionRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(INTERACTIONS.load.as_str()))
+                .bind(ids)
+                .fetch_all(conn)
+                .await?;
         rows.into_iter()
             .map(
                 |(id, rep_id, customer_id, channel, occurred_at, duration_seconds, updated_at)| {
@@ -543,7 +548,7 @@ impl Table for Interaction {
         rows: &[&Self],
         replace: bool,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(sqlx::AssertSqlSafe(INTERACTIONS.get(replace)))
+        sqlx::query(sqlx::AssertSqlSafe(INTERACTIONS.write(replace)))
             .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
             .bind(
@@ -579,18 +584,10 @@ impl Table for Deal {
     }
 
     async fn load(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Self>, sqlx::Error> {
-        let rows: Vec<DealRow> = sqlx::query_as(
-            r#"
-            SELECT deal_id, rep_id, customer_id, currency, amount::text, stage, created_at,
-                   closed_at, source_updated_at
-            FROM deals WHERE deal_id = ANY($1)
-            ORDER BY deal_id
-            FOR UPDATE
-            "#,
-        )
-        .bind(ids)
-        .fetch_all(conn)
-        .await?;
+        let rows: Vec<DealRow> = sqlx::query_as(sqlx::AssertSqlSafe(DEALS.load.as_str()))
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
         rows.into_iter()
             .map(
                 |(
@@ -626,7 +623,7 @@ impl Table for Deal {
         rows: &[&Self],
         replace: bool,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(sqlx::AssertSqlSafe(DEALS.get(replace)))
+        sqlx::query(sqlx::AssertSqlSafe(DEALS.write(replace)))
             .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
             .bind(
@@ -667,18 +664,10 @@ impl Table for Feedback {
     }
 
     async fn load(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Self>, sqlx::Error> {
-        let rows: Vec<FeedbackRow> = sqlx::query_as(
-            r#"
-            SELECT feedback_id, rep_id, customer_id, kind, score, submitted_at, comment,
-                   source_updated_at
-            FROM feedback WHERE feedback_id = ANY($1)
-            ORDER BY feedback_id
-            FOR UPDATE
-            "#,
-        )
-        .bind(ids)
-        .fetch_all(conn)
-        .await?;
+        let rows: Vec<FeedbackRow> = sqlx::query_as(sqlx::AssertSqlSafe(FEEDBACK.load.as_str()))
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
         rows.into_iter()
             .map(
                 |(id, rep_id, customer_id, kind, score, submitted_at, comment, updated_at)| {
@@ -703,7 +692,7 @@ impl Table for Feedback {
         rows: &[&Self],
         replace: bool,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(sqlx::AssertSqlSafe(FEEDBACK.get(replace)))
+        sqlx::query(sqlx::AssertSqlSafe(FEEDBACK.write(replace)))
             .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
             .bind(
@@ -742,18 +731,10 @@ impl Table for CustomerRequest {
     }
 
     async fn load(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Self>, sqlx::Error> {
-        let rows: Vec<RequestRow> = sqlx::query_as(
-            r#"
-            SELECT request_id, rep_id, customer_id, opened_at, first_response_at, resolved_at,
-                   source_updated_at
-            FROM customer_requests WHERE request_id = ANY($1)
-            ORDER BY request_id
-            FOR UPDATE
-            "#,
-        )
-        .bind(ids)
-        .fetch_all(conn)
-        .await?;
+        let rows: Vec<RequestRow> = sqlx::query_as(sqlx::AssertSqlSafe(REQUESTS.load.as_str()))
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
         Ok(rows
             .into_iter()
             .map(
@@ -785,7 +766,7 @@ impl Table for CustomerRequest {
         rows: &[&Self],
         replace: bool,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(sqlx::AssertSqlSafe(REQUESTS.get(replace)))
+        sqlx::query(sqlx::AssertSqlSafe(REQUESTS.write(replace)))
             .bind(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.rep_id.as_str()).collect::<Vec<_>>())
             .bind(
@@ -800,5 +781,32 @@ impl Table for CustomerRequest {
             .execute(conn)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_column_list_gives_the_lookup_and_both_writes() {
+        assert_eq!(
+            DEALS.load,
+            "SELECT deal_id, rep_id, customer_id, currency, amount::text, stage, created_at, \
+             closed_at, source_updated_at FROM deals WHERE deal_id = ANY($1) ORDER BY deal_id \
+             FOR UPDATE"
+        );
+        assert!(
+            DEALS
+                .insert
+                .contains("unnest($5::text[])::numeric, unnest($6::smallint[])")
+        );
+        assert!(!DEALS.insert.contains("ON CONFLICT"));
+        assert!(DEALS.replace.starts_with(DEALS.insert.as_str()));
+        assert!(
+            DEALS
+                .replace
+                .contains("ON CONFLICT (deal_id) DO UPDATE SET rep_id = EXCLUDED.rep_id")
+        );
     }
 }
