@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 
 use crate::domain::{
     kpi::{METRICS, Metric},
-    rollup::{Deltas, Level},
+    rollup::{Deltas, LEVELS, Level},
 };
 
 /// Column of each metric, in `METRICS` order.
@@ -48,15 +48,34 @@ pub fn is_numeric(metric: Metric) -> bool {
 /// columns, not 22).
 const GROUPS: [std::ops::Range<usize>; 5] = [0..5, 5..9, 9..13, 13..18, 18..22];
 
-/// `INSERT … SELECT FROM UNNEST … ON CONFLICT DO UPDATE SET col = col + new`
-/// for the metric groups in `mask` (bit i: `GROUPS[i]`).
-fn upsert_sql(table: &str, mask: u8) -> String {
-    let metrics: Vec<usize> = GROUPS
+/// The metrics (indexes into `METRICS`) of the groups in `mask` (bit i:
+/// `GROUPS[i]`), in the order the statement names and binds them.
+fn masked(mask: u8) -> Vec<usize> {
+    GROUPS
         .iter()
         .enumerate()
         .filter(|(g, _)| mask & (1 << g) != 0)
         .flat_map(|(_, range)| range.clone())
-        .collect();
+        .collect()
+}
+
+/// The groups with any change in `rows`.
+fn mask_of(rows: &[&Row]) -> u8 {
+    rows.iter().fold(0, |mask, (_, sums)| {
+        GROUPS.iter().enumerate().fold(mask, |mask, (g, range)| {
+            if sums[range.clone()].iter().any(|v| *v != 0) {
+                mask | (1 << g)
+            } else {
+                mask
+            }
+        })
+    })
+}
+
+/// `INSERT … SELECT unnest(…) … ON CONFLICT DO UPDATE SET col = col + new`
+/// for the metrics of `mask`.
+fn upsert_sql(table: &str, mask: u8) -> String {
+    let metrics = masked(mask);
     let names: Vec<&str> = metrics.iter().map(|&i| COLUMNS[i]).collect();
     let names = names.join(", ");
     let params: Vec<String> = metrics
@@ -95,11 +114,20 @@ fn upsert_sql(table: &str, mask: u8) -> String {
     )
 }
 
-/// The statements for each mask, built once, per level: rows go straight
-/// to their level's partition (no routing through the parent).
-static UPSERTS: LazyLock<[Vec<String>; 3]> = LazyLock::new(|| {
-    ["kpi_rollups_hour", "kpi_rollups_day", "kpi_rollups_month"]
-        .map(|table| (0..32).map(|m| upsert_sql(table, m)).collect())
+/// The partition of each level.
+fn partition(level: Level) -> &'static str {
+    match level {
+        Level::Hour => "kpi_rollups_hour",
+        Level::Day => "kpi_rollups_day",
+        Level::Month => "kpi_rollups_month",
+    }
+}
+
+/// The statements for each mask, built once, per level in `LEVELS` order:
+/// rows go straight to their level's partition (no routing through the
+/// parent).
+static UPSERTS: LazyLock<[Vec<String>; LEVELS.len()]> = LazyLock::new(|| {
+    LEVELS.map(|level| (0..32).map(|m| upsert_sql(partition(level), m)).collect())
 });
 
 type Row = (
@@ -112,39 +140,24 @@ type Row = (
 /// then the day and month rows that concurrent batches share, so those are
 /// locked only for the last statements and the commit.
 pub async fn apply(conn: &mut PgConnection, deltas: Deltas) -> Result<(), sqlx::Error> {
-    let mut by_level: [Vec<Row>; 3] = Default::default();
-    for row in deltas.into_sorted() {
-        let i = match row.0.1 {
-            Level::Hour => 0,
-            Level::Day => 1,
-            Level::Month => 2,
-        };
-        by_level[i].push(row);
-    }
-    for (rows, statements) in by_level.iter().zip(UPSERTS.iter()) {
-        upsert(conn, statements, rows).await?;
+    let rows = deltas.into_sorted();
+    for (level, statements) in LEVELS.iter().zip(UPSERTS.iter()) {
+        let rows: Vec<&Row> = rows.iter().filter(|r| r.0.1 == *level).collect();
+        let mask = mask_of(&rows);
+        if let Some(sql) = statements.get(usize::from(mask)).filter(|_| mask != 0) {
+            upsert(conn, sql, mask, &rows).await?;
+        }
     }
     Ok(())
 }
 
 async fn upsert(
     conn: &mut PgConnection,
-    statements: &[String],
-    rows: &[Row],
+    sql: &str,
+    mask: u8,
+    rows: &[&Row],
 ) -> Result<(), sqlx::Error> {
-    let mask = rows.iter().fold(0u8, |mask, (_, sums)| {
-        GROUPS.iter().enumerate().fold(mask, |mask, (g, range)| {
-            if sums[range.clone()].iter().any(|v| *v != 0) {
-                mask | (1 << g)
-            } else {
-                mask
-            }
-        })
-    });
-    let Some(sql) = statements.get(usize::from(mask)).filter(|_| mask != 0) else {
-        return Ok(());
-    };
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(
             rows.iter()
                 .map(|((rep, _, _), _)| rep.as_str())
@@ -160,24 +173,19 @@ async fn upsert(
                 .map(|((_, _, bucket), _)| *bucket)
                 .collect::<Vec<_>>(),
         );
-    for (g, range) in GROUPS.iter().enumerate() {
-        if mask & (1 << g) == 0 {
-            continue;
-        }
-        for i in range.clone() {
-            if is_numeric(METRICS[i]) {
-                query = query.bind(
-                    rows.iter()
-                        .map(|(_, sums)| sums[i].to_string())
-                        .collect::<Vec<_>>(),
-                );
-            } else {
-                query = query.bind(
-                    rows.iter()
-                        .map(|(_, sums)| i64::try_from(sums[i]).unwrap_or(i64::MAX))
-                        .collect::<Vec<_>>(),
-                );
-            }
+    for i in masked(mask) {
+        if is_numeric(METRICS[i]) {
+            query = query.bind(
+                rows.iter()
+                    .map(|(_, sums)| sums[i].to_string())
+                    .collect::<Vec<_>>(),
+            );
+        } else {
+            query = query.bind(
+                rows.iter()
+                    .map(|(_, sums)| i64::try_from(sums[i]).unwrap_or(i64::MAX))
+                    .collect::<Vec<_>>(),
+            );
         }
     }
     query.execute(conn).await?;
