@@ -124,7 +124,7 @@ fn plan(from: DateTime<Utc>, to: DateTime<Utc>, level: Option<Level>, memo: &mut
                     + plan(x.min(from), x.max(from), next, memo).0
                     + plan(y.min(to), y.max(to), next, memo).0;
                 if cost < best.0 {
-                    best = (cost, Some((level, x, y)));
+                    best = (cost, Some((x, y)));
                 }
             }
         }
@@ -133,7 +133,7 @@ fn plan(from: DateTime<Utc>, to: DateTime<Utc>, level: Option<Level>, memo: &mut
     best
 }
 
-type Plan = (i64, Option<(Level, DateTime<Utc>, DateTime<Utc>)>);
+type Plan = (i64, Option<(DateTime<Utc>, DateTime<Utc>)>);
 type Memo = HashMap<(DateTime<Utc>, DateTime<Utc>, Level), Plan>;
 
 fn cover_at(
@@ -154,7 +154,7 @@ fn cover_at(
     let next = finer(level);
     match plan(from, to, Some(level), memo).1 {
         None => cover_at(from, to, next, sign, parts, memo),
-        Some((level, x, y)) => {
+        Some((x, y)) => {
             parts.push((Some(level), x, y, sign));
             // A filled-in end adds finer buckets; a rounded-out one
             // subtracts them.
