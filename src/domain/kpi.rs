@@ -583,6 +583,12 @@ fn mean_of_micros(
     }
 }
 
+/// Whether `evaluate(kpi, …)` reads `Tally::retention` (the customers
+/// active at the period start, the costliest part of a tally).
+pub fn needs_retention(kpi: Kpi) -> bool {
+    matches!(kpi, Kpi::RetentionRate | Kpi::ChurnRate)
+}
+
 /// Computes `kpi` from `tally`.
 pub fn evaluate(kpi: Kpi, t: &Tally) -> KpiValue {
     use Metric as M;

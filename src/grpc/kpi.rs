@@ -346,13 +346,9 @@ async fn queries_for(
     Ok(queries)
 }
 
-/// Drops the retention part of `queries` unless one of `kpis` needs it
-/// (it is the costliest part: customers converted since the beginning).
+/// Drops the retention part of `queries` unless one of `kpis` needs it.
 fn without_unneeded_retention(queries: &mut [TallyQuery], kpis: &[Kpi]) {
-    if !kpis
-        .iter()
-        .any(|k| matches!(k, Kpi::RetentionRate | Kpi::ChurnRate))
-    {
+    if !kpis.iter().any(|k| math::needs_retention(*k)) {
         for query in queries {
             query.retention = None;
         }
@@ -561,14 +557,15 @@ impl KpiService for KpiApi {
             .map(|rep| store::rep_query(rep, from, to))
             .collect();
         without_unneeded_retention(&mut queries, &[kpi]);
-        let tallies = store::tallies(&self.pool, &queries, Source::Rollups).await?;
-        let targets: HashMap<String, f64> =
+        let (tallies, targets) = tokio::try_join!(
+            store::tallies(&self.pool, &queries, Source::Rollups),
             targets_store::for_period(&self.pool, "rep", &members, period.start, period.end)
-                .await?
-                .into_iter()
-                .filter(|t| kpi_from_number(i32::from(t.kpi)) == Some(kpi))
-                .map(|t| (t.subject_id, t.value))
-                .collect();
+        )?;
+        let targets: HashMap<String, f64> = targets
+            .into_iter()
+            .filter(|t| kpi_from_number(i32::from(t.kpi)) == Some(kpi))
+            .map(|t| (t.subject_id, t.value))
+            .collect();
         let min_sample = req
             .min_sample
             .unwrap_or_else(|| math::default_min_sample(kpi));
@@ -770,7 +767,7 @@ impl TargetService for TargetApi {
         // Progress through the end of the as-of day (default: today, in
         // each target's zone), all tallies in one go.
         let mut plans = Vec::new();
-        for (row, subject) in &visible {
+        for (row, _) in &visible {
             let zone = period::parse_zone(&row.time_zone).unwrap_or(self.settings.default_zone);
             let full = Period {
                 start: row.start_date,
@@ -784,21 +781,19 @@ impl TargetService for TargetApi {
                 None => Utc::now(),
             };
             plans.push((
-                full,
+                kpi_from_number(i32::from(row.kpi)).unwrap_or(Kpi::Leads),
                 through,
                 day.clamp(full.start, full.end),
                 full.elapsed_fraction(at),
-                subject.clone(),
             ));
         }
         let mut queries = Vec::new();
         let mut slots = Vec::new();
-        for ((row, _), (_, through, _, _, subject)) in visible.iter().zip(&plans) {
+        for ((_, subject), (kpi, through, _, _)) in visible.iter().zip(&plans) {
             match through {
                 Some(p) => {
                     slots.push(Some(queries.len()));
-                    let kpi = kpi_from_number(i32::from(row.kpi)).unwrap_or(Kpi::Leads);
-                    queries.extend(queries_for(&self.pool, subject, &[*p], &[kpi]).await?);
+                    queries.extend(queries_for(&self.pool, subject, &[*p], &[*kpi]).await?);
                 }
                 None => slots.push(None),
             }
@@ -807,8 +802,8 @@ impl TargetService for TargetApi {
         let targets = visible
             .iter()
             .zip(plans.iter().zip(slots))
-            .map(|((row, _), ((_, _, as_of_day, elapsed, _), slot))| {
-                let kpi = kpi_from_number(i32::from(row.kpi)).unwrap_or(Kpi::Leads);
+            .map(|((row, _), ((kpi, _, as_of_day, elapsed), slot))| {
+                let kpi = *kpi;
                 let actual = match slot {
                     Some(i) => tallies.get(i).and_then(|t| math::evaluate(kpi, t).value),
                     None => math::evaluate(kpi, &Tally::default()).value,
