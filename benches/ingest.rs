@@ -15,7 +15,7 @@ use kpi_service::{
     demo,
     grpc::{
         convert::timestamp,
-        pb::{self, activity_record::Record, directory_service_client::DirectoryServiceClient},
+        pb::{self, activity_record::Record},
     },
 };
 use sqlx::{Connection, PgConnection};
@@ -23,13 +23,6 @@ use tonic::transport::Channel;
 
 const REPS: usize = 50;
 const BATCH: usize = 1000;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Row {
     id: String,
@@ -117,34 +110,14 @@ async fn copy_rows(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n = env_or("INGEST_ROWS", 1_000_000);
-    let streams = env_or("INGEST_STREAMS", 4);
-    let rounds = env_or("INGEST_ROUNDS", 3).max(1);
+    let n = common::env_or("INGEST_ROWS", 1_000_000);
+    let streams = common::env_or("INGEST_STREAMS", 4);
+    let rounds = common::env_or("INGEST_ROUNDS", 3).max(1);
     let cluster = common::Cluster::start("ingest").await?;
     let service = common::Service::start(&cluster)?;
     let channel = Channel::from_shared(service.endpoint())?.connect().await?;
     let key = service.admin_key()?;
-    let mut directory =
-        DirectoryServiceClient::with_interceptor(channel.clone(), demo::bearer(&key)?);
-    directory
-        .upsert_team(pb::UpsertTeamRequest {
-            team_id: "bench".into(),
-            display_name: "Bench".into(),
-            parent_team_id: String::new(),
-        })
-        .await?;
-    for r in 0..REPS {
-        directory
-            .upsert_rep(pb::UpsertRepRequest {
-                rep_id: format!("rep-{r:03}"),
-                display_name: format!("Rep {r}"),
-                email: String::new(),
-                active: None,
-                team_id: "bench".into(),
-                team_effective_time: None,
-            })
-            .await?;
-    }
+    common::organisation(channel.clone(), &key, 0, REPS).await?;
     let updated = Utc::now() - TimeDelta::days(1);
 
     let mut conn = PgConnection::connect(&cluster.url()).await?;

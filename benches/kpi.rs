@@ -16,10 +16,7 @@ use kpi_service::{
     domain::period::{Period, parse_date, parse_zone},
     grpc::{
         convert::timestamp,
-        pb::{
-            self, activity_record::Record, directory_service_client::DirectoryServiceClient,
-            kpi_service_client::KpiServiceClient,
-        },
+        pb::{self, activity_record::Record, kpi_service_client::KpiServiceClient},
     },
     store::kpi::{self as store, Source},
 };
@@ -28,13 +25,6 @@ use tonic::transport::Channel;
 
 const REPS: usize = 50;
 const PODS: usize = 5;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// SplitMix64: a well-mixed 64-bit hash of `i`.
 fn mix(i: u64) -> u64 {
@@ -329,43 +319,14 @@ fn report(label: &str, f: &Figures) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let small = env_or("KPI_BENCH_SMALL", 1_000_000);
-    let large = env_or("KPI_BENCH_LARGE", 10_000_000);
-    let calls = env_or("KPI_BENCH_CALLS", 200);
+    let small = common::env_or("KPI_BENCH_SMALL", 1_000_000);
+    let large = common::env_or("KPI_BENCH_LARGE", 10_000_000);
+    let calls = common::env_or("KPI_BENCH_CALLS", 200);
     let cluster = common::Cluster::start("kpi").await?;
     let service = common::Service::start(&cluster)?;
     let key = service.admin_key()?;
     let channel = Channel::from_shared(service.endpoint())?.connect().await?;
-    let mut directory =
-        DirectoryServiceClient::with_interceptor(channel.clone(), demo::bearer(&key)?);
-    directory
-        .upsert_team(pb::UpsertTeamRequest {
-            team_id: "bench".into(),
-            display_name: "Bench".into(),
-            parent_team_id: String::new(),
-        })
-        .await?;
-    for pod in 0..PODS {
-        directory
-            .upsert_team(pb::UpsertTeamRequest {
-                team_id: format!("pod-{pod}"),
-                display_name: format!("Pod {pod}"),
-                parent_team_id: "bench".into(),
-            })
-            .await?;
-    }
-    for r in 0..REPS {
-        directory
-            .upsert_rep(pb::UpsertRepRequest {
-                rep_id: format!("rep-{r:03}"),
-                display_name: format!("Rep {r}"),
-                email: String::new(),
-                active: None,
-                team_id: format!("pod-{}", r % PODS),
-                team_effective_time: None,
-            })
-            .await?;
-    }
+    common::organisation(channel.clone(), &key, PODS, REPS).await?;
     let kpi = KpiServiceClient::with_interceptor(channel.clone(), demo::bearer(&key)?);
     let pool = PgPoolOptions::new()
         .max_connections(2)

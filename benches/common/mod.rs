@@ -9,8 +9,61 @@ use std::{
     time::Duration,
 };
 
-use kpi_service::embedded_pg::EmbeddedPostgres;
+use kpi_service::{
+    demo,
+    embedded_pg::EmbeddedPostgres,
+    grpc::pb::{self, directory_service_client::DirectoryServiceClient},
+};
 use sqlx::{Connection, PgConnection};
+use tonic::transport::Channel;
+
+/// A numeric setting from the environment, or `default`.
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The bench organisation: team `bench`, with `pods` sub-teams `pod-N`
+/// (none: the reps are in `bench` itself) and `reps` reps `rep-NNN` spread
+/// over them.
+pub async fn organisation(
+    channel: Channel,
+    key: &str,
+    pods: usize,
+    reps: usize,
+) -> anyhow::Result<()> {
+    let mut directory = DirectoryServiceClient::with_interceptor(channel, demo::bearer(key)?);
+    let team = |team_id: String, parent_team_id: &str| pb::UpsertTeamRequest {
+        display_name: team_id.replace('-', " "),
+        team_id,
+        parent_team_id: parent_team_id.into(),
+    };
+    directory.upsert_team(team("bench".into(), "")).await?;
+    for pod in 0..pods {
+        directory
+            .upsert_team(team(format!("pod-{pod}"), "bench"))
+            .await?;
+    }
+    for r in 0..reps {
+        directory
+            .upsert_rep(pb::UpsertRepRequest {
+                rep_id: format!("rep-{r:03}"),
+                display_name: format!("Rep {r}"),
+                email: String::new(),
+                active: None,
+                team_id: if pods == 0 {
+                    "bench".into()
+                } else {
+                    format!("pod-{}", r % pods)
+                },
+                team_effective_time: None,
+            })
+            .await?;
+    }
+    Ok(())
+}
 
 pub struct Cluster {
     pub pg: EmbeddedPostgres,
