@@ -60,7 +60,14 @@ pub async fn tallies(
 ) -> Result<Vec<Tally>, Error> {
     let n = queries.len();
     // Slots 0..n: the queries' ranges; n..2n: cumulative ranges before each
-    // retention start (conversions - churns = active customers).
+    // retention start (conversions - churns = active customers), each from
+    // the previous retention start of the same reps when there is one.
+    // The raw source counts active customers from their own timestamps:
+    // an independent reference for this arithmetic.
+    let links = match source {
+        Source::Rollups => chain_retention(queries),
+        Source::Raw => Vec::new(),
+    };
     let mut ranges: Vec<(i32, Segment)> = Vec::new();
     let mut churn_checks: Vec<(i32, &RetentionQuery)> = Vec::new();
     for (i, query) in queries.iter().enumerate() {
@@ -68,16 +75,21 @@ pub async fn tallies(
         ranges.extend(query.segments.iter().map(|s| (slot, s.clone())));
         if let Some(retention) = &query.retention {
             let cumulative = i32::try_from(n + i).unwrap_or(i32::MAX);
-            ranges.extend(retention.reps.iter().map(|rep| {
-                (
-                    cumulative,
-                    Segment {
-                        rep: rep.clone(),
-                        from: epoch(),
-                        to: retention.start,
-                    },
-                )
-            }));
+            if let Some(link) = links
+                .get(i)
+                .filter(|l| l.reuse.is_none() && l.from < retention.start)
+            {
+                ranges.extend(retention.reps.iter().map(|rep| {
+                    (
+                        cumulative,
+                        Segment {
+                            rep: rep.clone(),
+                            from: link.from,
+                            to: retention.start,
+                        },
+                    )
+                }));
+            }
             churn_checks.push((slot, retention));
         }
     }
@@ -107,24 +119,115 @@ pub async fn tallies(
     }
 
     // Independent queries: run them at once, each on its own connection.
-    let (rollups, raws, churned) = tokio::try_join!(
+    let (rollups, raws, counted) = tokio::try_join!(
         rollup_sums(pool, &bucket_parts),
         raw_sums(pool, &raw_parts),
-        churned_of_active(pool, &churn_checks)
+        retention_counts(pool, &churn_checks, source)
     )?;
     let mut all = vec![Tally::default(); 2 * n];
     for (slot, sums) in rollups.into_iter().chain(raws) {
         add_row(&mut all, slot, &sums);
     }
+    let net = |tally: &Tally| tally.get(Metric::Conversions) - tally.get(Metric::Churns);
+    let mut active = vec![0i128; n];
+    for &i in &retention_order(queries) {
+        let slot = i32::try_from(i).unwrap_or(i32::MAX);
+        active[i] = match (links.get(i), counted.get(&slot)) {
+            (
+                _,
+                Some(Counts {
+                    active: Some(a), ..
+                }),
+            ) => *a,
+            (Some(link), _) => {
+                net(&all[n + i])
+                    + link.base.map_or(0, |j| active[j])
+                    + link.reuse.map_or(0, |q| net(&all[q]))
+            }
+            (None, _) => 0,
+        };
+    }
     let mut out: Vec<Tally> = all[..n].to_vec();
     for (slot, _) in &churn_checks {
         let i = usize::try_from(*slot).unwrap_or(0);
-        let cumulative = &all[n + i];
-        out[i].retention.active_at_start =
-            cumulative.get(Metric::Conversions) - cumulative.get(Metric::Churns);
-        out[i].retention.churned = churned.get(slot).copied().unwrap_or(0);
+        out[i].retention.active_at_start = active[i];
+        out[i].retention.churned = counted.get(slot).map_or(0, |c| c.churned);
     }
     Ok(out)
+}
+
+/// Where a retention query's count of active customers at its start
+/// comes from: conversions minus churns of its reps over [from, start),
+/// plus the count of query `base` (same reps, start `from`) if any; the
+/// range's own sums are those of query `reuse` when its segments are
+/// exactly these reps over [from, start) (the scorecard's previous period:
+/// nothing more to read).
+#[derive(Debug, Clone, PartialEq)]
+struct Link {
+    from: DateTime<Utc>,
+    base: Option<usize>,
+    reuse: Option<usize>,
+}
+
+/// The queries with retention, by start (a base comes before its users).
+fn retention_order(queries: &[TallyQuery]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..queries.len())
+        .filter(|&i| queries[i].retention.is_some())
+        .collect();
+    order.sort_by_key(|&i| queries[i].retention.as_ref().map(|r| r.start));
+    order
+}
+
+/// Chains each retention query to the latest earlier one of the same reps,
+/// so that a scorecard (period and previous period) or a series reads the
+/// months since the beginning once, not once per start.
+fn chain_retention(queries: &[TallyQuery]) -> Vec<Link> {
+    fn sorted(reps: &[String]) -> Vec<&str> {
+        let mut reps: Vec<&str> = reps.iter().map(String::as_str).collect();
+        reps.sort_unstable();
+        reps.dedup();
+        reps
+    }
+    let order = retention_order(queries);
+    let mut links = vec![
+        Link {
+            from: epoch(),
+            base: None,
+            reuse: None,
+        };
+        queries.len()
+    ];
+    for (k, &i) in order.iter().enumerate() {
+        let Some(retention) = &queries[i].retention else {
+            continue;
+        };
+        let reps = sorted(&retention.reps);
+        let base = order[..k].iter().rev().copied().find(|&j| {
+            queries[j]
+                .retention
+                .as_ref()
+                .is_some_and(|r| r.start <= retention.start && sorted(&r.reps) == reps)
+        });
+        let Some(from) = base.and_then(|j| queries[j].retention.as_ref().map(|r| r.start)) else {
+            continue;
+        };
+        let exactly = |query: &TallyQuery| {
+            let mut segments: Vec<&str> = Vec::with_capacity(query.segments.len());
+            for segment in &query.segments {
+                if segment.from != from || segment.to != retention.start {
+                    return false;
+                }
+                segments.push(&segment.rep);
+            }
+            segments.sort_unstable();
+            segments == reps
+        };
+        let reuse = (from < retention.start)
+            .then(|| queries.iter().position(exactly))
+            .flatten();
+        links[i] = Link { from, base, reuse };
+    }
+    links
 }
 
 fn add_row(all: &mut [Tally], slot: i32, sums: &[i128; METRICS.len()]) {
@@ -366,12 +469,41 @@ async fn raw_sums(pool: &PgPool, parts: &Parts) -> Result<Vec<SumsRow>, Error> {
     rows.iter().map(parse_sums).collect()
 }
 
-/// Per slot: customers converted before the retention start who churned in
-/// [start, end).
-async fn churned_of_active(
+/// Per slot of a retention query: the customers converted before its start
+/// who churned in [start, end), and (raw source only) the active customers
+/// at its start, counted from the customers' own timestamps.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    churned: i128,
+    active: Option<i128>,
+}
+
+/// With rollups, only the customers who churned in the period are read
+/// (an index range); the raw count reads every converted customer.
+static RETENTION_SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
+    let counts = [
+        "SELECT count(*) AS churned, NULL::bigint AS active FROM customers c \
+         WHERE c.rep_id = x.rep AND c.churned_at >= x.s AND c.churned_at < x.e \
+           AND c.converted_at < x.s",
+        "SELECT count(*) FILTER (WHERE c.churned_at >= x.s AND c.churned_at < x.e) AS churned, \
+                count(*) FILTER (WHERE c.churned_at IS NULL OR c.churned_at >= x.s) AS active \
+         FROM customers c WHERE c.rep_id = x.rep AND c.converted_at < x.s",
+    ];
+    counts.map(|counts| {
+        format!(
+            "SELECT x.slot, sum(n.churned)::bigint, sum(n.active)::bigint \
+             FROM UNNEST($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS x (slot, rep, s, e) \
+             CROSS JOIN LATERAL ({counts}) n \
+             GROUP BY x.slot"
+        )
+    })
+});
+
+async fn retention_counts(
     pool: &PgPool,
     checks: &[(i32, &RetentionQuery)],
-) -> Result<HashMap<i32, i128>, Error> {
+    source: Source,
+) -> Result<HashMap<i32, Counts>, Error> {
     let mut slots = Vec::new();
     let mut reps = Vec::new();
     let mut starts = Vec::new();
@@ -387,24 +519,27 @@ async fn churned_of_active(
     if slots.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(i32, i64)> = sqlx::query_as(
-        r#"
-        SELECT x.slot, sum(n.churned)::bigint
-        FROM UNNEST($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS x (slot, rep, s, e)
-        CROSS JOIN LATERAL (
-            SELECT count(*) AS churned FROM customers c
-            WHERE c.rep_id = x.rep AND c.churned_at >= x.s AND c.churned_at < x.e
-              AND c.converted_at < x.s) n
-        GROUP BY x.slot
-        "#,
-    )
-    .bind(&slots)
-    .bind(&reps)
-    .bind(&starts)
-    .bind(&ends)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|(s, c)| (s, i128::from(c))).collect())
+    let sql = match source {
+        Source::Rollups => &*RETENTION_SQL[0],
+        Source::Raw => &*RETENTION_SQL[1],
+    };
+    let rows: Vec<(i32, i64, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&slots)
+        .bind(&reps)
+        .bind(&starts)
+        .bind(&ends)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(slot, churned, active)| {
+            let counts = Counts {
+                churned: i128::from(churned),
+                active: active.map(i128::from),
+            };
+            (slot, counts)
+        })
+        .collect())
 }
 
 /// A team's current subtree and the membership history of every rep who
@@ -519,4 +654,75 @@ pub async fn rep_cards(
         .into_iter()
         .map(|(rep, name, team)| (rep, (name, team)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        DateTime::from_timestamp(i64::from(day) * 86_400, 0).unwrap_or_default()
+    }
+
+    fn reps(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn team(ids: &[&str], from: u32, to: u32) -> TallyQuery {
+        TallyQuery {
+            segments: ids
+                .iter()
+                .map(|rep| Segment {
+                    rep: (*rep).to_owned(),
+                    from: at(from),
+                    to: at(to),
+                })
+                .collect(),
+            retention: Some(RetentionQuery {
+                reps: reps(ids),
+                start: at(from),
+                end: at(to),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_scorecard_reads_the_months_before_the_previous_period_once() {
+        // Current period [90, 180), previous [0, 90): the current count is
+        // the previous one plus the previous period's own sums.
+        let queries = [team(&["b", "a"], 90, 180), team(&["a", "b"], 0, 90)];
+        let links = chain_retention(&queries);
+        assert_eq!(retention_order(&queries), vec![1, 0]);
+        assert_eq!(
+            links[1],
+            Link {
+                from: epoch(),
+                base: None,
+                reuse: None
+            }
+        );
+        assert_eq!(
+            links[0],
+            Link {
+                from: at(0),
+                base: Some(1),
+                reuse: Some(1)
+            }
+        );
+    }
+
+    #[test]
+    fn other_reps_or_other_ranges_are_not_chained_or_reused() {
+        // A rep joined at day 90: the previous period had other reps.
+        let queries = [team(&["a", "b", "c"], 90, 180), team(&["a", "b"], 0, 90)];
+        assert_eq!(chain_retention(&queries)[0].base, None);
+        // Same reps, but the earlier query ends before the later start:
+        // chained, the gap [60, 90) read, nothing reused.
+        let queries = [team(&["a"], 90, 180), team(&["a"], 0, 60)];
+        let link = &chain_retention(&queries)[0];
+        assert_eq!((link.from, link.base, link.reuse), (at(0), Some(1), None));
+        // A leaderboard: one rep per query, no two alike.
+        let queries = [team(&["a"], 0, 90), team(&["b"], 0, 90)];
+        assert!(chain_retention(&queries).iter().all(|l| l.base.is_none()));
+    }
 }

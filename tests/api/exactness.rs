@@ -135,6 +135,9 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
             let (s, e) = (s.parse().unwrap(), e.parse().unwrap());
             periods.push(Period::new(s, e, zone).unwrap());
         }
+        // Each with its previous period, as a scorecard asks (the rollup
+        // path then chains retention counts; the raw path never does).
+        let periods: Vec<Period> = periods.iter().flat_map(|p| [*p, p.previous()]).collect();
         let mut queries: Vec<TallyQuery> = Vec::new();
         for (is_team, id) in &subjects {
             if *is_team {
@@ -161,6 +164,11 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
         assert!(
             slow.iter().any(|t| t.sums.iter().any(|v| *v != 0)),
             "nothing counted in {zone}"
+        );
+        assert!(
+            slow.iter()
+                .any(|t| t.retention.active_at_start > 0 && t.retention.churned > 0),
+            "no retention counted in {zone}"
         );
         checked += queries.len();
     }
