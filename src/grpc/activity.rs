@@ -31,6 +31,7 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub struct ActivityApi {
     pool: PgPool,
     reporting_currency: String,
+    known_reps: std::sync::Arc<store::KnownReps>,
 }
 
 impl ActivityApi {
@@ -38,12 +39,13 @@ impl ActivityApi {
         Self {
             pool,
             reporting_currency,
+            known_reps: std::sync::Arc::default(),
         }
     }
 
     async fn record(&self, records: Vec<pb::ActivityRecord>) -> Result<Counts, Error> {
         let (batch, violations) = parse_batch(records, Utc::now(), &self.reporting_currency)?;
-        store::record_batch(&self.pool, batch, violations).await
+        store::record_batch(&self.pool, &self.known_reps, batch, violations).await
     }
 }
 

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 
 use crate::domain::{
     kpi::{METRICS, Metric},
-    rollup::{Deltas, LEVELS, Level},
+    rollup::{Deltas, Level},
 };
 
 /// Column of each metric, in `METRICS` order.
@@ -114,39 +114,26 @@ fn upsert_sql(table: &str, mask: u8) -> String {
     )
 }
 
-/// The partition of each level.
-fn partition(level: Level) -> &'static str {
-    match level {
-        Level::Hour => "kpi_rollups_hour",
-        Level::Day => "kpi_rollups_day",
-        Level::Month => "kpi_rollups_month",
-    }
-}
-
-/// The statements for each mask, built once, per level in `LEVELS` order:
-/// rows go straight to their level's partition (no routing through the
-/// parent).
-static UPSERTS: LazyLock<[Vec<String>; LEVELS.len()]> = LazyLock::new(|| {
-    LEVELS.map(|level| (0..32).map(|m| upsert_sql(partition(level), m)).collect())
-});
+/// The statement for each mask, built once.
+static UPSERTS: LazyLock<Vec<String>> =
+    LazyLock::new(|| (0..32).map(|m| upsert_sql("kpi_rollups", m)).collect());
 
 type Row = (
     (String, Level, chrono::DateTime<chrono::Utc>),
     [i128; METRICS.len()],
 );
 
-/// Adds `deltas` to the rollups, rows in key order (so concurrent batches
-/// lock them in the same order), one statement per level: hour rows first,
-/// then the day and month rows that concurrent batches share, so those are
-/// locked only for the last statements and the commit.
+/// Adds `deltas` to the rollups in one statement, rows in (level, rep,
+/// bucket) order: concurrent batches lock them in the same order, and the
+/// hour rows come first, so the day and month rows that concurrent batches
+/// share are locked only for the end of the statement and the commit.
 pub async fn apply(conn: &mut PgConnection, deltas: Deltas) -> Result<(), sqlx::Error> {
-    let rows = deltas.into_sorted();
-    for (level, statements) in LEVELS.iter().zip(UPSERTS.iter()) {
-        let rows: Vec<&Row> = rows.iter().filter(|r| r.0.1 == *level).collect();
-        let mask = mask_of(&rows);
-        if let Some(sql) = statements.get(usize::from(mask)).filter(|_| mask != 0) {
-            upsert(conn, sql, mask, &rows).await?;
-        }
+    let mut rows = deltas.into_sorted();
+    rows.sort_by_key(|((_, level, _), _)| *level); // stable: (rep, bucket) within a level
+    let rows: Vec<&Row> = rows.iter().collect();
+    let mask = mask_of(&rows);
+    if let Some(sql) = UPSERTS.get(usize::from(mask)).filter(|_| mask != 0) {
+        upsert(conn, sql, mask, &rows).await?;
     }
     Ok(())
 }

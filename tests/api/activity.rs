@@ -272,6 +272,21 @@ async fn a_batch_of_1000_with_three_bad_records_is_rejected_whole() {
 }
 
 #[tokio::test]
+async fn a_rep_created_after_a_rejected_batch_is_accepted() {
+    // The service remembers reps that exist, never ones that do not.
+    let app = app_with_anna().await;
+    let batch = vec![
+        call("i0001"),
+        rec(Record::Interaction(interaction("i0002", "bob", V1))),
+    ];
+    let status = app.record(batch.clone()).await.unwrap_err();
+    assert_invalid(&status, &["records[1].interaction.rep_id"]);
+    app.rep_in("bob", "t1").await;
+    assert_eq!(app.record(batch).await.unwrap(), counts(2, 0, 0, 0));
+    assert_eq!(stored_rows(&app).await, 2);
+}
+
+#[tokio::test]
 async fn a_stream_that_fails_at_batch_5_keeps_batches_1_to_4() {
     let app = app_with_anna().await;
     let mut batches: Vec<Vec<_>> = (0..6)
