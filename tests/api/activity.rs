@@ -272,6 +272,27 @@ async fn a_batch_of_1000_with_three_bad_records_is_rejected_whole() {
 }
 
 #[tokio::test]
+async fn stored_ids_are_found_wherever_they_sit_among_a_batchs_ids() {
+    // The lookup of stored versions is skipped when no stored id lies
+    // between a batch's least and greatest id: check both sides of that.
+    let app = app_with_anna().await;
+    let v2 = |id: &str| rec(Record::Interaction(interaction(id, "anna", V2)));
+    let stored = vec![call("i0005"), call("i0010")];
+    assert_eq!(app.record(stored).await.unwrap(), counts(2, 0, 0, 0));
+    // Beside the stored ids, and between them: all new.
+    let beside = vec![call("i0001"), call("i0004"), call("i0011")];
+    assert_eq!(app.record(beside).await.unwrap(), counts(3, 0, 0, 0));
+    let between = vec![call("i0006"), call("i0009")];
+    assert_eq!(app.record(between).await.unwrap(), counts(2, 0, 0, 0));
+    // Stored ids at either end of a batch, and only in the middle.
+    let ends = vec![v2("i0005"), call("i0007"), call("i0010")];
+    assert_eq!(app.record(ends).await.unwrap(), counts(1, 1, 1, 0));
+    let middle = vec![call("i0000"), v2("i0006"), call("i0012")];
+    assert_eq!(app.record(middle).await.unwrap(), counts(2, 1, 0, 0));
+    assert_eq!(app.count("interactions").await, 10);
+}
+
+#[tokio::test]
 async fn a_rep_created_after_a_rejected_batch_is_accepted() {
     // The service remembers reps that exist, never ones that do not.
     let app = app_with_anna().await;
