@@ -2,7 +2,7 @@
 //! the cover of any time range by the coarsest buckets that fit, with raw
 //! records only for what no bucket fits (sub-hour edges).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Datelike, DurationRound, Months, NaiveDate, TimeDelta, Utc};
 
@@ -172,44 +172,76 @@ fn cover_at(
     }
 }
 
-/// Rollup changes: rep -> (level, bucket) -> sums to add.
+/// Sums of every metric, in `METRICS` order.
+pub type Sums = [i128; METRICS.len()];
+
+/// One rollup change: (rep, level, bucket) and the sums to add.
+pub type DeltaRow = ((String, Level, DateTime<Utc>), Sums);
+
+/// Rollup changes, kept per rep and hour only: a record touches one
+/// entry, and the day and month changes are the sums of their hours.
 #[derive(Debug, Default)]
-#[allow(clippy::type_complexity)]
-pub struct Deltas(pub HashMap<String, HashMap<(Level, DateTime<Utc>), [i128; METRICS.len()]>>);
+pub struct Deltas(HashMap<String, BTreeMap<i64, Sums>>);
+
+const SECONDS_PER_HOUR: i64 = 3600;
 
 impl Deltas {
     /// Adds (`sign` 1) or removes (`sign` -1) a record's contributions.
     pub fn apply(&mut self, rep_id: &str, contributions: &[Contribution], sign: i128) {
-        let buckets = match self.0.get_mut(rep_id) {
-            Some(buckets) => buckets,
+        let hours = match self.0.get_mut(rep_id) {
+            Some(hours) => hours,
             None => self.0.entry(rep_id.to_owned()).or_default(),
         };
         for (at, metric, value) in contributions {
-            for level in LEVELS {
-                let sums = buckets
-                    .entry((level, floor(level, *at)))
-                    .or_insert([0; METRICS.len()]);
-                sums[*metric as usize] += sign * value;
-            }
+            let hour = at.timestamp().div_euclid(SECONDS_PER_HOUR);
+            let sums = hours.entry(hour).or_insert([0; METRICS.len()]);
+            sums[*metric as usize] += sign * value;
         }
     }
 
-    /// The changes that are not zero, sorted by key (the order rows are
-    /// locked in).
-    #[allow(clippy::type_complexity)]
-    pub fn into_sorted(self) -> Vec<((String, Level, DateTime<Utc>), [i128; METRICS.len()])> {
-        let mut rows: Vec<_> = self
-            .0
-            .into_iter()
-            .flat_map(|(rep, buckets)| {
-                buckets
-                    .into_iter()
-                    .map(move |((level, bucket), sums)| ((rep.clone(), level, bucket), sums))
-            })
-            .filter(|(_, sums)| sums.iter().any(|v| *v != 0))
-            .collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
+    /// The changes that are not zero, in (level, rep, bucket) order: the
+    /// order rows are locked in, hour rows first (see `store::rollup`).
+    pub fn into_rows(self) -> Vec<DeltaRow> {
+        let mut reps: Vec<(String, BTreeMap<i64, Sums>)> = self.0.into_iter().collect();
+        reps.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut rows = Vec::new();
+        for level in LEVELS {
+            for (rep, hours) in &reps {
+                // Hours in order: each day's or month's hours are adjacent.
+                let mut current: Option<(DateTime<Utc>, Sums)> = None;
+                for (hour, sums) in hours {
+                    let at = DateTime::from_timestamp(hour * SECONDS_PER_HOUR, 0)
+                        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+                    let bucket = floor(level, at);
+                    match &mut current {
+                        Some((b, total)) if *b == bucket => {
+                            total.iter_mut().zip(sums).for_each(|(t, v)| *t += v);
+                        }
+                        _ => {
+                            if let Some((b, total)) = current.replace((bucket, *sums)) {
+                                push_nonzero(&mut rows, rep, level, b, total);
+                            }
+                        }
+                    }
+                }
+                if let Some((b, total)) = current {
+                    push_nonzero(&mut rows, rep, level, b, total);
+                }
+            }
+        }
         rows
+    }
+}
+
+fn push_nonzero(
+    rows: &mut Vec<DeltaRow>,
+    rep: &str,
+    level: Level,
+    bucket: DateTime<Utc>,
+    sums: Sums,
+) {
+    if sums.iter().any(|v| *v != 0) {
+        rows.push(((rep.to_owned(), level, bucket), sums));
     }
 }
 
@@ -318,13 +350,52 @@ mod tests {
     }
 
     #[test]
+    fn deltas_come_out_by_level_rep_and_bucket_with_days_and_months_summed() {
+        use super::super::kpi::Metric;
+        let mut deltas = Deltas::default();
+        for (rep, at) in [
+            ("bob", "2026-01-31T23:10:00Z"),
+            ("anna", "2026-02-01T00:20:00Z"),
+            ("anna", "2026-01-31T23:59:59Z"),
+            ("anna", "2026-01-31T23:00:00Z"),
+            ("anna", "2026-01-31T22:30:00Z"),
+        ] {
+            deltas.apply(rep, &[(utc(at), Metric::Calls, 1)], 1);
+        }
+        let rows: Vec<(String, Level, String, i128)> = deltas
+            .into_rows()
+            .into_iter()
+            .map(|((rep, level, bucket), sums)| {
+                let bucket = bucket.format("%m-%dT%H").to_string();
+                (rep, level, bucket, sums[Metric::Calls as usize])
+            })
+            .collect();
+        let expected: Vec<(String, Level, String, i128)> = [
+            ("anna", Level::Hour, "01-31T22", 1),
+            ("anna", Level::Hour, "01-31T23", 2),
+            ("anna", Level::Hour, "02-01T00", 1),
+            ("bob", Level::Hour, "01-31T23", 1),
+            ("anna", Level::Day, "01-31T00", 3),
+            ("anna", Level::Day, "02-01T00", 1),
+            ("bob", Level::Day, "01-31T00", 1),
+            ("anna", Level::Month, "01-01T00", 3),
+            ("anna", Level::Month, "02-01T00", 1),
+            ("bob", Level::Month, "01-01T00", 1),
+        ]
+        .into_iter()
+        .map(|(r, l, b, n)| (r.to_owned(), l, b.to_owned(), n))
+        .collect();
+        assert_eq!(rows, expected);
+    }
+
+    #[test]
     fn a_record_adds_to_its_hour_day_and_month() {
         let mut deltas = Deltas::default();
         let at = utc("2026-02-03T04:05:06Z");
         deltas.apply("anna", &[(at, super::super::kpi::Metric::Calls, 1)], 1);
         deltas.apply("anna", &[(at, super::super::kpi::Metric::Calls, 1)], -1);
         assert!(
-            deltas.into_sorted().is_empty(),
+            deltas.into_rows().is_empty(),
             "an update to the same thing nets out"
         );
     }

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 
 use crate::domain::{
     kpi::{METRICS, Metric},
-    rollup::{Deltas, Level},
+    rollup::{DeltaRow, Deltas},
 };
 
 /// Column of each metric, in `METRICS` order.
@@ -118,18 +118,14 @@ fn upsert_sql(table: &str, mask: u8) -> String {
 static UPSERTS: LazyLock<Vec<String>> =
     LazyLock::new(|| (0..32).map(|m| upsert_sql("kpi_rollups", m)).collect());
 
-type Row = (
-    (String, Level, chrono::DateTime<chrono::Utc>),
-    [i128; METRICS.len()],
-);
+type Row = DeltaRow;
 
 /// Adds `deltas` to the rollups in one statement, rows in (level, rep,
 /// bucket) order: concurrent batches lock them in the same order, and the
 /// hour rows come first, so the day and month rows that concurrent batches
 /// share are locked only for the end of the statement and the commit.
 pub async fn apply(conn: &mut PgConnection, deltas: Deltas) -> Result<(), sqlx::Error> {
-    let mut rows = deltas.into_sorted();
-    rows.sort_by_key(|((_, level, _), _)| *level); // stable: (rep, bucket) within a level
+    let rows = deltas.into_rows();
     let rows: Vec<&Row> = rows.iter().collect();
     let mask = mask_of(&rows);
     if let Some(sql) = UPSERTS.get(usize::from(mask)).filter(|_| mask != 0) {
