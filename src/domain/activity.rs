@@ -318,12 +318,11 @@ pub fn classify<T: Versioned>(incoming: &T, stored: Option<&T>) -> Outcome {
 
 /// The records of one type in a batch, reduced to one version per id as if
 /// they had arrived one after another: the newest wins, repeats count as
-/// unchanged, older ones as stale. Returns the winners (sorted by id, the
-/// order rows are locked in), those counts, and the request indexes of
-/// records that conflict with another of the same id and `updated_at`.
-pub fn dedupe<T: Versioned>(mut records: Vec<(usize, T)>) -> (Vec<(usize, T)>, Counts, Vec<usize>) {
+/// unchanged, older ones as stale.
+pub fn dedupe<T: Versioned>(mut records: Vec<(usize, T)>) -> Deduped<T> {
     let mut counts = Counts::default();
     let mut conflicts = Vec::new();
+    let mut dropped = Vec::new();
     // Sorting by (id, request index) groups each id's records in arrival
     // order without hashing or copying ids.
     records.sort_by(|a, b| a.1.id().cmp(b.1.id()).then(a.0.cmp(&b.0)));
@@ -331,22 +330,50 @@ pub fn dedupe<T: Versioned>(mut records: Vec<(usize, T)>) -> (Vec<(usize, T)>, C
     for (index, record) in records {
         match winners.last_mut() {
             Some(current) if current.1.id() == record.id() => {
-                match classify(&record, Some(&current.1)) {
+                let loser = match classify(&record, Some(&current.1)) {
                     // (Insert cannot happen: there is a version to compare.)
                     Outcome::Update | Outcome::Insert => {
                         counts.stale += 1;
-                        *current = (index, record);
+                        std::mem::replace(current, (index, record))
                     }
-                    Outcome::Stale => counts.stale += 1,
-                    Outcome::Unchanged => counts.unchanged += 1,
-                    Outcome::Conflict => conflicts.push(index),
-                }
+                    Outcome::Stale => {
+                        counts.stale += 1;
+                        (index, record)
+                    }
+                    Outcome::Unchanged => {
+                        counts.unchanged += 1;
+                        (index, record)
+                    }
+                    Outcome::Conflict => {
+                        conflicts.push(index);
+                        (index, record)
+                    }
+                };
+                dropped.push((loser.0, loser.1.rep_id().to_owned()));
             }
             _ => winners.push((index, record)),
         }
     }
     conflicts.sort_unstable();
-    (winners, counts, conflicts)
+    Deduped {
+        winners,
+        counts,
+        conflicts,
+        dropped,
+    }
+}
+
+/// What `dedupe` makes of a batch's records of one type.
+pub struct Deduped<T> {
+    /// One version per id, sorted by id (the order rows are locked in).
+    pub winners: Vec<(usize, T)>,
+    pub counts: Counts,
+    /// Request indexes of records that conflict with another of the same
+    /// id and `updated_at`.
+    pub conflicts: Vec<usize>,
+    /// (request index, rep) of the records left out: their reps must
+    /// exist too.
+    pub dropped: Vec<(usize, String)>,
 }
 
 #[cfg(test)]
@@ -399,7 +426,12 @@ mod tests {
             (4, call("a", 5, 60)),
             (5, call("a", 5, 61)),
         ];
-        let (winners, counts, conflicts) = dedupe(records);
+        let Deduped {
+            winners,
+            counts,
+            conflicts,
+            ..
+        } = dedupe(records);
         let kept: Vec<_> = winners.iter().map(|(i, r)| (*i, r.id.as_str())).collect();
         assert_eq!(kept, [(1, "a"), (2, "b")]);
         assert_eq!(

@@ -10,6 +10,11 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_EMAIL_CHARS: usize = 254;
 
 fn parse_id(raw: &str) -> Result<String, String> {
+    check_id(raw).map(|()| raw.to_owned())
+}
+
+/// The rules of every caller-chosen id (see `parse`), without copying it.
+pub fn check_id(raw: &str) -> Result<(), String> {
     if raw.is_empty() {
         return Err("must not be empty".into());
     }
@@ -25,7 +30,7 @@ fn parse_id(raw: &str) -> Result<String, String> {
     if raw.trim() != raw {
         return Err("must not start or end with whitespace".into());
     }
-    Ok(raw.to_owned())
+    Ok(())
 }
 
 macro_rules! id_type {

@@ -106,8 +106,46 @@ impl Tally {
     }
 }
 
-/// A record's contributions: (instant credited at, metric, amount).
+/// A record's contribution: (instant credited at, metric, amount).
 pub type Contribution = (DateTime<Utc>, Metric, i128);
+
+/// A record's contributions: at most four, kept inline (no allocation per
+/// record on the ingest path).
+#[derive(Debug, Clone, Copy)]
+pub struct Contributions {
+    items: [Contribution; 4],
+    len: usize,
+}
+
+impl Contributions {
+    pub fn of(items: &[Contribution]) -> Self {
+        let mut out = Self {
+            items: [(DateTime::<Utc>::MIN_UTC, Metric::Calls, 0); 4],
+            len: 0,
+        };
+        for item in items {
+            out.push(*item);
+        }
+        out
+    }
+
+    fn push(&mut self, item: Contribution) {
+        // Every record type has at most four (a customer's lead,
+        // converted lead, conversion and churn).
+        debug_assert!(self.len < self.items.len());
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = item;
+            self.len += 1;
+        }
+    }
+}
+
+impl std::ops::Deref for Contributions {
+    type Target = [Contribution];
+    fn deref(&self) -> &[Contribution] {
+        &self.items[..self.len]
+    }
+}
 
 fn micros(from: DateTime<Utc>, to: DateTime<Utc>) -> i128 {
     i128::from((to - from).num_microseconds().unwrap_or(i64::MAX))
@@ -117,7 +155,7 @@ pub fn amount_nanos(amount: Amount) -> i128 {
     i128::from(amount.units()) * 1_000_000_000 + i128::from(amount.nanos())
 }
 
-pub fn interaction_contributions(r: &Interaction) -> Vec<Contribution> {
+pub fn interaction_contributions(r: &Interaction) -> Contributions {
     let metric = match r.channel {
         Channel::Call => Metric::Calls,
         Channel::Email => Metric::Emails,
@@ -125,11 +163,11 @@ pub fn interaction_contributions(r: &Interaction) -> Vec<Contribution> {
         Channel::Message => Metric::Messages,
         Channel::Demo => Metric::Demos,
     };
-    vec![(r.occurred_at, metric, 1)]
+    Contributions::of(&[(r.occurred_at, metric, 1)])
 }
 
-pub fn customer_contributions(r: &Customer) -> Vec<Contribution> {
-    let mut out = vec![(r.lead_at, Metric::Leads, 1)];
+pub fn customer_contributions(r: &Customer) -> Contributions {
+    let mut out = Contributions::of(&[(r.lead_at, Metric::Leads, 1)]);
     if let Some(converted) = r.converted_at {
         out.push((r.lead_at, Metric::LeadsConverted, 1));
         out.push((converted, Metric::Conversions, 1));
@@ -140,23 +178,23 @@ pub fn customer_contributions(r: &Customer) -> Vec<Contribution> {
     out
 }
 
-pub fn deal_contributions(r: &Deal) -> Vec<Contribution> {
+pub fn deal_contributions(r: &Deal) -> Contributions {
     match (r.stage, r.closed_at) {
-        (DealStage::Won, Some(closed)) => vec![
+        (DealStage::Won, Some(closed)) => Contributions::of(&[
             (closed, Metric::DealsWon, 1),
             (closed, Metric::RevenueNanos, amount_nanos(r.amount)),
             (closed, Metric::CycleMicros, micros(r.created_at, closed)),
-        ],
-        (DealStage::Lost, Some(closed)) => vec![(closed, Metric::DealsLost, 1)],
-        _ => Vec::new(),
+        ]),
+        (DealStage::Lost, Some(closed)) => Contributions::of(&[(closed, Metric::DealsLost, 1)]),
+        _ => Contributions::of(&[]),
     }
 }
 
-pub fn feedback_contributions(r: &Feedback) -> Vec<Contribution> {
+pub fn feedback_contributions(r: &Feedback) -> Contributions {
     let at = r.submitted_at;
     match r.kind {
         FeedbackKind::Nps => {
-            let mut out = vec![(at, Metric::NpsResponses, 1)];
+            let mut out = Contributions::of(&[(at, Metric::NpsResponses, 1)]);
             if r.score >= 9 {
                 out.push((at, Metric::NpsPromoters, 1));
             } else if r.score <= 6 {
@@ -165,7 +203,7 @@ pub fn feedback_contributions(r: &Feedback) -> Vec<Contribution> {
             out
         }
         FeedbackKind::Csat => {
-            let mut out = vec![(at, Metric::CsatResponses, 1)];
+            let mut out = Contributions::of(&[(at, Metric::CsatResponses, 1)]);
             if r.score >= 4 {
                 out.push((at, Metric::CsatSatisfied, 1));
             }
@@ -174,9 +212,9 @@ pub fn feedback_contributions(r: &Feedback) -> Vec<Contribution> {
     }
 }
 
-pub fn request_contributions(r: &CustomerRequest) -> Vec<Contribution> {
+pub fn request_contributions(r: &CustomerRequest) -> Contributions {
     let at = r.opened_at;
-    let mut out = vec![(at, Metric::RequestsOpened, 1)];
+    let mut out = Contributions::of(&[(at, Metric::RequestsOpened, 1)]);
     if r.resolved_at.is_some() {
         out.push((at, Metric::RequestsResolved, 1));
     }

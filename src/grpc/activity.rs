@@ -18,7 +18,7 @@ use crate::{
             Amount, Batch, Channel, Counts, Customer, CustomerRequest, Deal, DealStage, Feedback,
             FeedbackKind, Interaction, MAX_BATCH_RECORDS, MAX_COMMENT_CHARS, MAX_FUTURE, to_micros,
         },
-        ids::RepId,
+        ids::check_id,
     },
     store::activity as store,
 };
@@ -224,11 +224,11 @@ impl RecordCheck<'_> {
         }
     }
 
-    fn id(&mut self, name: &str, raw: &str) -> Option<String> {
-        self.check(name, RepId::parse(raw).map(|id| id.as_str().to_owned()))
+    fn id(&mut self, name: &str, raw: String) -> Option<String> {
+        self.check(name, check_id(&raw).map(|()| raw))
     }
 
-    fn optional_id(&mut self, name: &str, raw: &str) -> Option<Option<String>> {
+    fn optional_id(&mut self, name: &str, raw: String) -> Option<Option<String>> {
         if raw.is_empty() {
             Some(None)
         } else {
@@ -290,8 +290,8 @@ impl RecordCheck<'_> {
     }
 
     fn customer(&mut self, r: pb::Customer) -> Option<Customer> {
-        let id = self.id("customer_id", &r.customer_id);
-        let rep_id = self.id("rep_id", &r.rep_id);
+        let id = self.id("customer_id", r.customer_id);
+        let rep_id = self.id("rep_id", r.rep_id);
         let lead_at = self.required_time("lead_at", r.lead_at.as_ref());
         let converted_at = self.optional_time("converted_at", r.converted_at.as_ref());
         let churned_at = self.optional_time("churned_at", r.churned_at.as_ref());
@@ -318,9 +318,9 @@ impl RecordCheck<'_> {
     }
 
     fn interaction(&mut self, r: pb::Interaction) -> Option<Interaction> {
-        let id = self.id("interaction_id", &r.interaction_id);
-        let rep_id = self.id("rep_id", &r.rep_id);
-        let customer_id = self.optional_id("customer_id", &r.customer_id);
+        let id = self.id("interaction_id", r.interaction_id);
+        let rep_id = self.id("rep_id", r.rep_id);
+        let customer_id = self.optional_id("customer_id", r.customer_id);
         let channel = self.check("channel",
             Channel::from_code(r.channel).ok_or_else(|| {
                 format!(
@@ -353,9 +353,9 @@ impl RecordCheck<'_> {
     }
 
     fn deal(&mut self, r: pb::Deal, reporting_currency: &str) -> Option<Deal> {
-        let id = self.id("deal_id", &r.deal_id);
-        let rep_id = self.id("rep_id", &r.rep_id);
-        let customer_id = self.optional_id("customer_id", &r.customer_id);
+        let id = self.id("deal_id", r.deal_id);
+        let rep_id = self.id("rep_id", r.rep_id);
+        let customer_id = self.optional_id("customer_id", r.customer_id);
         let (currency, amount) = match &r.amount {
             None => {
                 self.v.add(self.field("amount"), "is required");
@@ -414,9 +414,9 @@ impl RecordCheck<'_> {
     }
 
     fn feedback(&mut self, r: pb::Feedback) -> Option<Feedback> {
-        let id = self.id("feedback_id", &r.feedback_id);
-        let rep_id = self.id("rep_id", &r.rep_id);
-        let customer_id = self.optional_id("customer_id", &r.customer_id);
+        let id = self.id("feedback_id", r.feedback_id);
+        let rep_id = self.id("rep_id", r.rep_id);
+        let customer_id = self.optional_id("customer_id", r.customer_id);
         let kind = self.check(
             "kind",
             FeedbackKind::from_code(r.kind).ok_or_else(|| {
@@ -471,9 +471,9 @@ impl RecordCheck<'_> {
     }
 
     fn request(&mut self, r: pb::CustomerRequest) -> Option<CustomerRequest> {
-        let id = self.id("request_id", &r.request_id);
-        let rep_id = self.id("rep_id", &r.rep_id);
-        let customer_id = self.optional_id("customer_id", &r.customer_id);
+        let id = self.id("request_id", r.request_id);
+        let rep_id = self.id("rep_id", r.rep_id);
+        let customer_id = self.optional_id("customer_id", r.customer_id);
         let opened_at = self.required_time("opened_at", r.opened_at.as_ref());
         let first_response_at =
             self.optional_time("first_response_at", r.first_response_at.as_ref());

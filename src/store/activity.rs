@@ -29,7 +29,7 @@ use crate::{
             Amount, Batch, Channel, Counts, Customer, CustomerRequest, Deal, DealStage, Feedback,
             FeedbackKind, Interaction, Outcome, Versioned, classify, dedupe,
         },
-        kpi::{self, Contribution},
+        kpi::{self, Contributions},
         rollup::Deltas,
     },
 };
@@ -55,50 +55,75 @@ struct Plan {
     deals: Vec<(usize, Deal)>,
     feedback: Vec<(usize, Feedback)>,
     requests: Vec<(usize, CustomerRequest)>,
-    /// Every record's rep, to check they exist: (index, kind, rep_id).
-    reps: Vec<(usize, &'static str, String)>,
+    /// The records the reduction left out, by (index, kind, rep_id): their
+    /// reps must exist too.
+    dropped: Vec<(usize, &'static str, String)>,
     counts: Counts,
     violations: Vec<FieldViolation>,
 }
 
 fn reduce<T: Versioned>(
     records: Vec<(usize, T)>,
-    reps: &mut Vec<(usize, &'static str, String)>,
+    dropped: &mut Vec<(usize, &'static str, String)>,
     counts: &mut Counts,
     violations: &mut Vec<FieldViolation>,
 ) -> Vec<(usize, T)> {
-    reps.extend(
-        records
-            .iter()
-            .map(|(index, r)| (*index, T::KIND, r.rep_id().to_owned())),
-    );
-    let (winners, batch_counts, conflicts) = dedupe(records);
-    *counts += batch_counts;
-    violations.extend(conflicts.into_iter().map(|index| {
+    let deduped = dedupe(records);
+    *counts += deduped.counts;
+    violations.extend(deduped.conflicts.into_iter().map(|index| {
         FieldViolation::new(
             format!("records[{index}].{}.updated_at", T::KIND),
             "another record of this batch has the same id and updated_at but different content",
         )
     }));
-    winners
+    dropped.extend(
+        deduped
+            .dropped
+            .into_iter()
+            .map(|(index, rep)| (index, T::KIND, rep)),
+    );
+    deduped.winners
+}
+
+/// (index, kind, rep_id) of `records`.
+fn reps_of<T: Versioned>(
+    records: &[(usize, T)],
+) -> impl Iterator<Item = (usize, &'static str, &str)> {
+    records
+        .iter()
+        .map(|(index, r)| (*index, T::KIND, r.rep_id()))
 }
 
 impl Plan {
     fn new(batch: Batch, violations: Vec<FieldViolation>) -> Self {
-        let mut reps = Vec::with_capacity(batch.len());
+        let mut dropped = Vec::new();
         let mut counts = Counts::default();
         let mut violations = violations;
-        let (r, c, v) = (&mut reps, &mut counts, &mut violations);
+        let (d, c, v) = (&mut dropped, &mut counts, &mut violations);
         Self {
-            customers: reduce(batch.customers, r, c, v),
-            interactions: reduce(batch.interactions, r, c, v),
-            deals: reduce(batch.deals, r, c, v),
-            feedback: reduce(batch.feedback, r, c, v),
-            requests: reduce(batch.requests, r, c, v),
-            reps,
+            customers: reduce(batch.customers, d, c, v),
+            interactions: reduce(batch.interactions, d, c, v),
+            deals: reduce(batch.deals, d, c, v),
+            feedback: reduce(batch.feedback, d, c, v),
+            requests: reduce(batch.requests, d, c, v),
+            dropped,
             counts,
             violations,
         }
+    }
+
+    /// Every record's (index, kind, rep_id), the left-out ones included.
+    fn reps(&self) -> impl Iterator<Item = (usize, &'static str, &str)> {
+        reps_of(&self.customers)
+            .chain(reps_of(&self.interactions))
+            .chain(reps_of(&self.deals))
+            .chain(reps_of(&self.feedback))
+            .chain(reps_of(&self.requests))
+            .chain(
+                self.dropped
+                    .iter()
+                    .map(|(index, kind, rep)| (*index, *kind, rep.as_str())),
+            )
     }
 }
 
@@ -127,14 +152,6 @@ impl KnownReps {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         known.extend(reps);
-    }
-
-    fn contains(&self, rep: &str) -> bool {
-        let known = self
-            .0
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        known.contains(rep)
     }
 }
 
@@ -200,22 +217,26 @@ async fn apply(
     let mut tx = pool.begin_with(BEGIN_BATCH).await?;
     let mut violations = Vec::new();
 
-    let unknown = known_reps.unknown(plan.reps.iter().map(|(_, _, rep)| rep.as_str()));
+    let unknown = known_reps.unknown(plan.reps().map(|(_, _, rep)| rep));
     if !unknown.is_empty() {
-        let found: Vec<String> =
+        let found: HashSet<String> =
             sqlx::query_scalar("SELECT rep_id FROM reps WHERE rep_id = ANY($1)")
                 .bind(&unknown)
                 .fetch_all(&mut *tx)
-                .await?;
-        known_reps.learn(found.into_iter());
-    }
-    for (index, kind, rep) in &plan.reps {
-        if !known_reps.contains(rep) {
-            violations.push(FieldViolation::new(
-                format!("records[{index}].{kind}.rep_id"),
-                format!("rep '{rep}' does not exist"),
-            ));
+                .await?
+                .into_iter()
+                .collect();
+        if found.len() < unknown.len() {
+            for (index, kind, rep) in plan.reps() {
+                if unknown.binary_search(&rep).is_ok() && !found.contains(rep) {
+                    violations.push(FieldViolation::new(
+                        format!("records[{index}].{kind}.rep_id"),
+                        format!("rep '{rep}' does not exist"),
+                    ));
+                }
+            }
         }
+        known_reps.learn(found.into_iter());
     }
 
     let mut counts = Counts::default();
@@ -348,7 +369,7 @@ trait Table: Versioned + Sized {
         replace: bool,
     ) -> Result<(), sqlx::Error>;
     /// What the record adds to the KPI sums.
-    fn contributions(&self) -> Vec<Contribution>;
+    fn contributions(&self) -> Contributions;
 }
 
 /// The statements of one record table, from one list of its columns: the
@@ -514,7 +535,7 @@ type CustomerRow = (
 );
 
 impl Table for Customer {
-    fn contributions(&self) -> Vec<Contribution> {
+    fn contributions(&self) -> Contributions {
         kpi::customer_contributions(self)
     }
 
@@ -567,7 +588,7 @@ type InteractionRow = (
 );
 
 impl Table for Interaction {
-    fn contributions(&self) -> Vec<Contribution> {
+    fn contributions(&self) -> Contributions {
         kpi::interaction_contributions(self)
     }
 
@@ -631,7 +652,7 @@ type DealRow = (
 );
 
 impl Table for Deal {
-    fn contributions(&self) -> Vec<Contribution> {
+    fn contributions(&self) -> Contributions {
         kpi::deal_contributions(self)
     }
 
@@ -711,7 +732,7 @@ type FeedbackRow = (
 );
 
 impl Table for Feedback {
-    fn contributions(&self) -> Vec<Contribution> {
+    fn contributions(&self) -> Contributions {
         kpi::feedback_contributions(self)
     }
 
@@ -778,7 +799,7 @@ type RequestRow = (
 );
 
 impl Table for CustomerRequest {
-    fn contributions(&self) -> Vec<Contribution> {
+    fn contributions(&self) -> Contributions {
         kpi::request_contributions(self)
     }
 
