@@ -272,6 +272,20 @@ async fn a_batch_of_1000_with_three_bad_records_is_rejected_whole() {
 }
 
 #[tokio::test]
+async fn a_left_out_duplicate_with_an_unknown_rep_is_still_rejected() {
+    // The older of two versions in one batch is left out as stale, but its
+    // rep must exist like every other record's.
+    let app = app_with_anna().await;
+    let batch = vec![
+        rec(Record::Interaction(interaction("i0001", "anna", V2))),
+        rec(Record::Interaction(interaction("i0001", "ghost", V1))),
+    ];
+    let status = app.record(batch).await.unwrap_err();
+    assert_invalid(&status, &["records[1].interaction.rep_id"]);
+    assert_eq!(stored_rows(&app).await, 0);
+}
+
+#[tokio::test]
 async fn stored_ids_are_found_wherever_they_sit_among_a_batchs_ids() {
     // The lookup of stored versions is skipped when no stored id lies
     // between a batch's least and greatest id: check both sides of that.
