@@ -16,7 +16,7 @@ use crate::{
     domain::{
         directory::{ChangePoint, intervals_in, team_at},
         kpi::{METRICS, Metric, Tally},
-        rollup::{Part, cover, epoch},
+        rollup::{Part, Sums, cover, epoch},
     },
 };
 
@@ -131,20 +131,17 @@ pub async fn tallies(
     let net = |tally: &Tally| tally.get(Metric::Conversions) - tally.get(Metric::Churns);
     let mut active = vec![0i128; n];
     for &i in &retention_order(queries) {
-        let slot = i32::try_from(i).unwrap_or(i32::MAX);
-        active[i] = match (links.get(i), counted.get(&slot)) {
-            (
-                _,
-                Some(Counts {
-                    active: Some(a), ..
-                }),
-            ) => *a,
-            (Some(link), _) => {
+        active[i] = match (source, links.get(i)) {
+            (Source::Rollups, Some(link)) => {
                 net(&all[n + i])
                     + link.base.map_or(0, |j| active[j])
                     + link.reuse.map_or(0, |q| net(&all[q]))
             }
-            (None, _) => 0,
+            _ => i32::try_from(i)
+                .ok()
+                .and_then(|slot| counted.get(&slot))
+                .and_then(|c| c.active)
+                .unwrap_or(0),
         };
     }
     let mut out: Vec<Tally> = all[..n].to_vec();
@@ -189,6 +186,11 @@ fn chain_retention(queries: &[TallyQuery]) -> Vec<Link> {
         reps
     }
     let order = retention_order(queries);
+    // Each query's reps, sorted once (a series has a query per bucket).
+    let rep_sets: Vec<Vec<&str>> = queries
+        .iter()
+        .map(|q| q.retention.as_ref().map_or(Vec::new(), |r| sorted(&r.reps)))
+        .collect();
     let mut links = vec![
         Link {
             from: epoch(),
@@ -201,13 +203,13 @@ fn chain_retention(queries: &[TallyQuery]) -> Vec<Link> {
         let Some(retention) = &queries[i].retention else {
             continue;
         };
-        let reps = sorted(&retention.reps);
-        let base = order[..k].iter().rev().copied().find(|&j| {
-            queries[j]
-                .retention
-                .as_ref()
-                .is_some_and(|r| r.start <= retention.start && sorted(&r.reps) == reps)
-        });
+        let reps = &rep_sets[i];
+        // (`order` is by start: every earlier query starts no later.)
+        let base = order[..k]
+            .iter()
+            .rev()
+            .copied()
+            .find(|&j| rep_sets[j] == *reps);
         let Some(from) = base.and_then(|j| queries[j].retention.as_ref().map(|r| r.start)) else {
             continue;
         };
@@ -220,7 +222,7 @@ fn chain_retention(queries: &[TallyQuery]) -> Vec<Link> {
                 segments.push(&segment.rep);
             }
             segments.sort_unstable();
-            segments == reps
+            segments == *reps
         };
         let reuse = (from < retention.start)
             .then(|| queries.iter().position(exactly))
@@ -230,7 +232,7 @@ fn chain_retention(queries: &[TallyQuery]) -> Vec<Link> {
     links
 }
 
-fn add_row(all: &mut [Tally], slot: i32, sums: &[i128; METRICS.len()]) {
+fn add_row(all: &mut [Tally], slot: i32, sums: &Sums) {
     if let Some(tally) = usize::try_from(slot).ok().and_then(|i| all.get_mut(i)) {
         for (metric, value) in METRICS.iter().zip(sums) {
             tally.add(*metric, *value);
@@ -238,7 +240,7 @@ fn add_row(all: &mut [Tally], slot: i32, sums: &[i128; METRICS.len()]) {
     }
 }
 
-type SumsRow = (i32, [i128; METRICS.len()]);
+type SumsRow = (i32, Sums);
 
 /// Signed ranges to sum, each for a group of reps: (slot, level, from,
 /// to, sign) -> reps. Level 0 for raw ranges.
