@@ -226,9 +226,13 @@ async fn apply(
                 .await?
                 .into_iter()
                 .collect();
-        if found.len() < unknown.len() {
+        let missing: HashSet<&str> = unknown
+            .into_iter()
+            .filter(|rep| !found.contains(*rep))
+            .collect();
+        if !missing.is_empty() {
             for (index, kind, rep) in plan.reps() {
-                if unknown.binary_search(&rep).is_ok() && !found.contains(rep) {
+                if missing.contains(rep) {
                     violations.push(FieldViolation::new(
                         format!("records[{index}].{kind}.rep_id"),
                         format!("rep '{rep}' does not exist"),

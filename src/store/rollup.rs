@@ -60,7 +60,7 @@ fn masked(mask: u8) -> Vec<usize> {
 }
 
 /// The groups with any change in `rows`.
-fn mask_of(rows: &[&Row]) -> u8 {
+fn mask_of(rows: &[DeltaRow]) -> u8 {
     rows.iter().fold(0, |mask, (_, sums)| {
         GROUPS.iter().enumerate().fold(mask, |mask, (g, range)| {
             if sums[range.clone()].iter().any(|v| *v != 0) {
@@ -73,8 +73,9 @@ fn mask_of(rows: &[&Row]) -> u8 {
 }
 
 /// `INSERT … SELECT unnest(…) … ON CONFLICT DO UPDATE SET col = col + new`
-/// for the metrics of `mask`.
-fn upsert_sql(table: &str, mask: u8) -> String {
+/// for the metrics of `mask` (through the partitioned parent: one
+/// statement for every level).
+fn upsert_sql(mask: u8) -> String {
     let metrics = masked(mask);
     let names: Vec<&str> = metrics.iter().map(|&i| COLUMNS[i]).collect();
     let names = names.join(", ");
@@ -106,7 +107,7 @@ fn upsert_sql(table: &str, mask: u8) -> String {
         .map(|&i| format!("{c} = r.{c} + EXCLUDED.{c}", c = COLUMNS[i]))
         .collect();
     format!(
-        "INSERT INTO {table} AS r (rep_id, level, bucket, {names}) \
+        "INSERT INTO kpi_rollups AS r (rep_id, level, bucket, {names}) \
          SELECT unnest($1::text[]), unnest($2::smallint[]), unnest($3::timestamptz[]), {} \
          ON CONFLICT (rep_id, level, bucket) DO UPDATE SET {}",
         select.join(", "),
@@ -115,10 +116,7 @@ fn upsert_sql(table: &str, mask: u8) -> String {
 }
 
 /// The statement for each mask, built once.
-static UPSERTS: LazyLock<Vec<String>> =
-    LazyLock::new(|| (0..32).map(|m| upsert_sql("kpi_rollups", m)).collect());
-
-type Row = DeltaRow;
+static UPSERTS: LazyLock<Vec<String>> = LazyLock::new(|| (0..32).map(upsert_sql).collect());
 
 /// Adds `deltas` to the rollups in one statement, rows in (level, rep,
 /// bucket) order: concurrent batches lock them in the same order, and the
@@ -126,7 +124,6 @@ type Row = DeltaRow;
 /// share are locked only for the end of the statement and the commit.
 pub async fn apply(conn: &mut PgConnection, deltas: Deltas) -> Result<(), sqlx::Error> {
     let rows = deltas.into_rows();
-    let rows: Vec<&Row> = rows.iter().collect();
     let mask = mask_of(&rows);
     if let Some(sql) = UPSERTS.get(usize::from(mask)).filter(|_| mask != 0) {
         upsert(conn, sql, mask, &rows).await?;
@@ -138,7 +135,7 @@ async fn upsert(
     conn: &mut PgConnection,
     sql: &str,
     mask: u8,
-    rows: &[&Row],
+    rows: &[DeltaRow],
 ) -> Result<(), sqlx::Error> {
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(
@@ -184,11 +181,11 @@ mod tests {
         let covered: Vec<usize> = GROUPS.iter().flat_map(|g| g.clone()).collect();
         assert_eq!(covered, (0..METRICS.len()).collect::<Vec<_>>());
         assert!(
-            upsert_sql("kpi_rollups", 0b00001)
+            upsert_sql(0b00001)
                 .contains("(rep_id, level, bucket, calls, emails, meetings, messages, demos)")
         );
         assert!(
-            upsert_sql("kpi_rollups", 0b11111)
+            upsert_sql(0b11111)
                 .contains("response_micros = r.response_micros + EXCLUDED.response_micros")
         );
     }
