@@ -320,30 +320,50 @@ async fn membership(pool: &PgPool, team: &TeamId) -> Result<store::Membership, E
         })
 }
 
-/// Builds the tally queries of `subject` over each period (the team's
-/// membership is read once). Retention (customers active at each period
-/// start) is computed only if one of `kpis` needs it.
-async fn queries_for(
-    pool: &PgPool,
-    subject: &Subject,
-    periods: &[Period],
-    kpis: &[Kpi],
-) -> Result<Vec<TallyQuery>, Error> {
-    let mut queries: Vec<TallyQuery> = match subject {
-        Subject::Rep(rep) => periods
-            .iter()
-            .map(|p| store::rep_query(rep.as_str(), p.start_time(), p.end_time()))
-            .collect(),
-        Subject::Team(team) => {
-            let team = membership(pool, team).await?;
-            periods
-                .iter()
-                .map(|p| store::team_query(&team, p.start_time(), p.end_time()))
-                .collect()
+/// Builds tally queries, reading each team's membership once however many
+/// subjects and periods of one call name it (ListTargets: one per target).
+struct QueryBuilder<'p> {
+    pool: &'p PgPool,
+    teams: HashMap<TeamId, store::Membership>,
+}
+
+impl<'p> QueryBuilder<'p> {
+    fn new(pool: &'p PgPool) -> Self {
+        Self {
+            pool,
+            teams: HashMap::new(),
         }
-    };
-    without_unneeded_retention(&mut queries, kpis);
-    Ok(queries)
+    }
+
+    /// The tally queries of `subject` over each period. Retention
+    /// (customers active at each period start) is computed only if one of
+    /// `kpis` needs it.
+    async fn queries_for(
+        &mut self,
+        subject: &Subject,
+        periods: &[Period],
+        kpis: &[Kpi],
+    ) -> Result<Vec<TallyQuery>, Error> {
+        let mut queries: Vec<TallyQuery> = match subject {
+            Subject::Rep(rep) => periods
+                .iter()
+                .map(|p| store::rep_query(rep.as_str(), p.start_time(), p.end_time()))
+                .collect(),
+            Subject::Team(team) => {
+                use std::collections::hash_map::Entry;
+                let team = match self.teams.entry(team.clone()) {
+                    Entry::Occupied(known) => known.into_mut(),
+                    Entry::Vacant(new) => new.insert(membership(self.pool, team).await?),
+                };
+                periods
+                    .iter()
+                    .map(|p| store::team_query(team, p.start_time(), p.end_time()))
+                    .collect()
+            }
+        };
+        without_unneeded_retention(&mut queries, kpis);
+        Ok(queries)
+    }
 }
 
 /// Drops the retention part of `queries` unless one of `kpis` needs it.
@@ -412,7 +432,9 @@ impl KpiService for KpiApi {
         authorize_read(&self.pool, &caller, &subject).await?;
 
         let previous = period.previous();
-        let queries = queries_for(&self.pool, &subject, &[period, previous], &kpis).await?;
+        let queries = QueryBuilder::new(&self.pool)
+            .queries_for(&subject, &[period, previous], &kpis)
+            .await?;
         let subject_ids = [subject.id().to_owned()];
         let (tallies, targets) = tokio::try_join!(
             store::tallies(&self.pool, &queries, Source::Rollups),
@@ -495,7 +517,9 @@ impl KpiService for KpiApi {
             .into());
         }
         authorize_read(&self.pool, &caller, &subject).await?;
-        let queries = queries_for(&self.pool, &subject, &buckets, &[kpi]).await?;
+        let queries = QueryBuilder::new(&self.pool)
+            .queries_for(&subject, &buckets, &[kpi])
+            .await?;
         let tallies = store::tallies(&self.pool, &queries, Source::Rollups).await?;
         let currency = &self.settings.reporting_currency;
         let points = buckets
@@ -787,13 +811,14 @@ impl TargetService for TargetApi {
                 full.elapsed_fraction(at),
             ));
         }
+        let mut builder = QueryBuilder::new(&self.pool);
         let mut queries = Vec::new();
         let mut slots = Vec::new();
         for ((_, subject), (kpi, through, _, _)) in visible.iter().zip(&plans) {
             match through {
                 Some(p) => {
                     slots.push(Some(queries.len()));
-                    queries.extend(queries_for(&self.pool, subject, &[*p], &[*kpi]).await?);
+                    queries.extend(builder.queries_for(subject, &[*p], &[*kpi]).await?);
                 }
                 None => slots.push(None),
             }

@@ -698,6 +698,49 @@ async fn a_leaderboard_ranks_with_ties_and_lists_small_samples_after() {
 }
 
 #[tokio::test]
+async fn team_targets_listed_together_match_the_team_scorecard() {
+    // Several targets of one team (and one of another) in one list: each
+    // progress equals the team's own scorecard value for that KPI.
+    let (_app, mut kpi, mut targets) = sales_org().await;
+    let q2_target = |k: pb::Kpi, team: &str| pb::SetTargetRequest {
+        kpi: k as i32,
+        subject: team_subject(team),
+        start_date: "2026-04-01".into(),
+        end_date: "2026-06-30".into(),
+        time_zone: "UTC".into(),
+        value: 10.0,
+    };
+    for (k, team) in [
+        (pb::Kpi::Calls, "team-a"),
+        (pb::Kpi::DealsWon, "team-a"),
+        (pb::Kpi::Calls, "team-b"),
+    ] {
+        targets.set_target(q2_target(k, team)).await.unwrap();
+    }
+    let listed = targets
+        .list_targets(pb::ListTargetsRequest {
+            as_of: "2026-06-30".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .targets;
+    assert_eq!(listed.len(), 3);
+    let mut counted = 0.0;
+    for listed in listed {
+        let target = listed.target.unwrap();
+        let card = scorecard(&mut kpi, target.subject, q2()).await;
+        let expected = value(&card, pb::Kpi::try_from(target.kpi).unwrap())
+            .value
+            .unwrap();
+        assert_close(listed.progress.unwrap().actual, expected);
+        counted += expected;
+    }
+    assert!(counted > 0.0, "the teams have activity in Q2");
+}
+
+#[tokio::test]
 async fn targets_carry_attainment_and_pace() {
     let (_app, mut kpi, mut targets) = sales_org().await;
     let set = |k: pb::Kpi, subject: Option<pb::Subject>, value: f64| pb::SetTargetRequest {
