@@ -262,7 +262,7 @@ async fn measure_all(
         .ok_or_else(|| anyhow::anyhow!("no bench team"))?;
     let queries: Vec<_> = [q, q.previous()]
         .iter()
-        .map(|p| store::team_query(&team, p.start_time(), p.end_time()))
+        .map(|p| kpi_service::domain::tally::team_query(&team, p.start_time(), p.end_time()))
         .collect();
     // Each call takes seconds at 10M: a few suffice.
     let naive_calls = (calls / 40).max(5);

@@ -13,11 +13,12 @@ use crate::{
     config::{Cli, Command, KeysCommand, Settings},
     embedded_pg::{self, EmbeddedPostgres},
     grpc::auth::AuthLayer,
+    grpc::targets::TargetApi,
     grpc::{
         self,
         activity::{ActivityApi, MAX_MESSAGE_BYTES},
         directory::DirectoryApi,
-        kpi::{KpiApi, KpiSettings, TargetApi},
+        kpi::KpiApi,
         pb::{
             activity_service_server::ActivityServiceServer,
             directory_service_server::DirectoryServiceServer, kpi_service_server::KpiServiceServer,
@@ -25,6 +26,7 @@ use crate::{
         },
     },
     health::DatabaseHealth,
+    service::{KpiSettings, Services},
     store,
     telemetry::RpcTraceLayer,
 };
@@ -58,14 +60,20 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()> {
-    use crate::domain::access::Role;
+    use crate::domain::{access::Role, ids::TeamId};
+    let keys = crate::service::keys::Keys::new(pool.clone());
     match command {
         KeysCommand::Create { name, role, team } => {
             let role = Role::parse(&role).map_err(|e| anyhow!(e))?;
-            let key = store::keys::create(pool, &name, role, team.as_deref())
+            let team_id = team
+                .as_deref()
+                .map(TeamId::parse)
+                .transpose()
+                .map_err(|e| anyhow!("--team {e}"))?;
+            let key = keys
+                .create(&name, role, team_id.as_ref())
                 .await
                 .map_err(|e| anyhow!("{}", tonic::Status::from(e).message().to_owned()))?;
-            tracing::info!(target: "audit", key_id = %key.key_id, %role, method = "keys create", outcome = "Ok", "audit");
             eprintln!(
                 "created {role} key {} ({name}){}; it is shown once:",
                 key.key_id,
@@ -75,7 +83,7 @@ async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()>
             println!("{}", key.token);
         }
         KeysCommand::List => {
-            let keys = store::keys::list(pool).await.map_err(|e| anyhow!("{e}"))?;
+            let keys = keys.list().await.map_err(|e| anyhow!("{e}"))?;
             println!(
                 "{:<14} {:<7} {:<16} {:<20} {:<25} {:<25} REVOKED",
                 "KEY ID", "ROLE", "TEAM", "NAME", "CREATED", "LAST USED"
@@ -100,10 +108,7 @@ async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()>
             }
         }
         KeysCommand::Revoke { key_id } => {
-            store::keys::revoke(pool, &key_id)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
-            tracing::info!(target: "audit", key_id = %key_id, method = "keys revoke", outcome = "Ok", "audit");
+            keys.revoke(&key_id).await.map_err(|e| anyhow!("{e}"))?;
             eprintln!("revoked key {key_id}");
         }
     }
@@ -318,11 +323,14 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        let kpi_settings = KpiSettings {
-            default_zone: settings.time_zone,
-            fiscal_year_start_month: settings.fiscal_year_start_month,
-            reporting_currency: settings.reporting_currency.clone(),
-        };
+        let services = Services::new(
+            db.pool.clone(),
+            KpiSettings {
+                default_zone: settings.time_zone,
+                fiscal_year_start_month: settings.fiscal_year_start_month,
+                reporting_currency: settings.reporting_currency.clone(),
+            },
+        );
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let mut builder = Server::builder();
         if let Some(tls) = tls {
@@ -340,22 +348,19 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(DirectoryServiceServer::new(DirectoryApi::new(
-                db.pool.clone(),
+                services.clone(),
             )))
             .add_service(
-                ActivityServiceServer::new(ActivityApi::new(
-                    db.pool.clone(),
-                    settings.reporting_currency.clone(),
-                ))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                ActivityServiceServer::new(ActivityApi::new(services.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(KpiServiceServer::new(KpiApi::new(
-                db.pool.clone(),
-                kpi_settings.clone(),
+                services.clone(),
+                settings.time_zone,
             )))
             .add_service(TargetServiceServer::new(TargetApi::new(
-                db.pool.clone(),
-                kpi_settings,
+                services,
+                settings.time_zone,
             )))
             .serve_with_incoming_shutdown(incoming, async {
                 drain_rx.await.ok();

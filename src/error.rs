@@ -1,13 +1,19 @@
 //! The one error type at the service boundary. Each variant says which gRPC
 //! code it becomes; the mapping itself lives in `grpc::status`.
 
-use crate::domain::FieldViolation;
+use crate::domain::{FieldViolation, activity::RecordViolation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// INVALID_ARGUMENT, with one `BadRequest` listing every violation.
     #[error("invalid request: {} field violation(s)", .0.len())]
     InvalidArgument(Vec<FieldViolation>),
+
+    /// INVALID_ARGUMENT for the records of a batch: one `BadRequest` whose
+    /// field paths the transport builds from each record's index and kind
+    /// (`records[17].deal.closed_at`), in request order.
+    #[error("invalid batch: {} record violation(s)", .0.len())]
+    InvalidRecords(Vec<RecordViolation>),
 
     /// NOT_FOUND, with a `ResourceInfo` naming the resource.
     #[error("{kind} '{id}' not found")]

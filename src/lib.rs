@@ -18,6 +18,9 @@ pub mod error;
 pub mod grpc;
 /// gRPC health driven by the real database state.
 pub mod health;
+/// The use cases shared by every transport: caller + typed query in,
+/// domain values out; authorization, planning and ranking live here once.
+pub mod service;
 /// All SQL, grouped by aggregate; returns domain types.
 pub mod store;
 /// Logging setup and the per-RPC tracing layer.

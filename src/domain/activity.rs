@@ -244,8 +244,40 @@ versioned!(Deal, "deal");
 versioned!(Feedback, "feedback");
 versioned!(CustomerRequest, "customer_request");
 
+/// One problem with one field of one record of a batch: the record's
+/// index in the batch, its kind (`deal`), the field (`closed_at`,
+/// `amount.currency_code`) and what is wrong. A transport turns it into
+/// its own path (`records[17].deal.closed_at` in gRPC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordViolation {
+    pub index: usize,
+    /// `None`: the record holds no record of any kind.
+    pub kind: Option<&'static str>,
+    /// Empty: the record as a whole.
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl RecordViolation {
+    pub fn new(
+        index: usize,
+        kind: &'static str,
+        field: &'static str,
+        problem: impl Into<String>,
+    ) -> Self {
+        Self {
+            index,
+            kind: Some(kind),
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
 /// A validated batch, split by record type. Each record keeps its index in
-/// the request, to name it in errors.
+/// the request, to name it in errors. `invalid` holds the violations of the
+/// records that did not parse: the database checks still run on the others
+/// so that the caller hears of everything at once, but nothing is written.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub customers: Vec<(usize, Customer)>,
@@ -253,6 +285,7 @@ pub struct Batch {
     pub deals: Vec<(usize, Deal)>,
     pub feedback: Vec<(usize, Feedback)>,
     pub requests: Vec<(usize, CustomerRequest)>,
+    pub invalid: Vec<RecordViolation>,
 }
 
 impl Batch {
@@ -374,6 +407,89 @@ pub struct Deduped<T> {
     /// (request index, rep) of the records left out: their reps must
     /// exist too.
     pub dropped: Vec<(usize, String)>,
+}
+
+/// A batch reduced to one version per id, with what that reduction found.
+pub struct BatchPlan {
+    pub customers: Vec<(usize, Customer)>,
+    pub interactions: Vec<(usize, Interaction)>,
+    pub deals: Vec<(usize, Deal)>,
+    pub feedback: Vec<(usize, Feedback)>,
+    pub requests: Vec<(usize, CustomerRequest)>,
+    /// The records the reduction left out, by (index, kind, rep_id): their
+    /// reps must exist too.
+    pub dropped: Vec<(usize, &'static str, String)>,
+    /// What the reduction decided (repeats unchanged, older ones stale).
+    pub counts: Counts,
+    /// The batch's parse violations and the conflicts the reduction found.
+    pub violations: Vec<RecordViolation>,
+}
+
+fn reduce<T: Versioned>(
+    records: Vec<(usize, T)>,
+    dropped: &mut Vec<(usize, &'static str, String)>,
+    counts: &mut Counts,
+    violations: &mut Vec<RecordViolation>,
+) -> Vec<(usize, T)> {
+    let deduped = dedupe(records);
+    *counts += deduped.counts;
+    violations.extend(deduped.conflicts.into_iter().map(|index| {
+        RecordViolation::new(
+            index,
+            T::KIND,
+            "updated_at",
+            "another record of this batch has the same id and updated_at but different content",
+        )
+    }));
+    dropped.extend(
+        deduped
+            .dropped
+            .into_iter()
+            .map(|(index, rep)| (index, T::KIND, rep)),
+    );
+    deduped.winners
+}
+
+/// (index, kind, rep_id) of `records`.
+fn reps_of<T: Versioned>(
+    records: &[(usize, T)],
+) -> impl Iterator<Item = (usize, &'static str, &str)> {
+    records
+        .iter()
+        .map(|(index, r)| (*index, T::KIND, r.rep_id()))
+}
+
+impl BatchPlan {
+    pub fn new(batch: Batch) -> Self {
+        let mut dropped = Vec::new();
+        let mut counts = Counts::default();
+        let mut violations = batch.invalid;
+        let (d, c, v) = (&mut dropped, &mut counts, &mut violations);
+        Self {
+            customers: reduce(batch.customers, d, c, v),
+            interactions: reduce(batch.interactions, d, c, v),
+            deals: reduce(batch.deals, d, c, v),
+            feedback: reduce(batch.feedback, d, c, v),
+            requests: reduce(batch.requests, d, c, v),
+            dropped,
+            counts,
+            violations,
+        }
+    }
+
+    /// Every record's (index, kind, rep_id), the left-out ones included.
+    pub fn reps(&self) -> impl Iterator<Item = (usize, &'static str, &str)> {
+        reps_of(&self.customers)
+            .chain(reps_of(&self.interactions))
+            .chain(reps_of(&self.deals))
+            .chain(reps_of(&self.feedback))
+            .chain(reps_of(&self.requests))
+            .chain(
+                self.dropped
+                    .iter()
+                    .map(|(index, kind, rep)| (*index, *kind, rep.as_str())),
+            )
+    }
 }
 
 #[cfg(test)]

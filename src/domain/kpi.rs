@@ -247,6 +247,70 @@ pub enum Kpi {
     RequestResolutionRate,
 }
 
+/// A stored KPI code that this build does not know (a newer build wrote
+/// it, or the row was edited by hand).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown KPI code '{0}'")]
+pub struct UnknownKpiCode(pub String);
+
+impl Kpi {
+    /// Every KPI, in catalog order.
+    pub const ALL: [Kpi; 18] = [
+        Kpi::Leads,
+        Kpi::NewCustomers,
+        Kpi::ConversionRate,
+        Kpi::RetentionRate,
+        Kpi::ChurnRate,
+        Kpi::Nps,
+        Kpi::Csat,
+        Kpi::WinRate,
+        Kpi::Revenue,
+        Kpi::DealsWon,
+        Kpi::AverageDealSize,
+        Kpi::SalesCycleDays,
+        Kpi::Interactions,
+        Kpi::Calls,
+        Kpi::Emails,
+        Kpi::Meetings,
+        Kpi::FirstResponseMinutes,
+        Kpi::RequestResolutionRate,
+    ];
+
+    /// The KPI's stable code, as stored in the database (`targets.kpi`).
+    /// The service's own names, independent of the protobuf numbering.
+    pub fn code(self) -> &'static str {
+        match self {
+            Kpi::Leads => "leads",
+            Kpi::NewCustomers => "new_customers",
+            Kpi::ConversionRate => "conversion_rate",
+            Kpi::RetentionRate => "retention_rate",
+            Kpi::ChurnRate => "churn_rate",
+            Kpi::Nps => "nps",
+            Kpi::Csat => "csat",
+            Kpi::WinRate => "win_rate",
+            Kpi::Revenue => "revenue",
+            Kpi::DealsWon => "deals_won",
+            Kpi::AverageDealSize => "average_deal_size",
+            Kpi::SalesCycleDays => "sales_cycle_days",
+            Kpi::Interactions => "interactions",
+            Kpi::Calls => "calls",
+            Kpi::Emails => "emails",
+            Kpi::Meetings => "meetings",
+            Kpi::FirstResponseMinutes => "first_response_minutes",
+            Kpi::RequestResolutionRate => "request_resolution_rate",
+        }
+    }
+
+    /// The KPI of a stored code; an unknown code is an error, never a
+    /// default.
+    pub fn from_code(code: &str) -> Result<Kpi, UnknownKpiCode> {
+        Kpi::ALL
+            .into_iter()
+            .find(|k| k.code() == code)
+            .ok_or_else(|| UnknownKpiCode(code.to_owned()))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     Count,
@@ -451,8 +515,10 @@ pub const CATALOG: [Definition; 18] = [
     },
 ];
 
+/// The catalog entry of `kpi`. `CATALOG` lists the KPIs in the order of
+/// `Kpi::ALL` (a test checks it), so this is an index, never a fallback.
 pub fn definition(kpi: Kpi) -> &'static Definition {
-    CATALOG.iter().find(|d| d.kpi == kpi).unwrap_or(&CATALOG[0])
+    &CATALOG[kpi as usize]
 }
 
 /// A 95% interval.
@@ -828,6 +894,23 @@ pub fn competition_ranks(sorted_values: &[f64]) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_catalog_lists_every_kpi_in_order_and_codes_round_trip() {
+        for (i, kpi) in Kpi::ALL.into_iter().enumerate() {
+            assert_eq!(CATALOG[i].kpi, kpi);
+            assert_eq!(definition(kpi).kpi, kpi);
+            assert_eq!(Kpi::from_code(kpi.code()), Ok(kpi));
+        }
+        let codes: std::collections::HashSet<_> = Kpi::ALL.iter().map(|k| k.code()).collect();
+        assert_eq!(codes.len(), Kpi::ALL.len());
+    }
+
+    #[test]
+    fn an_unknown_stored_code_is_an_error_not_a_default() {
+        assert_eq!(Kpi::from_code("9"), Err(UnknownKpiCode("9".to_owned())));
+        assert!(Kpi::from_code("").is_err());
+    }
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-4

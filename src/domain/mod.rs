@@ -8,7 +8,10 @@ pub mod ids;
 pub mod kpi;
 pub mod paging;
 pub mod period;
+pub mod report;
 pub mod rollup;
+pub mod tally;
+pub mod target;
 
 /// One problem with one field of a request, named by its path in the request
 /// (`team.parent_team_id`, `records[17].deal.closed_at`).

@@ -65,6 +65,70 @@ impl PageToken {
     }
 }
 
+/// One page to fetch: at most `size` items after the key `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub size: u32,
+    pub after: Option<String>,
+}
+
+impl PageRequest {
+    /// Parses `page_size` and `page_token` of a list whose other fields are
+    /// described by `query`; both violations are reported together.
+    pub fn parse(size: i32, token: &str, query: &str) -> Result<Self, crate::Error> {
+        let mut v = crate::domain::Violations::new();
+        let size = v.check("page_size", page_size(size));
+        let token = v.check("page_token", PageToken::decode(token, query));
+        v.finish(|| {
+            Some(Self {
+                size: size?,
+                after: token?.map(|t| t.after),
+            })
+        })
+    }
+
+    /// How many rows to fetch: one more than the page, to know if there is
+    /// a next one.
+    pub fn fetch(&self) -> u32 {
+        self.size.saturating_add(1)
+    }
+}
+
+/// One page of a list and the token of the next (empty at the end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+}
+
+impl<T> Page<T> {
+    /// Cuts a fetch of `page.fetch()` rows down to one page and the token
+    /// for the next, if there is more.
+    pub fn cut(
+        mut rows: Vec<T>,
+        page: &PageRequest,
+        query: &str,
+        key: impl Fn(&T) -> String,
+    ) -> Self {
+        let size = page.size as usize;
+        if rows.len() <= size {
+            return Self {
+                items: rows,
+                next_page_token: String::new(),
+            };
+        }
+        rows.truncate(size);
+        let next_page_token = rows
+            .last()
+            .map(|last| PageToken::new(query, key(last)).encode())
+            .unwrap_or_default();
+        Self {
+            items: rows,
+            next_page_token,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

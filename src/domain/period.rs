@@ -11,12 +11,15 @@ use chrono_tz::Tz;
 /// Longest period accepted.
 pub const MAX_YEARS: u32 = 10;
 
+/// Whole local days `start..=end` in `zone`. The fields are private: the
+/// only way to get a `Period` is `Period::new` (or a method of one), so
+/// every period in the service was validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {
-    pub start: NaiveDate,
+    start: NaiveDate,
     /// Inclusive.
-    pub end: NaiveDate,
-    pub zone: Tz,
+    end: NaiveDate,
+    zone: Tz,
 }
 
 pub fn parse_date(raw: &str) -> Result<NaiveDate, String> {
@@ -55,6 +58,19 @@ impl Period {
             return Err(format!("a period may be at most {MAX_YEARS} years long"));
         }
         Ok(Self { start, end, zone })
+    }
+
+    pub fn start(&self) -> NaiveDate {
+        self.start
+    }
+
+    /// The last day, inclusive.
+    pub fn end(&self) -> NaiveDate {
+        self.end
+    }
+
+    pub fn zone(&self) -> Tz {
+        self.zone
     }
 
     pub fn start_time(&self) -> DateTime<Utc> {

@@ -1,9 +1,9 @@
-//! `kpi.v1.ActivityService`: batches of activity records, validated here
-//! (every violation with its path) and recorded by `store::activity`.
+//! `kpi.v1.ActivityService`: batches of activity records, parsed and
+//! validated here (every violation with its record and field), recorded by
+//! `service::ingest`.
 
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
-use sqlx::PgPool;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::{
@@ -13,14 +13,15 @@ use super::{
 use crate::{
     Error,
     domain::{
-        FieldViolation, Violations,
+        Violations,
         activity::{
             Amount, Batch, Channel, Counts, Customer, CustomerRequest, Deal, DealStage, Feedback,
-            FeedbackKind, Interaction, MAX_BATCH_RECORDS, MAX_COMMENT_CHARS, MAX_FUTURE, to_micros,
+            FeedbackKind, Interaction, MAX_BATCH_RECORDS, MAX_COMMENT_CHARS, MAX_FUTURE,
+            RecordViolation, to_micros,
         },
         ids::check_id,
     },
-    store::activity as store,
+    service::Services,
 };
 
 /// Largest request message the service decodes (a batch of 1000 records
@@ -29,23 +30,18 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ActivityApi {
-    pool: PgPool,
-    reporting_currency: String,
-    known_reps: std::sync::Arc<store::KnownReps>,
+    services: Services,
 }
 
 impl ActivityApi {
-    pub fn new(pool: PgPool, reporting_currency: String) -> Self {
-        Self {
-            pool,
-            reporting_currency,
-            known_reps: std::sync::Arc::default(),
-        }
+    pub fn new(services: Services) -> Self {
+        Self { services }
     }
 
     async fn record(&self, records: Vec<pb::ActivityRecord>) -> Result<Counts, Error> {
-        let (batch, violations) = parse_batch(records, Utc::now(), &self.reporting_currency)?;
-        store::record_batch(&self.pool, &self.known_reps, batch, violations).await
+        let ingest = &self.services.ingest;
+        let batch = parse_batch(records, Utc::now(), ingest.reporting_currency())?;
+        ingest.record(batch).await
     }
 }
 
@@ -127,15 +123,16 @@ impl ActivityService for ActivityApi {
 }
 
 /// Validates a batch against the rules that need no database; every
-/// violation is named by its path (`records[17].deal.closed_at`). Returns
-/// the valid records and the violations of the others, so the database
-/// checks can still run on the former and the caller hears of everything
-/// at once. Fails outright only when the batch has no records or too many.
+/// violation names its record (index and kind) and field. Returns the
+/// valid records and the violations of the others (`Batch::invalid`), so
+/// the database checks can still run on the former and the caller hears of
+/// everything at once. Fails outright only when the batch has no records
+/// or too many.
 pub fn parse_batch(
     records: Vec<pb::ActivityRecord>,
     now: DateTime<Utc>,
     reporting_currency: &str,
-) -> Result<(Batch, Vec<FieldViolation>), Error> {
+) -> Result<Batch, Error> {
     let mut v = Violations::new();
     if records.is_empty() {
         v.add("records", "must not be empty");
@@ -152,83 +149,91 @@ pub fn parse_batch(
         return Err(Error::InvalidArgument(v.into_vec()));
     }
     let mut batch = Batch::default();
+    let latest = now + MAX_FUTURE;
     for (index, record) in records.into_iter().enumerate() {
-        let mut c = RecordCheck {
-            v: &mut v,
-            path: format!("records[{index}]"),
-            latest: now + MAX_FUTURE,
+        let Some(record) = record.record else {
+            batch.invalid.push(RecordViolation {
+                index,
+                kind: None,
+                field: "",
+                problem: "must hold one record (customer, interaction, deal, feedback or customer_request)".to_owned(),
+            });
+            continue;
         };
-        match record.record {
-            None => c.v.add(
-                c.path.clone(),
-                "must hold one record (customer, interaction, deal, feedback or customer_request)",
-            ),
-            Some(Record::Customer(r)) => {
-                c.path.push_str(".customer");
+        let mut c = RecordCheck {
+            v: &mut batch.invalid,
+            index,
+            kind: "",
+            latest,
+        };
+        match record {
+            Record::Customer(r) => {
+                c.kind = "customer";
                 if let Some(r) = c.customer(r) {
                     batch.customers.push((index, r));
                 }
             }
-            Some(Record::Interaction(r)) => {
-                c.path.push_str(".interaction");
+            Record::Interaction(r) => {
+                c.kind = "interaction";
                 if let Some(r) = c.interaction(r) {
                     batch.interactions.push((index, r));
                 }
             }
-            Some(Record::Deal(r)) => {
-                c.path.push_str(".deal");
+            Record::Deal(r) => {
+                c.kind = "deal";
                 if let Some(r) = c.deal(r, reporting_currency) {
                     batch.deals.push((index, r));
                 }
             }
-            Some(Record::Feedback(r)) => {
-                c.path.push_str(".feedback");
+            Record::Feedback(r) => {
+                c.kind = "feedback";
                 if let Some(r) = c.feedback(r) {
                     batch.feedback.push((index, r));
                 }
             }
-            Some(Record::CustomerRequest(r)) => {
-                c.path.push_str(".customer_request");
+            Record::CustomerRequest(r) => {
+                c.kind = "customer_request";
                 if let Some(r) = c.request(r) {
                     batch.requests.push((index, r));
                 }
             }
         }
     }
-    Ok((batch, v.into_vec()))
+    Ok(batch)
 }
 
-/// Checks the fields of one record, recording violations under `path`.
+/// Checks the fields of one record, recording violations under its index
+/// and kind.
 struct RecordCheck<'a> {
-    v: &'a mut Violations,
-    path: String,
+    v: &'a mut Vec<RecordViolation>,
+    index: usize,
+    kind: &'static str,
     /// Timestamps after this are rejected.
     latest: DateTime<Utc>,
 }
 
 impl RecordCheck<'_> {
-    fn field(&self, name: &str) -> String {
-        format!("{}.{name}", self.path)
+    fn add(&mut self, field: &'static str, problem: impl Into<String>) {
+        self.v
+            .push(RecordViolation::new(self.index, self.kind, field, problem));
     }
 
-    /// Keeps a valid value; records the violation under `name` otherwise
-    /// (the path is only built for violations: this runs per field of
-    /// every record of every batch).
-    fn check<T>(&mut self, name: &str, parsed: Result<T, String>) -> Option<T> {
+    /// Keeps a valid value; records the violation under `field` otherwise.
+    fn check<T>(&mut self, field: &'static str, parsed: Result<T, String>) -> Option<T> {
         match parsed {
             Ok(value) => Some(value),
-            Err(description) => {
-                self.v.add(self.field(name), description);
+            Err(problem) => {
+                self.add(field, problem);
                 None
             }
         }
     }
 
-    fn id(&mut self, name: &str, raw: String) -> Option<String> {
+    fn id(&mut self, name: &'static str, raw: String) -> Option<String> {
         self.check(name, check_id(&raw).map(|()| raw))
     }
 
-    fn optional_id(&mut self, name: &str, raw: String) -> Option<Option<String>> {
+    fn optional_id(&mut self, name: &'static str, raw: String) -> Option<Option<String>> {
         if raw.is_empty() {
             Some(None)
         } else {
@@ -236,7 +241,7 @@ impl RecordCheck<'_> {
         }
     }
 
-    fn time(&mut self, name: &str, ts: &Timestamp) -> Option<DateTime<Utc>> {
+    fn time(&mut self, name: &'static str, ts: &Timestamp) -> Option<DateTime<Utc>> {
         let latest = self.latest;
         let parsed = instant(ts).map(to_micros).and_then(|at| {
             if at > latest {
@@ -250,11 +255,15 @@ impl RecordCheck<'_> {
         self.check(name, parsed)
     }
 
-    fn required_time(&mut self, name: &str, ts: Option<&Timestamp>) -> Option<DateTime<Utc>> {
+    fn required_time(
+        &mut self,
+        name: &'static str,
+        ts: Option<&Timestamp>,
+    ) -> Option<DateTime<Utc>> {
         match ts {
             Some(ts) => self.time(name, ts),
             None => {
-                self.v.add(self.field(name), "is required");
+                self.add(name, "is required");
                 None
             }
         }
@@ -262,7 +271,7 @@ impl RecordCheck<'_> {
 
     fn optional_time(
         &mut self,
-        name: &str,
+        name: &'static str,
         ts: Option<&Timestamp>,
     ) -> Option<Option<DateTime<Utc>>> {
         match ts {
@@ -274,7 +283,7 @@ impl RecordCheck<'_> {
     /// `later` must not be before `earlier` (both valid and present).
     fn not_before(
         &mut self,
-        later_name: &str,
+        later_name: &'static str,
         later: Option<Option<DateTime<Utc>>>,
         earlier_name: &str,
         earlier: Option<DateTime<Utc>>,
@@ -282,8 +291,8 @@ impl RecordCheck<'_> {
         if let (Some(Some(later)), Some(earlier)) = (later, earlier)
             && later < earlier
         {
-            self.v.add(
-                self.field(later_name),
+            self.add(
+                later_name,
                 format!("must not be before {earlier_name} ({later} < {earlier})"),
             );
         }
@@ -298,8 +307,8 @@ impl RecordCheck<'_> {
         let updated_at = self.required_time("updated_at", r.updated_at.as_ref());
         self.not_before("converted_at", converted_at, "lead_at", lead_at);
         match (churned_at, converted_at) {
-            (Some(Some(_)), Some(None)) => self.v.add(
-                self.field("churned_at"),
+            (Some(Some(_)), Some(None)) => self.add(
+                "churned_at",
                 "needs converted_at: only a customer can churn",
             ),
             (churned, Some(Some(converted))) => {
@@ -332,8 +341,8 @@ impl RecordCheck<'_> {
         let occurred_at = self.required_time("occurred_at", r.occurred_at.as_ref());
         let duration_seconds = match r.duration_seconds {
             Some(d) if d < 0 => {
-                self.v.add(
-                    self.field("duration_seconds"),
+                self.add(
+                    "duration_seconds",
                     format!("must not be negative (got {d})"),
                 );
                 None
@@ -358,15 +367,15 @@ impl RecordCheck<'_> {
         let customer_id = self.optional_id("customer_id", r.customer_id);
         let (currency, amount) = match &r.amount {
             None => {
-                self.v.add(self.field("amount"), "is required");
+                self.add("amount", "is required");
                 (None, None)
             }
             Some(money) => {
                 let currency = if money.currency_code == reporting_currency {
                     Some(money.currency_code.clone())
                 } else {
-                    self.v.add(
-                        self.field("amount.currency_code"),
+                    self.add(
+                        "amount.currency_code",
                         format!(
                             "must be the reporting currency {reporting_currency} (got '{}')",
                             money.currency_code
@@ -390,13 +399,12 @@ impl RecordCheck<'_> {
         let created_at = self.required_time("created_at", r.created_at.as_ref());
         let closed_at = self.optional_time("closed_at", r.closed_at.as_ref());
         match (stage, closed_at) {
-            (Some(DealStage::Open), Some(Some(_))) => self
-                .v
-                .add(self.field("closed_at"), "must be absent for an OPEN deal"),
-            (Some(DealStage::Won | DealStage::Lost), Some(None)) => self.v.add(
-                self.field("closed_at"),
-                "is required for a WON or LOST deal",
-            ),
+            (Some(DealStage::Open), Some(Some(_))) => {
+                self.add("closed_at", "must be absent for an OPEN deal")
+            }
+            (Some(DealStage::Won | DealStage::Lost), Some(None)) => {
+                self.add("closed_at", "is required for a WON or LOST deal")
+            }
             _ => self.not_before("closed_at", closed_at, "created_at", created_at),
         }
         let updated_at = self.required_time("updated_at", r.updated_at.as_ref());
@@ -449,8 +457,8 @@ impl RecordCheck<'_> {
         let submitted_at = self.required_time("submitted_at", r.submitted_at.as_ref());
         let chars = r.comment.chars().count();
         let comment = if chars > MAX_COMMENT_CHARS {
-            self.v.add(
-                self.field("comment"),
+            self.add(
+                "comment",
                 format!("must be at most {MAX_COMMENT_CHARS} characters (got {chars})"),
             );
             None

@@ -135,14 +135,3 @@ pub fn principal<T>(request: &Request<T>) -> Result<Principal, Error> {
         .cloned()
         .ok_or_else(|| Error::Unauthenticated("no API key".to_owned()))
 }
-
-/// PERMISSION_DENIED unless the caller may see `team_id`.
-pub fn require_team(principal: &Principal, team_id: &str) -> Result<(), Error> {
-    if principal.sees_team(team_id) {
-        Ok(())
-    } else {
-        Err(Error::PermissionDenied(format!(
-            "this key may not see team '{team_id}'"
-        )))
-    }
-}

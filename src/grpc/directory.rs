@@ -1,61 +1,34 @@
-//! `kpi.v1.DirectoryService`: teams, reps and their membership history.
+//! `kpi.v1.DirectoryService`: parse -> `service::directory` -> convert.
 
-use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::{principal, require_team},
+    auth::principal,
     convert::{rep_id, team_id},
     pb::{self, directory_service_server::DirectoryService},
 };
 use crate::{
     Error,
     domain::{
-        Violations,
         directory::{RepUpsert, TeamUpsert},
         ids::TeamId,
-        paging::{PageToken, page_size},
+        paging::PageRequest,
     },
-    store::directory::{self as store, RepFilter},
+    service::{
+        Services,
+        directory::{RepList, TeamList},
+    },
 };
 
 #[derive(Debug, Clone)]
 pub struct DirectoryApi {
-    pool: PgPool,
+    services: Services,
 }
 
 impl DirectoryApi {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(services: Services) -> Self {
+        Self { services }
     }
-}
-
-/// Parses `page_size` and `page_token` for a query described by `query`.
-fn page(size: i32, token: &str, query: &str) -> Result<(u32, Option<String>), Error> {
-    let mut v = Violations::new();
-    let size = v.check("page_size", page_size(size));
-    let token = v.check("page_token", PageToken::decode(token, query));
-    v.finish(|| Some((size?, token?.map(|t| t.after))))
-}
-
-/// Cuts a fetch of `size + 1` rows down to one page and the token for the
-/// next, if there is more.
-fn paginate<T>(
-    mut rows: Vec<T>,
-    size: u32,
-    query: &str,
-    key: impl Fn(&T) -> String,
-) -> (Vec<T>, String) {
-    let size = size as usize;
-    if rows.len() <= size {
-        return (rows, String::new());
-    }
-    rows.truncate(size);
-    let next = rows
-        .last()
-        .map(|last| PageToken::new(query, key(last)).encode())
-        .unwrap_or_default();
-    (rows, next)
 }
 
 fn optional_team(field: &str, raw: &str) -> Result<Option<TeamId>, Error> {
@@ -73,7 +46,7 @@ impl DirectoryService for DirectoryApi {
         request: Request<pb::UpsertTeamRequest>,
     ) -> Result<Response<pb::UpsertTeamResponse>, Status> {
         let upsert = TeamUpsert::try_from(request.into_inner())?;
-        let team = store::upsert_team(&self.pool, &upsert).await?;
+        let team = self.services.directory.upsert_team(&upsert).await?;
         Ok(Response::new(pb::UpsertTeamResponse {
             team: Some(team.into()),
         }))
@@ -85,13 +58,7 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::GetTeamResponse>, Status> {
         let caller = principal(&request)?;
         let id = team_id("team_id", &request.into_inner().team_id)?;
-        require_team(&caller, id.as_str())?;
-        let team = store::get_team(&self.pool, id.as_str())
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                kind: "team",
-                id: id.to_string(),
-            })?;
+        let team = self.services.directory.get_team(&caller, &id).await?;
         Ok(Response::new(pb::GetTeamResponse {
             team: Some(team.into()),
         }))
@@ -103,28 +70,18 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::ListTeamsResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
-        let parent = optional_team("parent_team_id", &req.parent_team_id)?;
-        if let Some(parent) = &parent {
-            require_team(&caller, parent.as_str())?;
-        }
-        let query = format!("teams|parent={}", req.parent_team_id);
-        let (size, after) = page(req.page_size, &req.page_token, &query)?;
-        let visible = caller
-            .scope
-            .as_ref()
-            .map(|teams| teams.iter().cloned().collect());
-        let rows = store::list_teams(
-            &self.pool,
-            parent.as_ref(),
-            visible,
-            after.as_deref(),
-            size + 1,
-        )
-        .await?;
-        let (teams, next_page_token) = paginate(rows, size, &query, |t| t.id.clone());
+        let list = TeamList {
+            parent: optional_team("parent_team_id", &req.parent_team_id)?,
+        };
+        let page = PageRequest::parse(req.page_size, &req.page_token, &list.paging_key())?;
+        let page = self
+            .services
+            .directory
+            .list_teams(&caller, &list, &page)
+            .await?;
         Ok(Response::new(pb::ListTeamsResponse {
-            teams: teams.into_iter().map(Into::into).collect(),
-            next_page_token,
+            teams: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -133,7 +90,7 @@ impl DirectoryService for DirectoryApi {
         request: Request<pb::UpsertRepRequest>,
     ) -> Result<Response<pb::UpsertRepResponse>, Status> {
         let upsert = RepUpsert::try_from(request.into_inner())?;
-        let rep = store::upsert_rep(&self.pool, &upsert).await?;
+        let rep = self.services.directory.upsert_rep(&upsert).await?;
         Ok(Response::new(pb::UpsertRepResponse {
             rep: Some(rep.into()),
         }))
@@ -145,21 +102,7 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::GetRepResponse>, Status> {
         let caller = principal(&request)?;
         let id = rep_id("rep_id", &request.into_inner().rep_id)?;
-        let rep = store::get_rep(&self.pool, id.as_str()).await?;
-        // A scoped key gets the same answer for a rep outside its teams and
-        // for one that does not exist: nothing leaks.
-        if caller.scope.is_some()
-            && !rep
-                .as_ref()
-                .and_then(|r| r.team.as_deref())
-                .is_some_and(|team| caller.sees_team(team))
-        {
-            return Err(Error::PermissionDenied(format!("this key may not see rep '{id}'")).into());
-        }
-        let rep = rep.ok_or_else(|| Error::NotFound {
-            kind: "rep",
-            id: id.to_string(),
-        })?;
+        let rep = self.services.directory.get_rep(&caller, &id).await?;
         Ok(Response::new(pb::GetRepResponse {
             rep: Some(rep.into()),
         }))
@@ -171,24 +114,19 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::ListRepsResponse>, Status> {
         let caller = principal(&request)?;
         let req = request.into_inner();
-        let filter = RepFilter {
+        let list = RepList {
             team: optional_team("team_id", &req.team_id)?,
             include_sub_teams: req.include_sub_teams,
-            visible: caller
-                .scope
-                .as_ref()
-                .map(|teams| teams.iter().cloned().collect()),
         };
-        if let Some(team) = &filter.team {
-            require_team(&caller, team.as_str())?;
-        }
-        let query = format!("reps|team={}|sub={}", req.team_id, req.include_sub_teams);
-        let (size, after) = page(req.page_size, &req.page_token, &query)?;
-        let rows = store::list_reps(&self.pool, &filter, after.as_deref(), size + 1).await?;
-        let (reps, next_page_token) = paginate(rows, size, &query, |r| r.id.clone());
+        let page = PageRequest::parse(req.page_size, &req.page_token, &list.paging_key())?;
+        let page = self
+            .services
+            .directory
+            .list_reps(&caller, &list, &page)
+            .await?;
         Ok(Response::new(pb::ListRepsResponse {
-            reps: reps.into_iter().map(Into::into).collect(),
-            next_page_token,
+            reps: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 }

@@ -1,88 +1,47 @@
-//! `kpi.v1.KpiService` and `kpi.v1.TargetService`.
+//! `kpi.v1.KpiService`: parse the request into a typed query, call the use
+//! case in `service/`, convert the answer. Also the proto <-> domain
+//! conversions of KPI values, periods and subjects that `targets` shares.
 
-use std::collections::HashMap;
-
-use chrono::{NaiveDate, Utc};
 use chrono_tz::Tz;
-use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::{principal, require_team},
+    auth::principal,
     convert::timestamp,
-    pb::{self, kpi_service_server::KpiService, target_service_server::TargetService},
+    pb::{self, kpi_service_server::KpiService},
 };
 use crate::{
-    Error,
-    access::Principal,
     domain::{
         Violations,
         ids::{RepId, TeamId},
-        kpi::{self as math, CATALOG, Direction, Kpi, KpiValue, Shape, Tally, Unit},
+        kpi::{self as math, CATALOG, Direction, Kpi, KpiValue, Progress, Unit},
         period::{self, Granularity, Period},
+        report::{LeaderboardEntry, ScorecardEntry},
+        target::{Subject, Target, TargetProgress},
     },
-    store::{
-        directory as directory_store,
-        kpi::{self as store, Source, TallyQuery},
-        targets::{self as targets_store, TargetRow},
+    service::{
+        Services,
+        leaderboard::LeaderboardQuery,
+        scorecard::{ScorecardQuery, SeriesQuery},
     },
 };
 
-/// Settings the KPI services need.
-#[derive(Debug, Clone)]
-pub struct KpiSettings {
-    pub default_zone: Tz,
-    pub fiscal_year_start_month: u32,
-    pub reporting_currency: String,
-}
-
 #[derive(Debug, Clone)]
 pub struct KpiApi {
-    pool: PgPool,
-    settings: KpiSettings,
+    services: Services,
+    default_zone: Tz,
 }
 
 impl KpiApi {
-    pub fn new(pool: PgPool, settings: KpiSettings) -> Self {
-        Self { pool, settings }
-    }
-
-    /// The `period` field of a request, violations under `period.`.
-    fn period_of(&self, v: &mut Violations, period: Option<pb::Period>) -> Option<Period> {
-        let p = period.unwrap_or_default();
-        parse_period(
-            v,
-            "period.",
-            &p.start_date,
-            &p.end_date,
-            &p.time_zone,
-            self.settings.default_zone,
-        )
+    pub fn new(services: Services, default_zone: Tz) -> Self {
+        Self {
+            services,
+            default_zone,
+        }
     }
 }
 
-const ALL_KPIS: [Kpi; 18] = [
-    Kpi::Leads,
-    Kpi::NewCustomers,
-    Kpi::ConversionRate,
-    Kpi::RetentionRate,
-    Kpi::ChurnRate,
-    Kpi::Nps,
-    Kpi::Csat,
-    Kpi::WinRate,
-    Kpi::Revenue,
-    Kpi::DealsWon,
-    Kpi::AverageDealSize,
-    Kpi::SalesCycleDays,
-    Kpi::Interactions,
-    Kpi::Calls,
-    Kpi::Emails,
-    Kpi::Meetings,
-    Kpi::FirstResponseMinutes,
-    Kpi::RequestResolutionRate,
-];
-
-fn kpi_to_pb(kpi: Kpi) -> pb::Kpi {
+pub fn kpi_to_pb(kpi: Kpi) -> pb::Kpi {
     match kpi {
         Kpi::Leads => pb::Kpi::Leads,
         Kpi::NewCustomers => pb::Kpi::NewCustomers,
@@ -105,47 +64,16 @@ fn kpi_to_pb(kpi: Kpi) -> pb::Kpi {
     }
 }
 
-fn kpi_from_number(n: i32) -> Option<Kpi> {
-    ALL_KPIS.into_iter().find(|k| kpi_to_pb(*k) as i32 == n)
+/// A `kpi.v1.Kpi` number as a KPI; UNSPECIFIED and unknown numbers are
+/// violations.
+pub fn parse_kpi(n: i32) -> Result<Kpi, String> {
+    Kpi::ALL
+        .into_iter()
+        .find(|k| kpi_to_pb(*k) as i32 == n)
+        .ok_or_else(|| format!("must be a KPI other than KPI_UNSPECIFIED (got {n})"))
 }
 
-fn parse_kpi(n: i32) -> Result<Kpi, String> {
-    kpi_from_number(n).ok_or_else(|| format!("must be a KPI other than KPI_UNSPECIFIED (got {n})"))
-}
-
-/// A scorecard's subject.
-#[derive(Debug, Clone)]
-enum Subject {
-    Rep(RepId),
-    Team(TeamId),
-}
-
-impl Subject {
-    fn kind(&self) -> &'static str {
-        match self {
-            Subject::Rep(_) => "rep",
-            Subject::Team(_) => "team",
-        }
-    }
-
-    fn id(&self) -> &str {
-        match self {
-            Subject::Rep(id) => id.as_str(),
-            Subject::Team(id) => id.as_str(),
-        }
-    }
-
-    fn to_pb(&self) -> pb::Subject {
-        pb::Subject {
-            subject: Some(match self {
-                Subject::Rep(id) => pb::subject::Subject::RepId(id.to_string()),
-                Subject::Team(id) => pb::subject::Subject::TeamId(id.to_string()),
-            }),
-        }
-    }
-}
-
-fn parse_subject(field: &str, subject: Option<&pb::Subject>) -> Result<Subject, String> {
+pub fn parse_subject(field: &str, subject: Option<&pb::Subject>) -> Result<Subject, String> {
     match subject.and_then(|s| s.subject.as_ref()) {
         Some(pb::subject::Subject::RepId(id)) => RepId::parse(id)
             .map(Subject::Rep)
@@ -157,18 +85,17 @@ fn parse_subject(field: &str, subject: Option<&pb::Subject>) -> Result<Subject, 
     }
 }
 
-fn subject_from_row(kind: &str, id: &str) -> pb::Subject {
+pub fn subject_to_pb(subject: &Subject) -> pb::Subject {
     pb::Subject {
-        subject: Some(if kind == "rep" {
-            pb::subject::Subject::RepId(id.to_owned())
-        } else {
-            pb::subject::Subject::TeamId(id.to_owned())
+        subject: Some(match subject {
+            Subject::Rep(id) => pb::subject::Subject::RepId(id.to_string()),
+            Subject::Team(id) => pb::subject::Subject::TeamId(id.to_string()),
         }),
     }
 }
 
 /// Parses dates and zone of a period, naming fields under `prefix`.
-fn parse_period(
+pub fn parse_period(
     v: &mut Violations,
     prefix: &str,
     start: &str,
@@ -189,9 +116,9 @@ fn parse_period(
 
 fn resolved(p: &Period) -> pb::ResolvedPeriod {
     pb::ResolvedPeriod {
-        start_date: p.start.to_string(),
-        end_date: p.end.to_string(),
-        time_zone: p.zone.name().to_owned(),
+        start_date: p.start().to_string(),
+        end_date: p.end().to_string(),
+        time_zone: p.zone().name().to_owned(),
         start_time: Some(timestamp(p.start_time())),
         end_time: Some(timestamp(p.end_time())),
     }
@@ -226,152 +153,173 @@ fn value_to_pb(v: &KpiValue, currency: &str) -> pb::KpiValue {
     }
 }
 
-fn progress_to_pb(p: &math::Progress, as_of: NaiveDate) -> pb::TargetProgress {
+pub fn progress_to_pb(p: &TargetProgress) -> pb::TargetProgress {
+    let TargetProgress { progress, as_of } = p;
+    let Progress {
+        target,
+        actual,
+        attainment,
+        elapsed_fraction,
+        expected_to_date,
+        projected,
+        on_track,
+    } = progress.clone();
     pb::TargetProgress {
-        target: p.target,
-        actual: p.actual,
-        attainment: p.attainment,
-        elapsed_fraction: p.elapsed_fraction,
-        expected_to_date: p.expected_to_date,
-        projected: p.projected,
-        on_track: p.on_track,
+        target,
+        actual,
+        attainment,
+        elapsed_fraction,
+        expected_to_date,
+        projected,
+        on_track,
         as_of: as_of.to_string(),
     }
 }
 
-fn target_to_pb(t: &TargetRow) -> pb::Target {
+pub fn target_to_pb(t: &Target) -> pb::Target {
     pb::Target {
-        target_id: t.target_id.clone(),
-        kpi: i32::from(t.kpi),
-        subject: Some(subject_from_row(&t.subject_kind, &t.subject_id)),
-        start_date: t.start_date.to_string(),
-        end_date: t.end_date.to_string(),
-        time_zone: t.time_zone.clone(),
+        target_id: t.id.clone(),
+        kpi: kpi_to_pb(t.kpi) as i32,
+        subject: Some(subject_to_pb(&t.subject)),
+        start_date: t.period.start().to_string(),
+        end_date: t.period.end().to_string(),
+        time_zone: t.period.zone().name().to_owned(),
         value: t.value,
         create_time: Some(timestamp(t.created_at)),
         update_time: Some(timestamp(t.updated_at)),
     }
 }
 
-/// Today's date in `zone`.
-fn today(zone: Tz) -> NaiveDate {
-    Utc::now().with_timezone(&zone).date_naive()
-}
-
-/// Checks the caller may see the subject and that it exists.
-async fn authorize_subject(
-    pool: &PgPool,
-    caller: &Principal,
-    subject: &Subject,
-) -> Result<(), Error> {
-    match subject {
-        Subject::Team(team) => {
-            require_team(caller, team.as_str())?;
-            if directory_store::get_team(pool, team.as_str())
-                .await?
-                .is_none()
-            {
-                return Err(Error::NotFound {
-                    kind: "team",
-                    id: team.to_string(),
-                });
-            }
-        }
-        Subject::Rep(rep) => {
-            let found = directory_store::get_rep(pool, rep.as_str()).await?;
-            if caller.scope.is_some()
-                && !found
-                    .as_ref()
-                    .and_then(|r| r.team.as_deref())
-                    .is_some_and(|t| caller.sees_team(t))
-            {
-                return Err(Error::PermissionDenied(format!(
-                    "this key may not see rep '{rep}'"
-                )));
-            }
-            if found.is_none() {
-                return Err(Error::NotFound {
-                    kind: "rep",
-                    id: rep.to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Checks the caller may read the subject's KPIs: for a team, the key's
-/// scope alone (whether it exists is found with its membership, in the
-/// same round trip as the rest); for a rep, as `authorize_subject`.
-async fn authorize_read(pool: &PgPool, caller: &Principal, subject: &Subject) -> Result<(), Error> {
-    match subject {
-        Subject::Team(team) => require_team(caller, team.as_str()),
-        Subject::Rep(_) => authorize_subject(pool, caller, subject).await,
+fn scorecard_entry_to_pb(e: &ScorecardEntry, currency: &str) -> pb::ScorecardEntry {
+    pb::ScorecardEntry {
+        current: Some(value_to_pb(&e.current, currency)),
+        previous: Some(value_to_pb(&e.previous, currency)),
+        change: e.change,
+        target: e.target.as_ref().map(|(t, _)| target_to_pb(t)),
+        progress: e.target.as_ref().map(|(_, p)| progress_to_pb(p)),
     }
 }
 
-/// A team's membership, or NOT_FOUND.
-async fn membership(pool: &PgPool, team: &TeamId) -> Result<store::Membership, Error> {
-    store::membership(pool, team.as_str())
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: "team",
-            id: team.to_string(),
+fn leaderboard_entry_to_pb(e: LeaderboardEntry, currency: &str) -> pb::LeaderboardEntry {
+    pb::LeaderboardEntry {
+        rank: e.rank.unwrap_or(0),
+        ranked: e.rank.is_some(),
+        not_ranked_reason: e.not_ranked_reason.unwrap_or_default(),
+        display_name: e.display_name,
+        attainment: e.attainment,
+        value: Some(value_to_pb(&e.value, currency)),
+        rep_id: e.rep_id.to_string(),
+    }
+}
+
+fn granularity(n: i32) -> Result<Granularity, String> {
+    match pb::Granularity::try_from(n) {
+        Ok(pb::Granularity::Day) => Ok(Granularity::Day),
+        Ok(pb::Granularity::Week) => Ok(Granularity::Week),
+        Ok(pb::Granularity::Month) => Ok(Granularity::Month),
+        Ok(pb::Granularity::Quarter) => Ok(Granularity::Quarter),
+        _ => Err(format!(
+            "must be GRANULARITY_DAY, _WEEK, _MONTH or _QUARTER (got {n})"
+        )),
+    }
+}
+
+impl KpiApi {
+    fn period_of(&self, v: &mut Violations, period: Option<pb::Period>) -> Option<Period> {
+        let p = period.unwrap_or_default();
+        parse_period(
+            v,
+            "period.",
+            &p.start_date,
+            &p.end_date,
+            &p.time_zone,
+            self.default_zone,
+        )
+    }
+
+    fn scorecard_query(
+        &self,
+        req: pb::GetScorecardRequest,
+    ) -> Result<ScorecardQuery, crate::Error> {
+        let mut v = Violations::new();
+        let subject = v.check("subject", parse_subject("subject", req.subject.as_ref()));
+        let period = self.period_of(&mut v, req.period);
+        let kpis: Vec<Option<Kpi>> = req
+            .kpis
+            .iter()
+            .enumerate()
+            .map(|(i, k)| v.check(format!("kpis[{i}]"), parse_kpi(*k)))
+            .collect();
+        v.finish(|| {
+            Some(ScorecardQuery {
+                subject: subject?,
+                period: period?,
+                kpis: kpis.into_iter().collect::<Option<Vec<Kpi>>>()?,
+            })
         })
-}
-
-/// Builds tally queries, reading each team's membership once however many
-/// subjects and periods of one call name it (ListTargets: one per target).
-struct QueryBuilder<'p> {
-    pool: &'p PgPool,
-    teams: HashMap<TeamId, store::Membership>,
-}
-
-impl<'p> QueryBuilder<'p> {
-    fn new(pool: &'p PgPool) -> Self {
-        Self {
-            pool,
-            teams: HashMap::new(),
-        }
     }
 
-    /// The tally queries of `subject` over each period. Retention
-    /// (customers active at each period start) is computed only if one of
-    /// `kpis` needs it.
-    async fn queries_for(
-        &mut self,
-        subject: &Subject,
-        periods: &[Period],
-        kpis: &[Kpi],
-    ) -> Result<Vec<TallyQuery>, Error> {
-        let mut queries: Vec<TallyQuery> = match subject {
-            Subject::Rep(rep) => periods
-                .iter()
-                .map(|p| store::rep_query(rep.as_str(), p.start_time(), p.end_time()))
-                .collect(),
-            Subject::Team(team) => {
-                use std::collections::hash_map::Entry;
-                let team = match self.teams.entry(team.clone()) {
-                    Entry::Occupied(known) => known.into_mut(),
-                    Entry::Vacant(new) => new.insert(membership(self.pool, team).await?),
-                };
-                periods
-                    .iter()
-                    .map(|p| store::team_query(team, p.start_time(), p.end_time()))
-                    .collect()
-            }
-        };
-        without_unneeded_retention(&mut queries, kpis);
-        Ok(queries)
+    fn series_query(&self, req: pb::GetKpiSeriesRequest) -> Result<SeriesQuery, crate::Error> {
+        let mut v = Violations::new();
+        let subject = v.check("subject", parse_subject("subject", req.subject.as_ref()));
+        let kpi = v.check("kpi", parse_kpi(req.kpi));
+        let period = self.period_of(&mut v, req.period);
+        let granularity = v.check("granularity", granularity(req.granularity));
+        v.finish(|| {
+            Some(SeriesQuery {
+                subject: subject?,
+                kpi: kpi?,
+                period: period?,
+                granularity: granularity?,
+            })
+        })
+    }
+
+    fn leaderboard_query(
+        &self,
+        req: pb::GetLeaderboardRequest,
+    ) -> Result<LeaderboardQuery, crate::Error> {
+        let mut v = Violations::new();
+        let kpi = v.check("kpi", parse_kpi(req.kpi));
+        let team = v.check("team_id", TeamId::parse(&req.team_id));
+        let period = self.period_of(&mut v, req.period);
+        if req.min_sample.is_some_and(|m| m < 0) {
+            v.add("min_sample", "must not be negative");
+        }
+        let limit = v.check(
+            "limit",
+            usize::try_from(req.limit).map_err(|_| "must not be negative".to_owned()),
+        );
+        v.finish(|| {
+            Some(LeaderboardQuery {
+                kpi: kpi?,
+                team: team?,
+                period: period?,
+                min_sample: req.min_sample,
+                limit: limit?,
+            })
+        })
     }
 }
 
-/// Drops the retention part of `queries` unless one of `kpis` needs it.
-fn without_unneeded_retention(queries: &mut [TallyQuery], kpis: &[Kpi]) {
-    if !kpis.iter().any(|k| math::needs_retention(*k)) {
-        for query in queries {
-            query.retention = None;
-        }
+fn definition_to_pb(d: &math::Definition) -> pb::KpiDefinition {
+    pb::KpiDefinition {
+        kpi: kpi_to_pb(d.kpi) as i32,
+        name: d.name.to_owned(),
+        description: d.description.to_owned(),
+        unit: match d.unit {
+            Unit::Count => pb::Unit::Count,
+            Unit::Percent => pb::Unit::Percent,
+            Unit::Nps => pb::Unit::Nps,
+            Unit::Money => pb::Unit::Money,
+            Unit::Days => pb::Unit::Days,
+            Unit::Minutes => pb::Unit::Minutes,
+        } as i32,
+        direction: match d.direction {
+            Direction::HigherIsBetter => pb::Direction::HigherIsBetter,
+            Direction::LowerIsBetter => pb::Direction::LowerIsBetter,
+        } as i32,
+        formula: d.formula.to_owned(),
     }
 }
 
@@ -381,28 +329,9 @@ impl KpiService for KpiApi {
         &self,
         _request: Request<pb::ListKpisRequest>,
     ) -> Result<Response<pb::ListKpisResponse>, Status> {
-        let kpis = CATALOG
-            .iter()
-            .map(|d| pb::KpiDefinition {
-                kpi: kpi_to_pb(d.kpi) as i32,
-                name: d.name.to_owned(),
-                description: d.description.to_owned(),
-                unit: match d.unit {
-                    Unit::Count => pb::Unit::Count,
-                    Unit::Percent => pb::Unit::Percent,
-                    Unit::Nps => pb::Unit::Nps,
-                    Unit::Money => pb::Unit::Money,
-                    Unit::Days => pb::Unit::Days,
-                    Unit::Minutes => pb::Unit::Minutes,
-                } as i32,
-                direction: match d.direction {
-                    Direction::HigherIsBetter => pb::Direction::HigherIsBetter,
-                    Direction::LowerIsBetter => pb::Direction::LowerIsBetter,
-                } as i32,
-                formula: d.formula.to_owned(),
-            })
-            .collect();
-        Ok(Response::new(pb::ListKpisResponse { kpis }))
+        Ok(Response::new(pb::ListKpisResponse {
+            kpis: CATALOG.iter().map(definition_to_pb).collect(),
+        }))
     }
 
     async fn get_scorecard(
@@ -410,73 +339,17 @@ impl KpiService for KpiApi {
         request: Request<pb::GetScorecardRequest>,
     ) -> Result<Response<pb::GetScorecardResponse>, Status> {
         let caller = principal(&request)?;
-        let mut req = request.into_inner();
-        let mut v = Violations::new();
-        let subject = v.check("subject", parse_subject("subject", req.subject.as_ref()));
-        let period = self.period_of(&mut v, req.period.take());
-        let kpis: Vec<Option<Kpi>> = req
-            .kpis
-            .iter()
-            .enumerate()
-            .map(|(i, k)| v.check(format!("kpis[{i}]"), parse_kpi(*k)))
-            .collect();
-        let (subject, period, kpis) = v.finish(|| {
-            let kpis: Option<Vec<Kpi>> = kpis.into_iter().collect();
-            Some((subject?, period?, kpis?))
-        })?;
-        let kpis = if kpis.is_empty() {
-            ALL_KPIS.to_vec()
-        } else {
-            kpis
-        };
-        authorize_read(&self.pool, &caller, &subject).await?;
-
-        let previous = period.previous();
-        let queries = QueryBuilder::new(&self.pool)
-            .queries_for(&subject, &[period, previous], &kpis)
-            .await?;
-        let subject_ids = [subject.id().to_owned()];
-        let (tallies, targets) = tokio::try_join!(
-            store::tallies(&self.pool, &queries, Source::Rollups),
-            targets_store::for_period(
-                &self.pool,
-                subject.kind(),
-                &subject_ids,
-                period.start,
-                period.end,
-            )
-        )?;
-        let elapsed = period.elapsed_fraction(Utc::now());
-        let as_of = today(period.zone).clamp(period.start, period.end);
-        let currency = &self.settings.reporting_currency;
-        let entries = kpis
-            .iter()
-            .map(|kpi| {
-                let current = math::evaluate(*kpi, &tallies[0]);
-                let before = math::evaluate(*kpi, &tallies[1]);
-                let change = current.value.zip(before.value).map(|(a, b)| a - b);
-                let target = targets
-                    .iter()
-                    .find(|t| kpi_from_number(i32::from(t.kpi)) == Some(*kpi));
-                pb::ScorecardEntry {
-                    current: Some(value_to_pb(&current, currency)),
-                    previous: Some(value_to_pb(&before, currency)),
-                    change,
-                    target: target.map(target_to_pb),
-                    progress: target.map(|t| {
-                        progress_to_pb(
-                            &math::progress(*kpi, t.value, current.value, elapsed),
-                            as_of,
-                        )
-                    }),
-                }
-            })
-            .collect();
+        let query = self.scorecard_query(request.into_inner())?;
+        let card = self.services.scorecards.scorecard(&caller, query).await?;
         Ok(Response::new(pb::GetScorecardResponse {
-            subject: Some(subject.to_pb()),
-            period: Some(resolved(&period)),
-            previous_period: Some(resolved(&previous)),
-            entries,
+            subject: Some(subject_to_pb(&card.subject)),
+            period: Some(resolved(&card.period)),
+            previous_period: Some(resolved(&card.previous_period)),
+            entries: card
+                .entries
+                .iter()
+                .map(|e| scorecard_entry_to_pb(e, &card.currency))
+                .collect(),
         }))
     }
 
@@ -485,55 +358,19 @@ impl KpiService for KpiApi {
         request: Request<pb::GetKpiSeriesRequest>,
     ) -> Result<Response<pb::GetKpiSeriesResponse>, Status> {
         let caller = principal(&request)?;
-        let mut req = request.into_inner();
-        let mut v = Violations::new();
-        let subject = v.check("subject", parse_subject("subject", req.subject.as_ref()));
-        let kpi = v.check("kpi", parse_kpi(req.kpi));
-        let period = self.period_of(&mut v, req.period.take());
-        let granularity = v.check(
-            "granularity",
-            match pb::Granularity::try_from(req.granularity) {
-                Ok(pb::Granularity::Day) => Ok(Granularity::Day),
-                Ok(pb::Granularity::Week) => Ok(Granularity::Week),
-                Ok(pb::Granularity::Month) => Ok(Granularity::Month),
-                Ok(pb::Granularity::Quarter) => Ok(Granularity::Quarter),
-                _ => Err(format!(
-                    "must be GRANULARITY_DAY, _WEEK, _MONTH or _QUARTER (got {})",
-                    req.granularity
-                )),
-            },
-        );
-        let (subject, kpi, period, granularity) =
-            v.finish(|| Some((subject?, kpi?, period?, granularity?)))?;
-        let buckets = period::buckets(&period, granularity, self.settings.fiscal_year_start_month);
-        if buckets.len() > 5000 {
-            return Err(Error::invalid(
-                "granularity",
-                format!(
-                    "{} buckets: choose a coarser granularity or a shorter period",
-                    buckets.len()
-                ),
-            )
-            .into());
-        }
-        authorize_read(&self.pool, &caller, &subject).await?;
-        let queries = QueryBuilder::new(&self.pool)
-            .queries_for(&subject, &buckets, &[kpi])
-            .await?;
-        let tallies = store::tallies(&self.pool, &queries, Source::Rollups).await?;
-        let currency = &self.settings.reporting_currency;
-        let points = buckets
-            .iter()
-            .zip(&tallies)
-            .map(|(bucket, tally)| pb::SeriesPoint {
-                start_date: bucket.start.to_string(),
-                end_date: bucket.end.to_string(),
-                value: Some(value_to_pb(&math::evaluate(kpi, tally), currency)),
-            })
-            .collect();
+        let query = self.series_query(request.into_inner())?;
+        let series = self.services.scorecards.series(&caller, query).await?;
         Ok(Response::new(pb::GetKpiSeriesResponse {
-            period: Some(resolved(&period)),
-            points,
+            period: Some(resolved(&series.period)),
+            points: series
+                .points
+                .iter()
+                .map(|point| pb::SeriesPoint {
+                    start_date: point.bucket.start().to_string(),
+                    end_date: point.bucket.end().to_string(),
+                    value: Some(value_to_pb(&point.value, &series.currency)),
+                })
+                .collect(),
         }))
     }
 
@@ -542,323 +379,20 @@ impl KpiService for KpiApi {
         request: Request<pb::GetLeaderboardRequest>,
     ) -> Result<Response<pb::GetLeaderboardResponse>, Status> {
         let caller = principal(&request)?;
-        let mut req = request.into_inner();
-        let mut v = Violations::new();
-        let kpi = v.check("kpi", parse_kpi(req.kpi));
-        let team = v.check("team_id", TeamId::parse(&req.team_id));
-        let period = self.period_of(&mut v, req.period.take());
-        if req.min_sample.is_some_and(|m| m < 0) {
-            v.add("min_sample", "must not be negative");
-        }
-        if req.limit < 0 {
-            v.add("limit", "must not be negative");
-        }
-        let (kpi, team, period) = v.finish(|| Some((kpi?, team?, period?)))?;
-        require_team(&caller, team.as_str())?;
-
-        let team = membership(&self.pool, &team).await?;
-        let (from, to) = (period.start_time(), period.end_time());
-        let mut members: Vec<String> = team
-            .histories
-            .iter()
-            .filter(|(_, points)| {
-                !crate::domain::directory::intervals_in(points, &team.teams, from, to).is_empty()
-            })
-            .map(|(rep, _)| rep.clone())
-            .collect();
-        let cards = store::rep_cards(&self.pool, &members).await?;
-        if caller.scope.is_some() {
-            // A scoped key sees only the reps now in its teams.
-            members.retain(|rep| {
-                cards
-                    .get(rep)
-                    .and_then(|(_, team)| team.as_deref())
-                    .is_some_and(|team| caller.sees_team(team))
-            });
-        }
-        let mut queries: Vec<TallyQuery> = members
-            .iter()
-            .map(|rep| store::rep_query(rep, from, to))
-            .collect();
-        without_unneeded_retention(&mut queries, &[kpi]);
-        let (tallies, targets) = tokio::try_join!(
-            store::tallies(&self.pool, &queries, Source::Rollups),
-            targets_store::for_period(&self.pool, "rep", &members, period.start, period.end)
-        )?;
-        let targets: HashMap<String, f64> = targets
-            .into_iter()
-            .filter(|t| kpi_from_number(i32::from(t.kpi)) == Some(kpi))
-            .map(|t| (t.subject_id, t.value))
-            .collect();
-        let min_sample = req
-            .min_sample
-            .unwrap_or_else(|| math::default_min_sample(kpi));
-        let def = math::definition(kpi);
-        let mut ranked = Vec::new();
-        let mut unranked = Vec::new();
-        for (rep, tally) in members.iter().zip(&tallies) {
-            let value = math::evaluate(kpi, tally);
-            let reason = match value.value {
-                None => Some("undefined".to_owned()),
-                Some(_) if def.shape != Shape::Total && value.sample_size < min_sample => {
-                    Some(format!("sample {} below {min_sample}", value.sample_size))
-                }
-                Some(_) => None,
-            };
-            let entry = (rep.clone(), value, reason);
-            if entry.2.is_none() {
-                ranked.push(entry);
-            } else {
-                unranked.push(entry);
-            }
-        }
-        let key = |v: &KpiValue| v.value.unwrap_or(f64::NAN);
-        ranked.sort_by(|a, b| {
-            let order = key(&a.1).total_cmp(&key(&b.1));
-            let order = if def.direction == Direction::HigherIsBetter {
-                order.reverse()
-            } else {
-                order
-            };
-            order.then_with(|| a.0.cmp(&b.0))
-        });
-        unranked.sort_by(|a, b| a.0.cmp(&b.0));
-        let values: Vec<f64> = ranked.iter().map(|e| key(&e.1)).collect();
-        let ranks = math::competition_ranks(&values);
-        let currency = &self.settings.reporting_currency;
-        let mut entries: Vec<pb::LeaderboardEntry> = ranked
-            .into_iter()
-            .zip(ranks)
-            .chain(unranked.into_iter().map(|e| (e, 0)))
-            .map(|((rep, value, reason), rank)| pb::LeaderboardEntry {
-                rank,
-                ranked: reason.is_none(),
-                not_ranked_reason: reason.unwrap_or_default(),
-                display_name: cards
-                    .get(&rep)
-                    .map(|(name, _)| name.clone())
-                    .unwrap_or_default(),
-                attainment: targets
-                    .get(&rep)
-                    .and_then(|t| math::attainment(kpi, *t, value.value)),
-                value: Some(value_to_pb(&value, currency)),
-                rep_id: rep,
-            })
-            .collect();
-        if req.limit > 0 {
-            entries.truncate(usize::try_from(req.limit).unwrap_or(usize::MAX));
-        }
+        let query = self.leaderboard_query(request.into_inner())?;
+        let board = self
+            .services
+            .leaderboards
+            .leaderboard(&caller, query)
+            .await?;
+        let currency = board.currency;
         Ok(Response::new(pb::GetLeaderboardResponse {
-            period: Some(resolved(&period)),
-            entries,
+            period: Some(resolved(&board.period)),
+            entries: board
+                .entries
+                .into_iter()
+                .map(|e| leaderboard_entry_to_pb(e, &currency))
+                .collect(),
         }))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct TargetApi {
-    pool: PgPool,
-    settings: KpiSettings,
-}
-
-impl TargetApi {
-    pub fn new(pool: PgPool, settings: KpiSettings) -> Self {
-        Self { pool, settings }
-    }
-}
-
-fn check_target_value(kpi: Kpi, value: f64) -> Result<f64, String> {
-    if !value.is_finite() {
-        return Err("must be a finite number".into());
-    }
-    let unit = math::definition(kpi).unit;
-    let ok = match unit {
-        Unit::Percent => (0.0..=100.0).contains(&value),
-        Unit::Nps => (-100.0..=100.0).contains(&value),
-        _ => value >= 0.0,
-    };
-    if ok {
-        Ok(value)
-    } else {
-        Err(format!(
-            "must be {} for this KPI (got {value})",
-            match unit {
-                Unit::Percent => "0-100",
-                Unit::Nps => "-100 to 100",
-                _ => "not negative",
-            }
-        ))
-    }
-}
-
-#[tonic::async_trait]
-impl TargetService for TargetApi {
-    async fn set_target(
-        &self,
-        request: Request<pb::SetTargetRequest>,
-    ) -> Result<Response<pb::SetTargetResponse>, Status> {
-        let caller = principal(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::new();
-        let kpi = v.check("kpi", parse_kpi(req.kpi));
-        let subject = v.check("subject", parse_subject("subject", req.subject.as_ref()));
-        let period = parse_period(
-            &mut v,
-            "",
-            &req.start_date,
-            &req.end_date,
-            &req.time_zone,
-            self.settings.default_zone,
-        );
-        let value = kpi.and_then(|kpi| v.check("value", check_target_value(kpi, req.value)));
-        let (kpi, subject, period, value) = v.finish(|| Some((kpi?, subject?, period?, value?)))?;
-        authorize_subject(&self.pool, &caller, &subject).await?;
-        let row = targets_store::set(
-            &self.pool,
-            kpi_to_pb(kpi) as i16,
-            subject.kind(),
-            subject.id(),
-            period.start,
-            period.end,
-            period.zone.name(),
-            value,
-        )
-        .await?;
-        Ok(Response::new(pb::SetTargetResponse {
-            target: Some(target_to_pb(&row)),
-        }))
-    }
-
-    async fn list_targets(
-        &self,
-        request: Request<pb::ListTargetsRequest>,
-    ) -> Result<Response<pb::ListTargetsResponse>, Status> {
-        let caller = principal(&request)?;
-        let req = request.into_inner();
-        let mut v = Violations::new();
-        let subject = match &req.subject {
-            Some(s) if s.subject.is_some() => v
-                .check("subject", parse_subject("subject", Some(s)))
-                .map(Some),
-            _ => Some(None),
-        };
-        let kpi = if req.kpi == 0 {
-            Some(None)
-        } else {
-            v.check("kpi", parse_kpi(req.kpi)).map(Some)
-        };
-        let active_on = if req.active_on.is_empty() {
-            Some(None)
-        } else {
-            v.check("active_on", period::parse_date(&req.active_on))
-                .map(Some)
-        };
-        let as_of = if req.as_of.is_empty() {
-            Some(None)
-        } else {
-            v.check("as_of", period::parse_date(&req.as_of)).map(Some)
-        };
-        let (subject, kpi, active_on, as_of) =
-            v.finish(|| Some((subject?, kpi?, active_on?, as_of?)))?;
-        if let Some(subject) = &subject {
-            authorize_subject(&self.pool, &caller, subject).await?;
-        }
-        let rows = targets_store::list(
-            &self.pool,
-            subject.as_ref().map(|s| (s.kind(), s.id())),
-            kpi.map(|k| kpi_to_pb(k) as i16),
-            active_on,
-        )
-        .await?;
-        let mut visible = Vec::new();
-        for row in rows {
-            let subject = if row.subject_kind == "rep" {
-                RepId::parse(&row.subject_id).map(Subject::Rep)
-            } else {
-                TeamId::parse(&row.subject_id).map(Subject::Team)
-            };
-            let Ok(subject) = subject else { continue };
-            if caller.scope.is_some()
-                && authorize_subject(&self.pool, &caller, &subject)
-                    .await
-                    .is_err()
-            {
-                continue;
-            }
-            visible.push((row, subject));
-        }
-
-        // Progress through the end of the as-of day (default: today, in
-        // each target's zone), all tallies in one go.
-        let mut plans = Vec::new();
-        for (row, _) in &visible {
-            let zone = period::parse_zone(&row.time_zone).unwrap_or(self.settings.default_zone);
-            let full = Period {
-                start: row.start_date,
-                end: row.end_date,
-                zone,
-            };
-            let day = as_of.unwrap_or_else(|| today(zone));
-            let through = full.through(day);
-            let at = match as_of {
-                Some(day) => period::local_midnight(zone, day + chrono::Days::new(1)),
-                None => Utc::now(),
-            };
-            plans.push((
-                kpi_from_number(i32::from(row.kpi)).unwrap_or(Kpi::Leads),
-                through,
-                day.clamp(full.start, full.end),
-                full.elapsed_fraction(at),
-            ));
-        }
-        let mut builder = QueryBuilder::new(&self.pool);
-        let mut queries = Vec::new();
-        let mut slots = Vec::new();
-        for ((_, subject), (kpi, through, _, _)) in visible.iter().zip(&plans) {
-            match through {
-                Some(p) => {
-                    slots.push(Some(queries.len()));
-                    queries.extend(builder.queries_for(subject, &[*p], &[*kpi]).await?);
-                }
-                None => slots.push(None),
-            }
-        }
-        let tallies = store::tallies(&self.pool, &queries, Source::Rollups).await?;
-        let targets = visible
-            .iter()
-            .zip(plans.iter().zip(slots))
-            .map(|((row, _), ((kpi, _, as_of_day, elapsed), slot))| {
-                let kpi = *kpi;
-                let actual = match slot {
-                    Some(i) => tallies.get(i).and_then(|t| math::evaluate(kpi, t).value),
-                    None => math::evaluate(kpi, &Tally::default()).value,
-                };
-                pb::TargetWithProgress {
-                    target: Some(target_to_pb(row)),
-                    progress: Some(progress_to_pb(
-                        &math::progress(kpi, row.value, actual, *elapsed),
-                        *as_of_day,
-                    )),
-                }
-            })
-            .collect();
-        Ok(Response::new(pb::ListTargetsResponse { targets }))
-    }
-
-    async fn delete_target(
-        &self,
-        request: Request<pb::DeleteTargetRequest>,
-    ) -> Result<Response<pb::DeleteTargetResponse>, Status> {
-        principal(&request)?;
-        let id = request.into_inner().target_id;
-        if id.is_empty() {
-            return Err(Error::invalid("target_id", "must not be empty").into());
-        }
-        if targets_store::get(&self.pool, &id).await?.is_none()
-            || !targets_store::delete(&self.pool, &id).await?
-        {
-            return Err(Error::NotFound { kind: "target", id }.into());
-        }
-        Ok(Response::new(pb::DeleteTargetResponse {}))
     }
 }

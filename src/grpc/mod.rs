@@ -8,6 +8,7 @@ pub mod convert;
 pub mod directory;
 pub mod kpi;
 pub mod status;
+pub mod targets;
 
 /// Generated protobuf and gRPC code for `kpi.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -27,6 +28,6 @@ pub fn service_names() -> Vec<&'static str> {
         <pb::directory_service_server::DirectoryServiceServer<directory::DirectoryApi> as NamedService>::NAME,
         <pb::activity_service_server::ActivityServiceServer<activity::ActivityApi> as NamedService>::NAME,
         <pb::kpi_service_server::KpiServiceServer<kpi::KpiApi> as NamedService>::NAME,
-        <pb::target_service_server::TargetServiceServer<kpi::TargetApi> as NamedService>::NAME,
+        <pb::target_service_server::TargetServiceServer<targets::TargetApi> as NamedService>::NAME,
     ]
 }

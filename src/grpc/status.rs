@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-use crate::Error;
+use crate::{Error, domain::activity::RecordViolation};
 
 /// `ErrorInfo.domain` of every error this service sends.
 pub const ERROR_DOMAIN: &str = "kpi-service";
@@ -18,38 +18,68 @@ impl From<Error> for Status {
     }
 }
 
+/// The path of a record's field in a `RecordActivities` request.
+pub fn record_path(v: &RecordViolation) -> String {
+    let mut path = format!("records[{}]", v.index);
+    if let Some(kind) = v.kind {
+        path.push('.');
+        path.push_str(kind);
+    }
+    if !v.field.is_empty() {
+        path.push('.');
+        path.push_str(v.field);
+    }
+    path
+}
+
+/// INVALID_ARGUMENT with a `BadRequest` of every violation; the message
+/// says "invalid FIELD: WHY" for one, the count and the first ten fields
+/// for more.
+fn bad_request(
+    details: &mut ErrorDetails,
+    violations: Vec<FieldViolation>,
+) -> (Code, String, String) {
+    let message = match violations.as_slice() {
+        [only] => format!("invalid {}: {}", only.field, only.description),
+        many => {
+            let mut fields: Vec<&str> = many.iter().map(|v| v.field.as_str()).collect();
+            let more = fields.len().saturating_sub(10);
+            fields.truncate(10);
+            let suffix = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            format!(
+                "{} invalid fields: {}{suffix}",
+                many.len(),
+                fields.join(", ")
+            )
+        }
+    };
+    details.set_bad_request(violations);
+    (Code::InvalidArgument, "INVALID_FIELDS".to_owned(), message)
+}
+
 /// Code, ErrorInfo reason, message, other details and ErrorInfo metadata.
 fn parts(err: &Error) -> (Code, String, String, ErrorDetails, HashMap<String, String>) {
     let mut details = ErrorDetails::new();
     let mut metadata = HashMap::new();
     let (code, reason, message) = match err {
-        Error::InvalidArgument(violations) => {
-            details.set_bad_request(
-                violations
-                    .iter()
-                    .map(|v| FieldViolation::new(&v.field, &v.description))
-                    .collect::<Vec<_>>(),
-            );
-            let message = match violations.as_slice() {
-                [only] => format!("invalid {}: {}", only.field, only.description),
-                many => {
-                    let mut fields: Vec<&str> = many.iter().map(|v| v.field.as_str()).collect();
-                    let more = fields.len().saturating_sub(10);
-                    fields.truncate(10);
-                    let suffix = if more > 0 {
-                        format!(" and {more} more")
-                    } else {
-                        String::new()
-                    };
-                    format!(
-                        "{} invalid fields: {}{suffix}",
-                        many.len(),
-                        fields.join(", ")
-                    )
-                }
-            };
-            (Code::InvalidArgument, "INVALID_FIELDS".to_owned(), message)
-        }
+        Error::InvalidArgument(violations) => bad_request(
+            &mut details,
+            violations
+                .iter()
+                .map(|v| FieldViolation::new(&v.field, &v.description))
+                .collect(),
+        ),
+        Error::InvalidRecords(violations) => bad_request(
+            &mut details,
+            violations
+                .iter()
+                .map(|v| FieldViolation::new(record_path(v), &v.problem))
+                .collect(),
+        ),
         Error::NotFound { kind, id } => {
             details.set_resource_info(*kind, id, "", format!("no {kind} has this id"));
             (

@@ -39,31 +39,14 @@ fn role_of(raw: &str) -> Result<Role, Error> {
     Role::parse(raw).map_err(|e| Error::internal(anyhow::anyhow!("stored key role: {e}")))
 }
 
-/// Creates a key; returns it with its full text, to show once.
+/// Stores a new key (rules checked by `service::keys`); returns it with its
+/// full text, to show once.
 pub async fn create(
     pool: &PgPool,
     name: &str,
     role: Role,
     team_id: Option<&str>,
 ) -> Result<NewKey, Error> {
-    if let Some(team) = team_id {
-        if role != Role::Read {
-            return Err(Error::invalid(
-                "team",
-                "only read keys can be limited to a team",
-            ));
-        }
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM teams WHERE team_id = $1")
-            .bind(team)
-            .fetch_optional(pool)
-            .await?;
-        if exists.is_none() {
-            return Err(Error::invalid(
-                "team",
-                format!("team '{team}' does not exist"),
-            ));
-        }
-    }
     let key = generate_key().map_err(|e| Error::internal(anyhow::anyhow!("OS RNG: {e}")))?;
     sqlx::query(
         "INSERT INTO api_keys (key_id, name, role, team_id, secret_hash) VALUES ($1, $2, $3, $4, $5)",

@@ -2,10 +2,7 @@
 //! the raw records alone (the naive baseline, and the reference the rollups
 //! are tested against).
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::LazyLock,
-};
+use std::{collections::HashMap, sync::LazyLock};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -14,35 +11,14 @@ use super::rollup::COLUMNS;
 use crate::{
     Error,
     domain::{
-        directory::{ChangePoint, intervals_in, team_at},
+        directory::ChangePoint,
         kpi::{METRICS, Metric, Tally},
-        rollup::{Part, Sums, cover, epoch},
+        rollup::{Part, Sums, cover},
+        tally::{
+            RetentionQuery, Segment, TallyQuery, TeamMembers, chain_retention, retention_order,
+        },
     },
 };
-
-/// Records of one rep credited in [from, to).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Segment {
-    pub rep: String,
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
-}
-
-/// Retention at `start` for the customers of `reps` (those in the subject
-/// at `start`), with churns counted until `end`.
-#[derive(Debug, Clone)]
-pub struct RetentionQuery {
-    pub reps: Vec<String>,
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-}
-
-/// One tally to compute.
-#[derive(Debug, Clone, Default)]
-pub struct TallyQuery {
-    pub segments: Vec<Segment>,
-    pub retention: Option<RetentionQuery>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -151,85 +127,6 @@ pub async fn tallies(
         out[i].retention.churned = counted.get(slot).map_or(0, |c| c.churned);
     }
     Ok(out)
-}
-
-/// Where a retention query's count of active customers at its start
-/// comes from: conversions minus churns of its reps over [from, start),
-/// plus the count of query `base` (same reps, start `from`) if any; the
-/// range's own sums are those of query `reuse` when its segments are
-/// exactly these reps over [from, start) (the scorecard's previous period:
-/// nothing more to read).
-#[derive(Debug, Clone, PartialEq)]
-struct Link {
-    from: DateTime<Utc>,
-    base: Option<usize>,
-    reuse: Option<usize>,
-}
-
-/// The queries with retention, by start (a base comes before its users).
-fn retention_order(queries: &[TallyQuery]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..queries.len())
-        .filter(|&i| queries[i].retention.is_some())
-        .collect();
-    order.sort_by_key(|&i| queries[i].retention.as_ref().map(|r| r.start));
-    order
-}
-
-/// Chains each retention query to the latest earlier one of the same reps,
-/// so that a scorecard (period and previous period) or a series reads the
-/// months since the beginning once, not once per start.
-fn chain_retention(queries: &[TallyQuery]) -> Vec<Link> {
-    fn sorted(reps: &[String]) -> Vec<&str> {
-        let mut reps: Vec<&str> = reps.iter().map(String::as_str).collect();
-        reps.sort_unstable();
-        reps.dedup();
-        reps
-    }
-    let order = retention_order(queries);
-    // Each query's reps, sorted once (a series has a query per bucket).
-    let rep_sets: Vec<Vec<&str>> = queries
-        .iter()
-        .map(|q| q.retention.as_ref().map_or(Vec::new(), |r| sorted(&r.reps)))
-        .collect();
-    let mut links = vec![
-        Link {
-            from: epoch(),
-            base: None,
-            reuse: None,
-        };
-        queries.len()
-    ];
-    for (k, &i) in order.iter().enumerate() {
-        let Some(retention) = &queries[i].retention else {
-            continue;
-        };
-        let reps = &rep_sets[i];
-        // (`order` is by start: every earlier query starts no later.)
-        let base = order[..k]
-            .iter()
-            .rev()
-            .copied()
-            .find(|&j| rep_sets[j] == *reps);
-        let Some(from) = base.and_then(|j| queries[j].retention.as_ref().map(|r| r.start)) else {
-            continue;
-        };
-        let exactly = |query: &TallyQuery| {
-            let mut segments: Vec<&str> = Vec::with_capacity(query.segments.len());
-            for segment in &query.segments {
-                if segment.from != from || segment.to != retention.start {
-                    return false;
-                }
-                segments.push(&segment.rep);
-            }
-            segments.sort_unstable();
-            segments == *reps
-        };
-        let reuse = (from < retention.start)
-            .then(|| queries.iter().position(exactly))
-            .flatten();
-        links[i] = Link { from, base, reuse };
-    }
-    links
 }
 
 fn add_row(all: &mut [Tally], slot: i32, sums: &Sums) {
@@ -544,17 +441,9 @@ async fn retention_counts(
         .collect())
 }
 
-/// A team's current subtree and the membership history of every rep who
-/// was ever in it.
-#[derive(Debug, Clone, Default)]
-pub struct Membership {
-    pub teams: HashSet<String>,
-    pub histories: Vec<(String, Vec<ChangePoint>)>,
-}
-
 /// The membership of `team_id` in one round trip; `None` if there is no
 /// such team.
-pub async fn membership(pool: &PgPool, team_id: &str) -> Result<Option<Membership>, Error> {
+pub async fn membership(pool: &PgPool, team_id: &str) -> Result<Option<TeamMembers>, Error> {
     // (is a team of the subtree, team or rep id, effective from, team)
     type MembershipRow = (bool, String, Option<DateTime<Utc>>, Option<String>);
     let rows: Vec<MembershipRow> = sqlx::query_as(
@@ -576,7 +465,7 @@ pub async fn membership(pool: &PgPool, team_id: &str) -> Result<Option<Membershi
     .bind(team_id)
     .fetch_all(pool)
     .await?;
-    let mut out = Membership::default();
+    let mut out = TeamMembers::default();
     for (is_team, id, from, team) in rows {
         if is_team {
             out.teams.insert(id);
@@ -591,140 +480,31 @@ pub async fn membership(pool: &PgPool, team_id: &str) -> Result<Option<Membershi
     Ok((!out.teams.is_empty()).then_some(out))
 }
 
-/// What a team's KPIs over [from, to) are made of: each member's records
-/// while a member, and the customers of the members at `from`.
-pub fn team_query(team: &Membership, from: DateTime<Utc>, to: DateTime<Utc>) -> TallyQuery {
-    let teams = &team.teams;
-    let mut segments = Vec::new();
-    let mut at_start = Vec::new();
-    for (rep, points) in &team.histories {
-        for (f, t) in intervals_in(points, teams, from, to) {
-            segments.push(Segment {
-                rep: rep.clone(),
-                from: f,
-                to: t,
-            });
-        }
-        if team_at(points, from).is_some_and(|team| teams.contains(&team)) {
-            at_start.push(rep.clone());
-        }
-    }
-    TallyQuery {
-        segments,
-        retention: Some(RetentionQuery {
-            reps: at_start,
-            start: from,
-            end: to,
-        }),
-    }
-}
-
-/// A rep's own KPIs over [from, to).
-pub fn rep_query(rep: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> TallyQuery {
-    TallyQuery {
-        segments: vec![Segment {
-            rep: rep.to_owned(),
-            from,
-            to,
-        }],
-        retention: Some(RetentionQuery {
-            reps: vec![rep.to_owned()],
-            start: from,
-            end: to,
-        }),
-    }
+/// What a leaderboard shows of a rep besides its value.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RepCard {
+    pub rep_id: String,
+    pub display_name: String,
+    /// The team the rep is in now.
+    pub team: Option<String>,
 }
 
 /// Display name and current team of each rep, in one query.
-pub async fn rep_cards(
-    pool: &PgPool,
-    reps: &[String],
-) -> Result<HashMap<String, (String, Option<String>)>, Error> {
-    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+pub async fn rep_cards(pool: &PgPool, reps: &[String]) -> Result<HashMap<String, RepCard>, Error> {
+    let cards: Vec<RepCard> = sqlx::query_as(
         r#"
         SELECT r.rep_id, r.display_name,
                (SELECT h.team_id FROM rep_team_history h
                 WHERE h.rep_id = r.rep_id AND h.effective_from <= now()
-                ORDER BY h.effective_from DESC LIMIT 1)
+                ORDER BY h.effective_from DESC LIMIT 1) AS team
         FROM reps r WHERE r.rep_id = ANY($1)
         "#,
     )
     .bind(reps)
     .fetch_all(pool)
     .await?;
-    Ok(rows
+    Ok(cards
         .into_iter()
-        .map(|(rep, name, team)| (rep, (name, team)))
+        .map(|card| (card.rep_id.clone(), card))
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(day: u32) -> DateTime<Utc> {
-        DateTime::from_timestamp(i64::from(day) * 86_400, 0).unwrap_or_default()
-    }
-
-    fn reps(ids: &[&str]) -> Vec<String> {
-        ids.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    fn team(ids: &[&str], from: u32, to: u32) -> TallyQuery {
-        TallyQuery {
-            segments: ids
-                .iter()
-                .map(|rep| Segment {
-                    rep: (*rep).to_owned(),
-                    from: at(from),
-                    to: at(to),
-                })
-                .collect(),
-            retention: Some(RetentionQuery {
-                reps: reps(ids),
-                start: at(from),
-                end: at(to),
-            }),
-        }
-    }
-
-    #[test]
-    fn a_scorecard_reads_the_months_before_the_previous_period_once() {
-        // Current period [90, 180), previous [0, 90): the current count is
-        // the previous one plus the previous period's own sums.
-        let queries = [team(&["b", "a"], 90, 180), team(&["a", "b"], 0, 90)];
-        let links = chain_retention(&queries);
-        assert_eq!(retention_order(&queries), vec![1, 0]);
-        assert_eq!(
-            links[1],
-            Link {
-                from: epoch(),
-                base: None,
-                reuse: None
-            }
-        );
-        assert_eq!(
-            links[0],
-            Link {
-                from: at(0),
-                base: Some(1),
-                reuse: Some(1)
-            }
-        );
-    }
-
-    #[test]
-    fn other_reps_or_other_ranges_are_not_chained_or_reused() {
-        // A rep joined at day 90: the previous period had other reps.
-        let queries = [team(&["a", "b", "c"], 90, 180), team(&["a", "b"], 0, 90)];
-        assert_eq!(chain_retention(&queries)[0].base, None);
-        // Same reps, but the earlier query ends before the later start:
-        // chained, the gap [60, 90) read, nothing reused.
-        let queries = [team(&["a"], 90, 180), team(&["a"], 0, 60)];
-        let link = &chain_retention(&queries)[0];
-        assert_eq!((link.from, link.base, link.reuse), (at(0), Some(1), None));
-        // A leaderboard: one rep per query, no two alike.
-        let queries = [team(&["a"], 0, 90), team(&["b"], 0, 90)];
-        assert!(chain_retention(&queries).iter().all(|l| l.base.is_none()));
-    }
 }

@@ -1,68 +1,76 @@
-//! Targets per KPI, subject and period.
+//! Targets per KPI, subject and period. KPIs are stored by their code
+//! (`Kpi::code`), subjects as kind and id.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgPool;
 
-use crate::{Error, domain::access::generate_key};
+use crate::{
+    Error,
+    domain::{
+        access::generate_key,
+        kpi::Kpi,
+        period::{Period, parse_zone},
+        target::{NewTarget, Subject, Target, TargetFilter},
+    },
+};
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct TargetRow {
-    pub target_id: String,
-    pub kpi: i16,
-    pub subject_kind: String,
-    pub subject_id: String,
-    pub start_date: NaiveDate,
-    pub end_date: NaiveDate,
-    pub time_zone: String,
-    pub value: f64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+/// The columns of `TargetRow`, for `concat!` (statements are static text).
+macro_rules! columns {
+    () => {
+        " target_id, kpi, subject_kind, subject_id, start_date, end_date, time_zone, value, \
+         created_at, updated_at "
+    };
 }
 
-type Row = (
-    String,
-    i16,
-    String,
-    String,
-    NaiveDate,
-    NaiveDate,
-    String,
-    f64,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
+#[derive(sqlx::FromRow)]
+struct TargetRow {
+    target_id: String,
+    kpi: String,
+    subject_kind: String,
+    subject_id: String,
+    start_date: NaiveDate,
+    end_date: NaiveDate,
+    time_zone: String,
+    value: f64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
-fn row(r: Row) -> TargetRow {
-    TargetRow {
-        target_id: r.0,
-        kpi: r.1,
-        subject_kind: r.2,
-        subject_id: r.3,
-        start_date: r.4,
-        end_date: r.5,
-        time_zone: r.6,
-        value: r.7,
-        created_at: r.8,
-        updated_at: r.9,
+impl TryFrom<TargetRow> for Target {
+    type Error = Error;
+
+    /// A stored row that this build cannot read (an unknown KPI code or
+    /// zone) is an internal error naming the row, never a guess.
+    fn try_from(row: TargetRow) -> Result<Self, Error> {
+        let corrupt =
+            |what: String| Error::internal(anyhow::anyhow!("target '{}': {what}", row.target_id));
+        let kpi = Kpi::from_code(&row.kpi).map_err(|e| corrupt(e.to_string()))?;
+        let subject = Subject::from_parts(&row.subject_kind, &row.subject_id).map_err(&corrupt)?;
+        let zone = parse_zone(&row.time_zone).map_err(&corrupt)?;
+        let period = Period::new(row.start_date, row.end_date, zone).map_err(&corrupt)?;
+        Ok(Target {
+            id: row.target_id,
+            kpi,
+            subject,
+            period,
+            value: row.value,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
     }
 }
 
+fn targets(rows: Vec<TargetRow>) -> Result<Vec<Target>, Error> {
+    rows.into_iter().map(Target::try_from).collect()
+}
+
 /// Sets a target; the same KPI, subject and dates replace the old value.
-#[allow(clippy::too_many_arguments)]
-pub async fn set(
-    pool: &PgPool,
-    kpi: i16,
-    subject_kind: &str,
-    subject_id: &str,
-    start: NaiveDate,
-    end: NaiveDate,
-    time_zone: &str,
-    value: f64,
-) -> Result<TargetRow, Error> {
+pub async fn set(pool: &PgPool, target: &NewTarget) -> Result<Target, Error> {
     let id = generate_key()
         .map_err(|e| Error::internal(anyhow::anyhow!("OS RNG: {e}")))?
         .key_id;
-    let r: Row = sqlx::query_as(
+    let period = target.period();
+    let row: TargetRow = sqlx::query_as(concat!(
         r#"
         INSERT INTO targets AS t
             (target_id, kpi, subject_kind, subject_id, start_date, end_date, time_zone, value)
@@ -73,90 +81,85 @@ pub async fn set(
             updated_at = CASE WHEN (t.time_zone, t.value) IS DISTINCT FROM
                                    (EXCLUDED.time_zone, EXCLUDED.value)
                               THEN now() ELSE t.updated_at END
-        RETURNING target_id, kpi, subject_kind, subject_id, start_date, end_date, time_zone,
-                  value, created_at, updated_at
-        "#,
-    )
+        RETURNING"#,
+        columns!()
+    ))
     .bind(format!("t-{id}"))
-    .bind(kpi)
-    .bind(subject_kind)
-    .bind(subject_id)
-    .bind(start)
-    .bind(end)
-    .bind(time_zone)
-    .bind(value)
+    .bind(target.kpi().code())
+    .bind(target.subject().kind())
+    .bind(target.subject().id())
+    .bind(period.start())
+    .bind(period.end())
+    .bind(period.zone().name())
+    .bind(target.value())
     .fetch_one(pool)
     .await?;
-    Ok(row(r))
+    Target::try_from(row)
 }
 
-/// Targets matching the filters (each optional), by subject, KPI, dates.
+/// Targets matching the filter, by subject, KPI and dates; with `visible`
+/// (a scoped key's teams) only the targets of those teams and of the reps
+/// now in them, decided in this one query.
 pub async fn list(
     pool: &PgPool,
-    subject: Option<(&str, &str)>,
-    kpi: Option<i16>,
-    active_on: Option<NaiveDate>,
-) -> Result<Vec<TargetRow>, Error> {
-    let rows: Vec<Row> = sqlx::query_as(
+    filter: &TargetFilter,
+    visible: Option<Vec<String>>,
+) -> Result<Vec<Target>, Error> {
+    let rows: Vec<TargetRow> = sqlx::query_as(concat!(
+        "SELECT",
+        columns!(),
         r#"
-        SELECT target_id, kpi, subject_kind, subject_id, start_date, end_date, time_zone, value,
-               created_at, updated_at
-        FROM targets
-        WHERE ($1::text IS NULL OR (subject_kind = $1 AND subject_id = $2))
-          AND ($3::smallint IS NULL OR kpi = $3)
-          AND ($4::date IS NULL OR (start_date <= $4 AND end_date >= $4))
-        ORDER BY subject_kind, subject_id, kpi, start_date, end_date
+        FROM targets t
+        WHERE ($1::text IS NULL OR (t.subject_kind = $1 AND t.subject_id = $2))
+          AND ($3::text IS NULL OR t.kpi = $3)
+          AND ($4::date IS NULL OR (t.start_date <= $4 AND t.end_date >= $4))
+          AND ($5::text[] IS NULL
+               OR (t.subject_kind = 'team' AND t.subject_id = ANY($5))
+               OR (t.subject_kind = 'rep' AND (
+                     SELECT h.team_id FROM rep_team_history h
+                     WHERE h.rep_id = t.subject_id AND h.effective_from <= now()
+                     ORDER BY h.effective_from DESC LIMIT 1) = ANY($5)))
+        ORDER BY t.subject_kind, t.subject_id, array_position($6::text[], t.kpi),
+                 t.start_date, t.end_date
         LIMIT 10000
-        "#,
-    )
-    .bind(subject.map(|s| s.0))
-    .bind(subject.map(|s| s.1))
-    .bind(kpi)
-    .bind(active_on)
+        "#
+    ))
+    .bind(filter.subject.as_ref().map(Subject::kind))
+    .bind(filter.subject.as_ref().map(Subject::id))
+    .bind(filter.kpi.map(Kpi::code))
+    .bind(filter.active_on)
+    .bind(visible)
+    .bind(Kpi::ALL.map(Kpi::code).to_vec())
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(row).collect())
+    targets(rows)
 }
 
-/// The targets of these subjects for exactly these dates.
+/// The targets of these subjects for exactly this period's dates.
 pub async fn for_period(
     pool: &PgPool,
     subject_kind: &str,
     subject_ids: &[String],
-    start: NaiveDate,
-    end: NaiveDate,
-) -> Result<Vec<TargetRow>, Error> {
-    let rows: Vec<Row> = sqlx::query_as(
+    period: &Period,
+) -> Result<Vec<Target>, Error> {
+    let rows: Vec<TargetRow> = sqlx::query_as(concat!(
+        "SELECT",
+        columns!(),
         r#"
-        SELECT target_id, kpi, subject_kind, subject_id, start_date, end_date, time_zone, value,
-               created_at, updated_at
         FROM targets
         WHERE subject_kind = $1 AND subject_id = ANY($2) AND start_date = $3 AND end_date = $4
-        "#,
-    )
+        "#
+    ))
     .bind(subject_kind)
     .bind(subject_ids)
-    .bind(start)
-    .bind(end)
+    .bind(period.start())
+    .bind(period.end())
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(row).collect())
+    targets(rows)
 }
 
-pub async fn get(pool: &PgPool, target_id: &str) -> Result<Option<TargetRow>, Error> {
-    let r: Option<Row> = sqlx::query_as(
-        r#"
-        SELECT target_id, kpi, subject_kind, subject_id, start_date, end_date, time_zone, value,
-               created_at, updated_at
-        FROM targets WHERE target_id = $1
-        "#,
-    )
-    .bind(target_id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(r.map(row))
-}
-
+/// Deletes a target; whether there was one.
 pub async fn delete(pool: &PgPool, target_id: &str) -> Result<bool, Error> {
     let result = sqlx::query("DELETE FROM targets WHERE target_id = $1")
         .bind(target_id)

@@ -5,9 +5,12 @@
 use chrono::{Days, NaiveDate};
 use kpi_service::{
     demo::{self, DemoOptions},
-    domain::period::{Period, parse_zone},
+    domain::{
+        period::{Period, parse_zone},
+        tally::{TallyQuery, rep_query, team_query},
+    },
     grpc::pb::{self, activity_record::Record},
-    store::kpi::{self as store, Source, TallyQuery},
+    store::kpi::{self as store, Source},
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -143,11 +146,11 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
             if *is_team {
                 let team = store::membership(&app.db, id).await.unwrap().unwrap();
                 for p in &periods {
-                    queries.push(store::team_query(&team, p.start_time(), p.end_time()));
+                    queries.push(team_query(&team, p.start_time(), p.end_time()));
                 }
             } else {
                 for p in &periods {
-                    queries.push(store::rep_query(id, p.start_time(), p.end_time()));
+                    queries.push(rep_query(id, p.start_time(), p.end_time()));
                 }
             }
         }

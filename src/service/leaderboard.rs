@@ -1,0 +1,117 @@
+//! A team's reps ranked by one KPI.
+
+use std::{collections::HashMap, sync::Arc};
+
+use sqlx::PgPool;
+
+use super::{KpiSettings, authorize, plan::Planner, plan::without_unneeded_retention};
+use crate::{
+    Error,
+    access::Principal,
+    domain::{
+        directory::intervals_in,
+        ids::{RepId, TeamId},
+        kpi::{self, Kpi},
+        period::Period,
+        report::{Candidate, Leaderboard, rank},
+        tally::{TallyQuery, rep_query},
+    },
+    store::{
+        kpi::{self as store, Source},
+        targets as targets_store,
+    },
+};
+
+/// A leaderboard to compute.
+#[derive(Debug, Clone)]
+pub struct LeaderboardQuery {
+    pub kpi: Kpi,
+    pub team: TeamId,
+    pub period: Period,
+    /// Rates and means with a smaller sample are listed unranked; default
+    /// `kpi::default_min_sample`.
+    pub min_sample: Option<i64>,
+    /// At most this many entries; 0: all.
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Leaderboards {
+    pool: PgPool,
+    settings: Arc<KpiSettings>,
+}
+
+impl Leaderboards {
+    pub fn new(pool: PgPool, settings: Arc<KpiSettings>) -> Self {
+        Self { pool, settings }
+    }
+
+    /// Every rep who was in the team (or a sub-team) at some time in the
+    /// period, ranked by their own value of the KPI over the whole period.
+    /// A scoped key sees only the reps now in its teams.
+    pub async fn leaderboard(
+        &self,
+        caller: &Principal,
+        query: LeaderboardQuery,
+    ) -> Result<Leaderboard, Error> {
+        let LeaderboardQuery {
+            kpi,
+            team,
+            period,
+            min_sample,
+            limit,
+        } = query;
+        authorize::team(caller, &team)?;
+        let mut planner = Planner::new(&self.pool);
+        let team = planner.team(&team).await?;
+        let (from, to) = (period.start_time(), period.end_time());
+        let mut members: Vec<String> = team
+            .histories
+            .iter()
+            .filter(|(_, points)| !intervals_in(points, &team.teams, from, to).is_empty())
+            .map(|(rep, _)| rep.clone())
+            .collect();
+        let mut cards = store::rep_cards(&self.pool, &members).await?;
+        if caller.scope.is_some() {
+            members.retain(|rep| {
+                cards
+                    .get(rep)
+                    .and_then(|card| card.team.as_deref())
+                    .is_some_and(|team| caller.sees_team(team))
+            });
+        }
+        let mut queries: Vec<TallyQuery> =
+            members.iter().map(|rep| rep_query(rep, from, to)).collect();
+        without_unneeded_retention(&mut queries, &[kpi]);
+        let (tallies, targets) = tokio::try_join!(
+            store::tallies(&self.pool, &queries, Source::Rollups),
+            targets_store::for_period(&self.pool, "rep", &members, &period)
+        )?;
+        let targets: HashMap<String, f64> = targets
+            .into_iter()
+            .filter(|t| t.kpi == kpi)
+            .map(|t| (t.subject.id().to_owned(), t.value))
+            .collect();
+        let mut candidates = Vec::with_capacity(members.len());
+        for (rep, tally) in members.into_iter().zip(&tallies) {
+            let rep_id = RepId::parse(&rep).map_err(|e| {
+                Error::internal(anyhow::anyhow!("stored rep id '{rep}' is invalid: {e}"))
+            })?;
+            candidates.push(Candidate {
+                display_name: cards
+                    .remove(&rep)
+                    .map(|card| card.display_name)
+                    .unwrap_or_default(),
+                target: targets.get(&rep).copied(),
+                value: kpi::evaluate(kpi, tally),
+                rep_id,
+            });
+        }
+        let min_sample = min_sample.unwrap_or_else(|| kpi::default_min_sample(kpi));
+        Ok(Leaderboard {
+            period,
+            currency: self.settings.reporting_currency.clone(),
+            entries: rank(kpi, candidates, min_sample, limit),
+        })
+    }
+}

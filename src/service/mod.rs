@@ -1,0 +1,52 @@
+//! The use cases, one module each, shared by every transport: a caller
+//! (`Principal`) and a typed, already-validated query in, domain values
+//! out. Authorization, query planning, ranking and target planning live
+//! here, once; the transports (`grpc/`, later `http/`) only parse requests
+//! into the typed queries and convert the answers.
+
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use sqlx::PgPool;
+
+pub mod authorize;
+pub mod directory;
+pub mod ingest;
+pub mod keys;
+pub mod leaderboard;
+pub mod plan;
+pub mod scorecard;
+pub mod targets;
+
+/// Settings the KPI use cases need.
+#[derive(Debug, Clone)]
+pub struct KpiSettings {
+    /// Zone of periods that name none.
+    pub default_zone: Tz,
+    pub fiscal_year_start_month: u32,
+    pub reporting_currency: String,
+}
+
+/// Every use case, built once per process and cloned into each transport
+/// (clones share the pool and caches).
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub directory: directory::Directory,
+    pub ingest: ingest::Ingest,
+    pub scorecards: scorecard::Scorecards,
+    pub leaderboards: leaderboard::Leaderboards,
+    pub targets: targets::Targets,
+}
+
+impl Services {
+    pub fn new(pool: PgPool, settings: KpiSettings) -> Self {
+        let settings = Arc::new(settings);
+        Self {
+            directory: directory::Directory::new(pool.clone()),
+            ingest: ingest::Ingest::new(pool.clone(), settings.reporting_currency.clone()),
+            scorecards: scorecard::Scorecards::new(pool.clone(), settings.clone()),
+            leaderboards: leaderboard::Leaderboards::new(pool.clone(), settings.clone()),
+            targets: targets::Targets::new(pool),
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Planning the tally queries of a call: which reps and ranges make up
+//! each subject's KPIs over each period, with each team's membership read
+//! once per call however many subjects and periods name it.
+
+use std::collections::{HashMap, hash_map::Entry};
+
+use chrono::{NaiveDate, Utc};
+use chrono_tz::Tz;
+use sqlx::PgPool;
+
+use crate::{
+    Error,
+    domain::{
+        ids::TeamId,
+        kpi::{self, Kpi},
+        period::Period,
+        tally::{TallyQuery, TeamMembers, rep_query, team_query},
+        target::Subject,
+    },
+    store::kpi as store,
+};
+
+/// Builds tally queries, reading each team's membership once however many
+/// subjects and periods of one call name it (ListTargets: one per target).
+pub struct Planner<'p> {
+    pool: &'p PgPool,
+    teams: HashMap<TeamId, TeamMembers>,
+}
+
+impl<'p> Planner<'p> {
+    pub fn new(pool: &'p PgPool) -> Self {
+        Self {
+            pool,
+            teams: HashMap::new(),
+        }
+    }
+
+    /// A team's membership (read once per planner), or NOT_FOUND.
+    pub async fn team(&mut self, team: &TeamId) -> Result<&TeamMembers, Error> {
+        Ok(match self.teams.entry(team.clone()) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(new) => new.insert(
+                store::membership(self.pool, team.as_str())
+                    .await?
+                    .ok_or_else(|| Error::NotFound {
+                        kind: "team",
+                        id: team.to_string(),
+                    })?,
+            ),
+        })
+    }
+
+    /// The tally queries of `subject` over each period. Retention
+    /// (customers active at each period start) is computed only if one of
+    /// `kpis` needs it.
+    pub async fn queries_for(
+        &mut self,
+        subject: &Subject,
+        periods: &[Period],
+        kpis: &[Kpi],
+    ) -> Result<Vec<TallyQuery>, Error> {
+        let mut queries: Vec<TallyQuery> = match subject {
+            Subject::Rep(rep) => periods
+                .iter()
+                .map(|p| rep_query(rep.as_str(), p.start_time(), p.end_time()))
+                .collect(),
+            Subject::Team(team) => {
+                let team = self.team(team).await?;
+                periods
+                    .iter()
+                    .map(|p| team_query(team, p.start_time(), p.end_time()))
+                    .collect()
+            }
+        };
+        without_unneeded_retention(&mut queries, kpis);
+        Ok(queries)
+    }
+}
+
+/// Drops the retention part of `queries` unless one of `kpis` needs it.
+pub fn without_unneeded_retention(queries: &mut [TallyQuery], kpis: &[Kpi]) {
+    if !kpis.iter().any(|k| kpi::needs_retention(*k)) {
+        for query in queries {
+            query.retention = None;
+        }
+    }
+}
+
+/// Today's date in `zone`.
+pub fn today(zone: Tz) -> NaiveDate {
+    Utc::now().with_timezone(&zone).date_naive()
+}

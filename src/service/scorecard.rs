@@ -1,0 +1,157 @@
+//! A subject's scorecard (every KPI, with the previous period, change and
+//! target progress) and one KPI's series over calendar buckets.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use sqlx::PgPool;
+
+use super::{KpiSettings, authorize, plan::Planner, plan::today};
+use crate::{
+    Error,
+    access::Principal,
+    domain::{
+        kpi::{self, Kpi},
+        period::{self, Granularity, Period},
+        report::{Scorecard, ScorecardEntry, Series, SeriesPoint},
+        target::{Subject, TargetProgress},
+    },
+    store::{
+        kpi::{self as store, Source},
+        targets as targets_store,
+    },
+};
+
+/// The most buckets one series may have.
+pub const MAX_SERIES_POINTS: usize = 5000;
+
+/// A scorecard to compute.
+#[derive(Debug, Clone)]
+pub struct ScorecardQuery {
+    pub subject: Subject,
+    pub period: Period,
+    /// The KPIs to show, in this order; empty: every KPI.
+    pub kpis: Vec<Kpi>,
+}
+
+/// A series to compute.
+#[derive(Debug, Clone)]
+pub struct SeriesQuery {
+    pub subject: Subject,
+    pub kpi: Kpi,
+    pub period: Period,
+    pub granularity: Granularity,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scorecards {
+    pool: PgPool,
+    settings: Arc<KpiSettings>,
+}
+
+impl Scorecards {
+    pub fn new(pool: PgPool, settings: Arc<KpiSettings>) -> Self {
+        Self { pool, settings }
+    }
+
+    pub async fn scorecard(
+        &self,
+        caller: &Principal,
+        query: ScorecardQuery,
+    ) -> Result<Scorecard, Error> {
+        let ScorecardQuery {
+            subject,
+            period,
+            kpis,
+        } = query;
+        let kpis = if kpis.is_empty() {
+            Kpi::ALL.to_vec()
+        } else {
+            kpis
+        };
+        authorize::read(&self.pool, caller, &subject).await?;
+
+        let previous = period.previous();
+        let queries = Planner::new(&self.pool)
+            .queries_for(&subject, &[period, previous], &kpis)
+            .await?;
+        let subject_ids = [subject.id().to_owned()];
+        let (tallies, targets) = tokio::try_join!(
+            store::tallies(&self.pool, &queries, Source::Rollups),
+            targets_store::for_period(&self.pool, subject.kind(), &subject_ids, &period)
+        )?;
+        let (Some(now_tally), Some(before_tally)) = (tallies.first(), tallies.get(1)) else {
+            return Err(Error::internal(anyhow::anyhow!(
+                "expected 2 tallies, got {}",
+                tallies.len()
+            )));
+        };
+        let elapsed = period.elapsed_fraction(Utc::now());
+        let as_of = today(period.zone()).clamp(period.start(), period.end());
+        let entries = kpis
+            .iter()
+            .map(|kpi| {
+                let current = kpi::evaluate(*kpi, now_tally);
+                let previous = kpi::evaluate(*kpi, before_tally);
+                let change = current.value.zip(previous.value).map(|(a, b)| a - b);
+                let target = targets.iter().find(|t| t.kpi == *kpi).map(|t| {
+                    let progress = TargetProgress {
+                        progress: kpi::progress(*kpi, t.value, current.value, elapsed),
+                        as_of,
+                    };
+                    (t.clone(), progress)
+                });
+                ScorecardEntry {
+                    current,
+                    previous,
+                    change,
+                    target,
+                }
+            })
+            .collect();
+        Ok(Scorecard {
+            subject,
+            period,
+            previous_period: previous,
+            currency: self.settings.reporting_currency.clone(),
+            entries,
+        })
+    }
+
+    pub async fn series(&self, caller: &Principal, query: SeriesQuery) -> Result<Series, Error> {
+        let SeriesQuery {
+            subject,
+            kpi,
+            period,
+            granularity,
+        } = query;
+        let buckets = period::buckets(&period, granularity, self.settings.fiscal_year_start_month);
+        if buckets.len() > MAX_SERIES_POINTS {
+            return Err(Error::invalid(
+                "granularity",
+                format!(
+                    "{} buckets: choose a coarser granularity or a shorter period",
+                    buckets.len()
+                ),
+            ));
+        }
+        authorize::read(&self.pool, caller, &subject).await?;
+        let queries = Planner::new(&self.pool)
+            .queries_for(&subject, &buckets, &[kpi])
+            .await?;
+        let tallies = store::tallies(&self.pool, &queries, Source::Rollups).await?;
+        let points = buckets
+            .into_iter()
+            .zip(&tallies)
+            .map(|(bucket, tally)| SeriesPoint {
+                bucket,
+                value: kpi::evaluate(kpi, tally),
+            })
+            .collect();
+        Ok(Series {
+            period,
+            currency: self.settings.reporting_currency.clone(),
+            points,
+        })
+    }
+}

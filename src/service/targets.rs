@@ -1,0 +1,115 @@
+//! Targets per KPI, subject and period, and progress against them.
+
+use chrono::{Days, Utc};
+use sqlx::PgPool;
+
+use super::{authorize, plan::Planner, plan::today};
+use crate::{
+    Error,
+    access::Principal,
+    domain::{
+        kpi::{self, Tally},
+        period,
+        target::{NewTarget, Target, TargetFilter, TargetProgress, TargetStatus},
+    },
+    store::{
+        kpi::{self as store, Source},
+        targets as targets_store,
+    },
+};
+
+#[derive(Debug, Clone)]
+pub struct Targets {
+    pool: PgPool,
+}
+
+impl Targets {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Sets a target; the same KPI, subject and dates replace the old value.
+    pub async fn set(&self, caller: &Principal, target: NewTarget) -> Result<Target, Error> {
+        authorize::subject(&self.pool, caller, target.subject()).await?;
+        targets_store::set(&self.pool, &target).await
+    }
+
+    /// The targets matching `filter` that the caller may see (filtered in
+    /// the one query that lists them), each with its progress through the
+    /// end of the as-of day (default: today in the target's zone, up to
+    /// now); every tally in one go.
+    pub async fn list(
+        &self,
+        caller: &Principal,
+        filter: TargetFilter,
+    ) -> Result<Vec<TargetStatus>, Error> {
+        if let Some(subject) = &filter.subject {
+            authorize::subject(&self.pool, caller, subject).await?;
+        }
+        let targets =
+            targets_store::list(&self.pool, &filter, authorize::visible_teams(caller)).await?;
+
+        let mut planner = Planner::new(&self.pool);
+        let mut queries = Vec::new();
+        // Per target: the slot of its tally (none before its period) and
+        // its progress so far.
+        let mut plans = Vec::with_capacity(targets.len());
+        for target in &targets {
+            let full = target.period;
+            let zone = full.zone();
+            let day = filter.as_of.unwrap_or_else(|| today(zone));
+            let at = match filter.as_of {
+                Some(day) => day
+                    .checked_add_days(Days::new(1))
+                    .map_or(full.end_time(), |next| period::local_midnight(zone, next)),
+                None => Utc::now(),
+            };
+            let slot = match full.through(day) {
+                Some(through) => {
+                    let slot = queries.len();
+                    queries.extend(
+                        planner
+                            .queries_for(&target.subject, &[through], &[target.kpi])
+                            .await?,
+                    );
+                    Some(slot)
+                }
+                None => None,
+            };
+            plans.push((
+                slot,
+                day.clamp(full.start(), full.end()),
+                full.elapsed_fraction(at),
+            ));
+        }
+        let tallies = store::tallies(&self.pool, &queries, Source::Rollups).await?;
+        Ok(targets
+            .into_iter()
+            .zip(plans)
+            .map(|(target, (slot, as_of, elapsed))| {
+                let empty = Tally::default();
+                let tally = slot.and_then(|i| tallies.get(i)).unwrap_or(&empty);
+                let actual = kpi::evaluate(target.kpi, tally).value;
+                TargetStatus {
+                    progress: TargetProgress {
+                        progress: kpi::progress(target.kpi, target.value, actual, elapsed),
+                        as_of,
+                    },
+                    target,
+                }
+            })
+            .collect())
+    }
+
+    /// Deletes a target, or NOT_FOUND.
+    pub async fn delete(&self, _caller: &Principal, target_id: &str) -> Result<(), Error> {
+        if targets_store::delete(&self.pool, target_id).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound {
+                kind: "target",
+                id: target_id.to_owned(),
+            })
+        }
+    }
+}

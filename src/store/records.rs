@@ -1,0 +1,379 @@
+//! The five activity record tables, each declared once: `record_table!`
+//! names the struct field and the column of each, in order, and everything
+//! else is derived from that one list: the SQL type of each column (from
+//! the field's type), the locked lookup of stored versions, the insert, the
+//! replace, the bound arrays and the decoding of stored rows.
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use sqlx::{
+    Arguments as _, PgConnection, Row as _,
+    postgres::{PgArguments, PgRow},
+};
+
+use crate::domain::{
+    activity::{
+        Amount, Channel, Customer, CustomerRequest, Deal, DealStage, Feedback, FeedbackKind,
+        Interaction, Versioned,
+    },
+    kpi::{self, Contributions},
+};
+
+/// How a field's type is stored: its SQL type, the value bound for it
+/// (borrowed where it can be: ids are not copied) and the value read back.
+pub trait Stored: Sized {
+    /// `numeric` columns travel as text both ways (exact decimals).
+    const SQL_TYPE: &'static str;
+    type Bind<'a>: sqlx::Encode<'a, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>
+        + sqlx::postgres::PgHasArrayType
+        + Send
+    where
+        Self: 'a;
+    type Read: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>;
+    fn bind(&self) -> Self::Bind<'_>;
+    fn read(stored: Self::Read) -> Result<Self, String>;
+}
+
+macro_rules! stored_as_is {
+    ($($ty:ty => $sql:literal),+ $(,)?) => {$(
+        impl Stored for $ty {
+            const SQL_TYPE: &'static str = $sql;
+            type Bind<'a> = $ty;
+            type Read = $ty;
+            fn bind(&self) -> $ty {
+                *self
+            }
+            fn read(stored: $ty) -> Result<Self, String> {
+                Ok(stored)
+            }
+        }
+    )+};
+}
+
+stored_as_is!(
+    DateTime<Utc> => "timestamptz",
+    Option<DateTime<Utc>> => "timestamptz",
+    i16 => "smallint",
+    Option<i32> => "integer",
+);
+
+impl Stored for String {
+    const SQL_TYPE: &'static str = "text";
+    type Bind<'a> = &'a str;
+    type Read = String;
+    fn bind(&self) -> &str {
+        self
+    }
+    fn read(stored: String) -> Result<Self, String> {
+        Ok(stored)
+    }
+}
+
+impl Stored for Option<String> {
+    const SQL_TYPE: &'static str = "text";
+    type Bind<'a> = Option<&'a str>;
+    type Read = Option<String>;
+    fn bind(&self) -> Option<&str> {
+        self.as_deref()
+    }
+    fn read(stored: Option<String>) -> Result<Self, String> {
+        Ok(stored)
+    }
+}
+
+impl Stored for Amount {
+    const SQL_TYPE: &'static str = "numeric";
+    type Bind<'a> = String;
+    type Read = String;
+    fn bind(&self) -> String {
+        self.to_decimal()
+    }
+    fn read(stored: String) -> Result<Self, String> {
+        Amount::from_decimal(&stored)
+    }
+}
+
+macro_rules! stored_as_code {
+    ($($ty:ty),+) => {$(
+        impl Stored for $ty {
+            const SQL_TYPE: &'static str = "smallint";
+            type Bind<'a> = i16;
+            type Read = i16;
+            fn bind(&self) -> i16 {
+                self.code()
+            }
+            fn read(stored: i16) -> Result<Self, String> {
+                <$ty>::from_code(i32::from(stored)).ok_or_else(|| format!("unknown code {stored}"))
+            }
+        }
+    )+};
+}
+
+stored_as_code!(Channel, DealStage, FeedbackKind);
+
+/// The SQL type of the field `field` picks out (inferred, not restated).
+fn sql_type<R, T: Stored>(_field: fn(&R) -> &T) -> &'static str {
+    T::SQL_TYPE
+}
+
+/// Binds one column: the field `field` of every row, as one array.
+fn bind_column<R, T: Stored>(
+    args: &mut PgArguments,
+    rows: &[&R],
+    field: fn(&R) -> &T,
+) -> Result<(), sqlx::Error> {
+    args.add(rows.iter().map(|r| field(r).bind()).collect::<Vec<_>>())
+        .map_err(sqlx::Error::Encode)
+}
+
+/// Reads one column of a stored row into the type of the field `field`
+/// picks out; a stored value the domain rejects is a decode error.
+fn read_column<R, T: Stored>(
+    row: &PgRow,
+    column: &str,
+    _field: fn(&R) -> &T,
+) -> Result<T, sqlx::Error> {
+    let stored: T::Read = row.try_get(column)?;
+    T::read(stored)
+        .map_err(|e| sqlx::Error::Decode(format!("stored {column} is invalid: {e}").into()))
+}
+
+/// How one record type is read and written.
+pub trait Table: Versioned + Sized + 'static {
+    /// The statements, built once from the table's column list.
+    fn sql() -> &'static TableSql;
+    /// Binds `rows` as one array per column, in column order.
+    fn bind(args: &mut PgArguments, rows: &[&Self]) -> Result<(), sqlx::Error>;
+    /// A record from a row of `TableSql::load`.
+    fn decode(row: &PgRow) -> Result<Self, sqlx::Error>;
+    /// What the record adds to the KPI sums.
+    fn contributions(&self) -> Contributions;
+}
+
+/// Declares a record table once: the type, the table, the function giving
+/// its KPI contributions, and `field: "column"` for every column in order
+/// (the id first, the version last).
+macro_rules! record_table {
+    ($ty:ident in $table:literal, $contributions:path, { $($field:ident: $column:literal),+ $(,)? }) => {
+        impl Table for $ty {
+            fn sql() -> &'static TableSql {
+                static SQL: LazyLock<TableSql> = LazyLock::new(|| {
+                    TableSql::new($table, &[$(($column, sql_type(|r: &$ty| &r.$field))),+])
+                });
+                &SQL
+            }
+
+            fn bind(args: &mut PgArguments, rows: &[&Self]) -> Result<(), sqlx::Error> {
+                $(bind_column(args, rows, |r: &$ty| &r.$field)?;)+
+                Ok(())
+            }
+
+            fn decode(row: &PgRow) -> Result<Self, sqlx::Error> {
+                Ok($ty {
+                    $($field: read_column(row, $column, |r: &$ty| &r.$field)?,)+
+                })
+            }
+
+            fn contributions(&self) -> Contributions {
+                $contributions(self)
+            }
+        }
+    };
+}
+
+record_table!(Customer in "customers", kpi::customer_contributions, {
+    id: "customer_id",
+    rep_id: "rep_id",
+    lead_at: "lead_at",
+    converted_at: "converted_at",
+    churned_at: "churned_at",
+    updated_at: "source_updated_at",
+});
+
+record_table!(Interaction in "interactions", kpi::interaction_contributions, {
+    id: "interaction_id",
+    rep_id: "rep_id",
+    customer_id: "customer_id",
+    channel: "channel",
+    occurred_at: "occurred_at",
+    duration_seconds: "duration_seconds",
+    updated_at: "source_updated_at",
+});
+
+record_table!(Deal in "deals", kpi::deal_contributions, {
+    id: "deal_id",
+    rep_id: "rep_id",
+    customer_id: "customer_id",
+    currency: "currency",
+    amount: "amount",
+    stage: "stage",
+    created_at: "created_at",
+    closed_at: "closed_at",
+    updated_at: "source_updated_at",
+});
+
+record_table!(Feedback in "feedback", kpi::feedback_contributions, {
+    id: "feedback_id",
+    rep_id: "rep_id",
+    customer_id: "customer_id",
+    kind: "kind",
+    score: "score",
+    submitted_at: "submitted_at",
+    comment: "comment",
+    updated_at: "source_updated_at",
+});
+
+record_table!(CustomerRequest in "customer_requests", kpi::request_contributions, {
+    id: "request_id",
+    rep_id: "rep_id",
+    customer_id: "customer_id",
+    opened_at: "opened_at",
+    first_response_at: "first_response_at",
+    resolved_at: "resolved_at",
+    updated_at: "source_updated_at",
+});
+
+/// The stored versions of `ids`, locked for the transaction, in id order
+/// (through the primary key: see `store::activity::BEGIN_BATCH`).
+pub async fn load<T: Table>(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<T>, sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(T::sql().load.as_str()))
+        .bind(ids)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(T::decode)
+        .collect()
+}
+
+/// Inserts `rows` (sorted by id; an id inserted meanwhile by a concurrent
+/// batch fails the statement with a unique violation, and the batch is
+/// retried); with `replace`, replaces the stored rows (locked by `load`)
+/// whose version is older.
+pub async fn upsert<T: Table>(
+    conn: &mut PgConnection,
+    rows: &[&T],
+    replace: bool,
+) -> Result<(), sqlx::Error> {
+    let mut args = PgArguments::default();
+    T::bind(&mut args, rows)?;
+    sqlx::query_with(sqlx::AssertSqlSafe(T::sql().write(replace)), args)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The statements of one record table, from one list of its columns: the
+/// locked lookup of stored versions by id, a plain insert for new ids, and
+/// an upsert that replaces older versions. Rows are written as one array
+/// per column, unnested in the select list (no per-column tuplestore).
+pub struct TableSql {
+    load: String,
+    insert: String,
+    replace: String,
+}
+
+impl TableSql {
+    /// `columns`: (name, SQL type), the id first. `numeric` columns travel
+    /// as text both ways (exact decimals).
+    fn new(table: &str, columns: &[(&str, &str)]) -> Self {
+        let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+        let id = names.first().copied().unwrap_or_default();
+        let read: Vec<String> = columns
+            .iter()
+            .map(|(name, ty)| match *ty {
+                "numeric" => format!("{name}::text AS {name}"),
+                _ => (*name).to_owned(),
+            })
+            .collect();
+        let values: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| match *ty {
+                "numeric" => format!("unnest(${}::text[])::numeric", i + 1),
+                _ => format!("unnest(${}::{ty}[])", i + 1),
+            })
+            .collect();
+        // The gate (one index descent) skips the 1000 probes when no stored
+        // id lies between the batch's least and greatest: a bulk sync of
+        // new records, or new ids above all stored ones.
+        // (The bounds are computed once, as parameters of the gate's index
+        // scan: no join for the planner to get wrong on a table it
+        // believes empty.)
+        let load = format!(
+            "WITH r AS MATERIALIZED (SELECT min(x) AS lo, max(x) AS hi FROM unnest($1::text[]) x) \
+             SELECT {} FROM {table} WHERE {id} = ANY($1) \
+             AND EXISTS (SELECT 1 FROM {table} s \
+                         WHERE s.{id} BETWEEN (SELECT lo FROM r) AND (SELECT hi FROM r)) \
+             ORDER BY {id} FOR UPDATE",
+            read.join(", ")
+        );
+        let insert = format!(
+            "INSERT INTO {table} AS cur ({}) SELECT {}",
+            names.join(", "),
+            values.join(", ")
+        );
+        let sets: Vec<String> = names
+            .iter()
+            .skip(1)
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        let replace = format!(
+            "{insert} ON CONFLICT ({id}) DO UPDATE SET {}, recorded_at = now() \
+             WHERE EXCLUDED.source_updated_at > cur.source_updated_at",
+            sets.join(", ")
+        );
+        Self {
+            load,
+            insert,
+            replace,
+        }
+    }
+
+    fn write(&self, replace: bool) -> &str {
+        if replace { &self.replace } else { &self.insert }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_column_list_gives_the_lookup_and_both_writes() {
+        let deals = Deal::sql();
+        assert_eq!(
+            deals.load,
+            "WITH r AS MATERIALIZED (SELECT min(x) AS lo, max(x) AS hi FROM unnest($1::text[]) x) \
+             SELECT deal_id, rep_id, customer_id, currency, amount::text AS amount, stage, \
+             created_at, closed_at, source_updated_at FROM deals WHERE deal_id = ANY($1) \
+             AND EXISTS (SELECT 1 FROM deals s \
+             WHERE s.deal_id BETWEEN (SELECT lo FROM r) AND (SELECT hi FROM r)) \
+             ORDER BY deal_id FOR UPDATE"
+        );
+        assert!(
+            deals
+                .insert
+                .contains("unnest($5::text[])::numeric, unnest($6::smallint[])")
+        );
+        assert!(!deals.insert.contains("ON CONFLICT"));
+        assert!(deals.replace.starts_with(deals.insert.as_str()));
+        assert!(
+            deals
+                .replace
+                .contains("ON CONFLICT (deal_id) DO UPDATE SET rep_id = EXCLUDED.rep_id")
+        );
+    }
+
+    #[test]
+    fn column_types_follow_the_field_types() {
+        let interactions = Interaction::sql();
+        assert!(interactions.insert.contains(
+            "unnest($1::text[]), unnest($2::text[]), unnest($3::text[]), \
+             unnest($4::smallint[]), unnest($5::timestamptz[]), unnest($6::integer[]), \
+             unnest($7::timestamptz[])"
+        ));
+        assert!(Feedback::sql().insert.contains("unnest($5::smallint[])"));
+    }
+}
