@@ -19,7 +19,7 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 
-use crate::helpers::{Bearer, ServiceProcess, TestApp, rep, watched_dir};
+use crate::helpers::{Bearer, ServiceProcess, TestApp, rep, run_grpcurl, watched_dir};
 
 #[derive(Debug, Clone, Copy)]
 enum Rpc {
@@ -539,19 +539,6 @@ fn write(dir: &Path, name: &str, content: &str) -> String {
     path.display().to_string()
 }
 
-fn grpcurl(args: &[&str]) -> (bool, String) {
-    let bin = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into());
-    let output = Command::new(bin).args(args).output().unwrap();
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
-}
-
 #[tokio::test]
 async fn tls_and_mutual_tls_work_with_grpcurl_and_tonic_and_refuse_strangers() {
     let app = TestApp::spawn().await;
@@ -573,7 +560,7 @@ async fn tls_and_mutual_tls_work_with_grpcurl_and_tonic_and_refuse_strangers() {
         &["--tls-cert", &cert, "--tls-key", &key],
         "info",
     );
-    let (ok, out) = grpcurl(&[
+    let (ok, out) = run_grpcurl(&[
         "-cacert",
         &ca,
         "-H",
@@ -582,7 +569,7 @@ async fn tls_and_mutual_tls_work_with_grpcurl_and_tonic_and_refuse_strangers() {
         "kpi.v1.DirectoryService/ListTeams",
     ]);
     assert!(ok, "{out}");
-    let (ok, out) = grpcurl(&["-plaintext", &service.addr, "list"]);
+    let (ok, out) = run_grpcurl(&["-plaintext", &service.addr, "list"]);
     assert!(!ok, "plaintext must fail against TLS: {out}");
     drop(service);
 
@@ -600,7 +587,7 @@ async fn tls_and_mutual_tls_work_with_grpcurl_and_tonic_and_refuse_strangers() {
         ],
         "info",
     );
-    let (ok, out) = grpcurl(&[
+    let (ok, out) = run_grpcurl(&[
         "-cacert",
         &ca,
         "-cert",
@@ -613,9 +600,9 @@ async fn tls_and_mutual_tls_work_with_grpcurl_and_tonic_and_refuse_strangers() {
         "kpi.v1.DirectoryService/ListTeams",
     ]);
     assert!(ok, "{out}");
-    let (ok, out) = grpcurl(&["-cacert", &ca, &service.addr, "list"]);
+    let (ok, out) = run_grpcurl(&["-cacert", &ca, &service.addr, "list"]);
     assert!(!ok, "a client without a certificate must fail: {out}");
-    let (ok, out) = grpcurl(&[
+    let (ok, out) = run_grpcurl(&[
         "-cacert",
         &ca,
         "-cert",

