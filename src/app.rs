@@ -10,7 +10,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::T
 
 use crate::{
     access::AccessControl,
-    config::{Cli, Command, KeysCommand, Settings},
+    config::{Cli, Command, DatabaseArgs, KeysCommand, Settings},
     embedded_pg::{self, EmbeddedPostgres},
     grpc::auth::AuthLayer,
     grpc::targets::TargetApi,
@@ -33,14 +33,12 @@ use crate::{
 
 /// Runs what the command line asks for.
 pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            let app = Application::build(cli.settings).await?;
-            app.run_until_stopped(shutdown_signal()).await
-        }
-        Command::Demo(options) => crate::demo::run(options, &cli.settings.data_dir).await,
-        Command::Keys(command) => {
-            let db = Database::open(&cli.settings).await?;
+    match cli.command {
+        None => serve(cli.settings).await,
+        Some(Command::Serve(settings)) => serve(settings).await,
+        Some(Command::Demo(options)) => crate::demo::run(options).await,
+        Some(Command::Keys(command)) => {
+            let db = Database::open(command.database()).await?;
             let result = match store::migrate(&db.pool).await {
                 Ok(()) => keys_command(&db.pool, command).await,
                 Err(err) => Err(err),
@@ -48,8 +46,8 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             result
         }
-        Command::Migrate => {
-            let db = Database::open(&cli.settings).await?;
+        Some(Command::Migrate(database)) => {
+            let db = Database::open(&database).await?;
             let migrated = store::migrate(&db.pool).await;
             db.close().await;
             migrated?;
@@ -59,11 +57,18 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    app.run_until_stopped(shutdown_signal()).await
+}
+
 async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()> {
     use crate::domain::{access::Role, ids::TeamId};
     let keys = crate::service::keys::Keys::new(pool.clone());
     match command {
-        KeysCommand::Create { name, role, team } => {
+        KeysCommand::Create {
+            name, role, team, ..
+        } => {
             let role = Role::parse(&role).map_err(|e| anyhow!(e))?;
             let team_id = team
                 .as_deref()
@@ -82,7 +87,7 @@ async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()>
             );
             println!("{}", key.token);
         }
-        KeysCommand::List => {
+        KeysCommand::List { .. } => {
             let keys = keys.list().await.map_err(|e| anyhow!("{e}"))?;
             println!(
                 "{:<14} {:<7} {:<16} {:<20} {:<25} {:<25} REVOKED",
@@ -107,7 +112,7 @@ async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()>
                 );
             }
         }
-        KeysCommand::Revoke { key_id } => {
+        KeysCommand::Revoke { key_id, .. } => {
             keys.revoke(&key_id).await.map_err(|e| anyhow!("{e}"))?;
             eprintln!("revoked key {key_id}");
         }
@@ -144,7 +149,7 @@ pub struct Database {
 }
 
 impl Database {
-    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+    pub async fn open(settings: &DatabaseArgs) -> anyhow::Result<Self> {
         let (options, embedded) = match &settings.database_url {
             Some(url) => {
                 // The parse error could quote the URL, password included.
@@ -245,7 +250,7 @@ impl Application {
         let local_addr = incoming
             .local_addr()
             .context("cannot read the listening address")?;
-        let db = Database::open(&settings).await?;
+        let db = Database::open(&settings.database).await?;
         let access = Arc::new(AccessControl::default());
         if let Err(err) = Self::prepare(&db, &settings, &access).await {
             db.close().await;
@@ -268,7 +273,7 @@ impl Application {
         access: &AccessControl,
     ) -> anyhow::Result<()> {
         store::migrate(&db.pool).await?;
-        let key_file = settings.data_dir.join("admin.key");
+        let key_file = settings.database.data_dir.join("admin.key");
         if let Some(key_id) = store::keys::bootstrap_admin(&db.pool, &key_file).await? {
             tracing::info!(
                 key_id,

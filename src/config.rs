@@ -8,20 +8,38 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Without DATABASE_URL it runs its own PostgreSQL in <data-dir>/postgres.
 /// Logging is filtered by RUST_LOG (default: info).
 #[derive(Debug, Parser)]
-#[command(name = "kpi-service", version, about, long_about)]
+#[command(
+    name = "kpi-service",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Without a subcommand: `serve` with these settings.
     #[command(flatten)]
     pub settings: Settings,
+    /// Log format (every subcommand).
+    #[arg(
+        long,
+        env = "KPI_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
 }
 
+/// Each subcommand takes only its own flags: `serve` every setting, `migrate`
+/// and `keys` the database ones, `demo` the target, key and generator ones.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC server (the default).
-    Serve,
+    Serve(Settings),
     /// Apply database migrations and exit.
-    Migrate,
+    Migrate(DatabaseArgs),
     /// Fill a running service with a generated organisation and a year of
     /// activity, through its gRPC API (deterministic for a seed).
     Demo(crate::demo::DemoOptions),
@@ -44,15 +62,33 @@ pub enum KeysCommand {
         /// Limit a read key to this team and its sub-teams.
         #[arg(long)]
         team: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// List keys: ids, names, roles, scopes, creation and last use. Never
     /// secrets.
-    List,
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Revoke a key; every instance refuses it within a second.
     Revoke {
         /// The key's id (the part after `kpi_`, before the second `_`).
         key_id: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
+}
+
+impl KeysCommand {
+    /// The database the keys live in.
+    pub fn database(&self) -> &DatabaseArgs {
+        match self {
+            Self::Create { database, .. }
+            | Self::List { database }
+            | Self::Revoke { database, .. } => database,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,95 +99,85 @@ pub enum LogFormat {
     Json,
 }
 
+/// The database settings: which PostgreSQL (or the embedded one under
+/// `--data-dir`) and how the pool uses it. Shared by `serve`, `migrate` and
+/// `keys`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL to use, e.g. postgres://user:pass@host:5432/kpi. When
+    /// absent, the service runs its own PostgreSQL under --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Directory for the service's own files (the embedded PostgreSQL lives
+    /// in <data-dir>/postgres).
+    #[arg(long, env = "KPI_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Most database connections the service keeps open.
+    #[arg(long, env = "KPI_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// Longest a request waits for a free database connection before it
+    /// fails with UNAVAILABLE.
+    #[arg(long, env = "KPI_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// Longest one SQL statement may run (PostgreSQL statement_timeout).
+    #[arg(long, env = "KPI_DB_STATEMENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub db_statement_timeout: Duration,
+}
+
 /// Every setting of the service. Each flag can also be given through the
 /// environment variable named in `--help`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// Address the gRPC server listens on. Port 0 picks a free port.
-    #[arg(
-        long,
-        env = "KPI_LISTEN",
-        default_value = "127.0.0.1:50051",
-        global = true
-    )]
+    #[arg(long, env = "KPI_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// PostgreSQL to use, e.g. postgres://user:pass@host:5432/kpi. When
-    /// absent, the service runs its own PostgreSQL under --data-dir.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
-    pub database_url: Option<String>,
-
-    /// Directory for the service's own files (the embedded PostgreSQL lives
-    /// in <data-dir>/postgres).
-    #[arg(long, env = "KPI_DATA_DIR", default_value = "./data", global = true)]
-    pub data_dir: PathBuf,
-
-    /// Log format.
-    #[arg(
-        long,
-        env = "KPI_LOG_FORMAT",
-        value_enum,
-        default_value = "text",
-        global = true
-    )]
-    pub log_format: LogFormat,
-
-    /// Most database connections the service keeps open.
-    #[arg(
-        long,
-        env = "KPI_DB_MAX_CONNECTIONS",
-        default_value_t = 16,
-        global = true
-    )]
-    pub db_max_connections: u32,
-
-    /// Longest a request waits for a free database connection before it
-    /// fails with UNAVAILABLE.
-    #[arg(long, env = "KPI_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration, global = true)]
-    pub db_acquire_timeout: Duration,
-
-    /// Longest one SQL statement may run (PostgreSQL statement_timeout).
-    #[arg(long, env = "KPI_DB_STATEMENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
-    pub db_statement_timeout: Duration,
+    /// Where the data lives and how the service reaches it.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 
     /// The currency every amount is reported in (ISO 4217). Deals in any
     /// other currency are rejected until multi-currency support lands.
-    #[arg(long, env = "KPI_REPORTING_CURRENCY", default_value = "USD", value_parser = parse_currency, global = true)]
+    #[arg(long, env = "KPI_REPORTING_CURRENCY", default_value = "USD", value_parser = parse_currency)]
     pub reporting_currency: String,
 
     /// Time zone of periods that do not name one (IANA name).
-    #[arg(long, env = "KPI_TIME_ZONE", default_value = "UTC", value_parser = crate::domain::period::parse_zone, global = true)]
+    #[arg(long, env = "KPI_TIME_ZONE", default_value = "UTC", value_parser = crate::domain::period::parse_zone)]
     pub time_zone: chrono_tz::Tz,
 
     /// First month (1-12) of the fiscal year, for quarters.
-    #[arg(long, env = "KPI_FISCAL_YEAR_START_MONTH", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=12), global = true)]
+    #[arg(long, env = "KPI_FISCAL_YEAR_START_MONTH", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=12))]
     pub fiscal_year_start_month: u32,
 
     /// How often the database is probed for the health service.
-    #[arg(long, env = "KPI_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "KPI_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
 
     /// TLS certificate chain (PEM) to serve with; needs --tls-key.
-    #[arg(long, env = "KPI_TLS_CERT", requires = "tls_key", global = true)]
+    #[arg(long, env = "KPI_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
     /// TLS private key (PEM) of --tls-cert.
-    #[arg(long, env = "KPI_TLS_KEY", requires = "tls_cert", global = true)]
+    #[arg(long, env = "KPI_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
     /// CA certificate(s) (PEM) that client certificates must be signed by:
     /// turns on mutual TLS. Needs --tls-cert.
-    #[arg(long, env = "KPI_TLS_CLIENT_CA", requires = "tls_cert", global = true)]
+    #[arg(long, env = "KPI_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
     /// Allow plaintext on a non-loopback address (API keys and data then
     /// cross the network unencrypted).
-    #[arg(long, env = "KPI_ALLOW_INSECURE", global = true)]
+    #[arg(long, env = "KPI_ALLOW_INSECURE")]
     pub allow_insecure: bool,
 
     /// After SIGTERM/SIGINT, how long in-flight calls may run before the
     /// server closes them and exits.
-    #[arg(long, env = "KPI_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, env = "KPI_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 }
 
@@ -168,10 +194,10 @@ impl Settings {
         Ok(())
     }
 
-    /// Settings as in `--help`, for tests and embedding.
+    /// Settings as in `--help` (and the environment), for tests and
+    /// embedding.
     pub fn defaults() -> Self {
-        let cli = Cli::parse_from(["kpi-service"]);
-        cli.settings
+        Cli::parse_from(["kpi-service"]).settings
     }
 }
 
@@ -186,6 +212,62 @@ fn parse_currency(raw: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The long flags of a subcommand path (`["keys", "list"]`).
+    fn flags(path: &[&str]) -> Vec<String> {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        command.build();
+        let mut current = &command;
+        for name in path {
+            current = current
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("no subcommand {name}"));
+        }
+        current
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn each_subcommand_shows_only_its_own_flags() {
+        let serve = flags(&["serve"]);
+        for flag in [
+            "listen",
+            "tls-cert",
+            "shutdown-timeout",
+            "database-url",
+            "time-zone",
+        ] {
+            assert!(serve.iter().any(|f| f == flag), "serve lacks --{flag}");
+        }
+        for path in [&["keys", "list"][..], &["keys", "create"], &["migrate"]] {
+            let got = flags(path);
+            assert!(got.iter().any(|f| f == "database-url"), "{path:?}: {got:?}");
+            for foreign in ["listen", "tls-cert", "shutdown-timeout", "seed"] {
+                assert!(
+                    !got.iter().any(|f| f == foreign),
+                    "{path:?} shows --{foreign}"
+                );
+            }
+        }
+        let demo = flags(&["demo"]);
+        assert!(demo.iter().any(|f| f == "target") && demo.iter().any(|f| f == "seed"));
+        for foreign in ["tls-cert", "database-url", "shutdown-timeout", "listen"] {
+            assert!(!demo.iter().any(|f| f == foreign), "demo shows --{foreign}");
+        }
+    }
+
+    #[test]
+    fn flags_work_with_and_without_the_serve_subcommand() {
+        let bare = Cli::parse_from(["kpi-service", "--listen", "127.0.0.1:9"]);
+        assert!(bare.command.is_none());
+        assert_eq!(bare.settings.listen.port(), 9);
+        let serve = Cli::parse_from(["kpi-service", "serve", "--listen", "127.0.0.1:8"]);
+        assert!(matches!(serve.command, Some(Command::Serve(s)) if s.listen.port() == 8));
+        assert!(Cli::try_parse_from(["kpi-service", "keys", "list", "--listen", "x"]).is_err());
+    }
 
     #[test]
     fn plaintext_is_refused_off_loopback_unless_allowed() {

@@ -4,7 +4,7 @@ use kpi_service::{app, config::Cli, telemetry};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.settings.log_format);
+    telemetry::init(cli.log_format);
     match app::run_cli(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -10,7 +10,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-use crate::config::Settings;
+use crate::config::DatabaseArgs;
 
 pub mod activity;
 pub mod directory;
@@ -24,7 +24,7 @@ pub mod targets;
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Adds the per-session settings every connection of the service uses.
-pub fn session_options(options: PgConnectOptions, settings: &Settings) -> PgConnectOptions {
+pub fn session_options(options: PgConnectOptions, settings: &DatabaseArgs) -> PgConnectOptions {
     let statement_timeout_ms = settings.db_statement_timeout.as_millis().max(1);
     // No JIT: every query here reads a few thousand rows at most, and
     // PostgreSQL's cost estimates for the KPI queries (arrays of reps and
@@ -54,7 +54,7 @@ pub fn describe(options: &PgConnectOptions) -> String {
 /// `db_acquire_timeout` for a connection, and every connection is checked
 /// before use so that a restarted PostgreSQL needs no restart of the
 /// service: broken connections are dropped and replaced.
-pub async fn connect(options: PgConnectOptions, settings: &Settings) -> anyhow::Result<PgPool> {
+pub async fn connect(options: PgConnectOptions, settings: &DatabaseArgs) -> anyhow::Result<PgPool> {
     let target = describe(&options);
     PgPoolOptions::new()
         .max_connections(settings.db_max_connections.max(1))

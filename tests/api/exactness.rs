@@ -19,7 +19,8 @@ use crate::helpers::TestApp;
 
 fn options() -> DemoOptions {
     DemoOptions {
-        target: String::new(),
+        target: None,
+        data_dir: std::path::PathBuf::new(),
         seed: 7,
         reps: 6,
         days: 150,

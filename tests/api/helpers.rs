@@ -285,8 +285,8 @@ pub struct TestApp {
 pub fn test_settings(database_url: String) -> Settings {
     let mut settings = Settings::defaults();
     settings.listen = "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!());
-    settings.database_url = Some(database_url);
-    settings.db_max_connections = 8;
+    settings.database.database_url = Some(database_url);
+    settings.database.db_max_connections = 8;
     settings.health_interval = Duration::from_millis(250);
     settings
 }
@@ -304,7 +304,7 @@ impl TestApp {
     /// A server with the given settings (the database must exist). An admin
     /// key is created first, so the server writes no admin.key file.
     pub async fn spawn_with(settings: Settings) -> Self {
-        let url = settings.database_url.clone().unwrap_or_default();
+        let url = settings.database.database_url.clone().unwrap_or_default();
         let setup = PgPoolOptions::new()
             .max_connections(1)
             .connect(&url)

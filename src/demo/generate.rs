@@ -1,81 +1,15 @@
-//! The demo and load generator: a realistic, deterministic (seeded)
-//! organisation with a span of activity, pushed through the public gRPC API
-//! like any CRM integration would.
+//! The generated organisation (regions, teams, pods, reps, a few moves)
+//! and each rep's activity: deterministic for a seed.
 
-use std::{
-    io::{IsTerminal, Write},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
-
-use anyhow::Context as _;
-use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc, Weekday};
+use chrono::{DateTime, Datelike, TimeDelta, Utc, Weekday};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
+use super::{DemoOptions, push::chunks};
 use crate::grpc::{
     convert::timestamp,
-    pb::{
-        self, activity_record::Record, activity_service_client::ActivityServiceClient,
-        directory_service_client::DirectoryServiceClient,
-    },
+    pb::{self, activity_record::Record},
 };
-
-/// What to generate.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DemoOptions {
-    /// The service to fill.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub target: String,
-    /// Seed of the generator: the same seed gives the same data.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Number of reps.
-    #[arg(long, default_value_t = 40)]
-    pub reps: usize,
-    /// Days of activity, ending with --end-date.
-    #[arg(long, default_value_t = 365)]
-    pub days: u32,
-    /// Last day of activity (default: today, UTC). Nothing later than now is
-    /// generated.
-    #[arg(long)]
-    pub end_date: Option<NaiveDate>,
-    /// Mean interactions per rep and working day.
-    #[arg(long, default_value_t = 8.0)]
-    pub interactions_per_day: f64,
-    /// Concurrent StreamActivities calls.
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
-    /// Records per batch (at most 1000).
-    #[arg(long, default_value_t = 1000)]
-    pub batch_size: usize,
-    /// API key (ingest or admin) to call the service with; default: the
-    /// first-start admin key in <data-dir>/admin.key.
-    #[arg(long, env = "KPI_API_KEY", hide_env_values = true)]
-    pub key: Option<String>,
-}
-
-/// An interceptor that sends `authorization: Bearer <key>`.
-pub fn bearer(
-    key: &str,
-) -> anyhow::Result<
-    impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone + use<>,
-> {
-    let value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {key}")
-        .parse()
-        .map_err(|_| anyhow::anyhow!("the API key is not a valid header value"))?;
-    Ok(move |mut request: tonic::Request<()>| {
-        request
-            .metadata_mut()
-            .insert("authorization", value.clone());
-        Ok(request)
-    })
-}
 
 /// The teams: two regions, two teams each, two pods per team.
 pub fn teams() -> Vec<pb::UpsertTeamRequest> {
@@ -406,108 +340,6 @@ fn feedback(
     }
 }
 
-/// What a push did.
-#[derive(Debug, Default, Clone)]
-pub struct PushSummary {
-    pub records: u64,
-    pub batches: u64,
-    pub counts: pb::RecordCounts,
-    pub elapsed: Duration,
-}
-
-impl PushSummary {
-    pub fn records_per_second(&self) -> f64 {
-        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
-
-/// Pushes `batches` over `concurrency` StreamActivities calls, round robin,
-/// with a progress line on stderr.
-pub async fn push(
-    channel: Channel,
-    api_key: &str,
-    batches: impl Iterator<Item = Vec<pb::ActivityRecord>> + Send,
-    concurrency: usize,
-    label: &str,
-) -> anyhow::Result<PushSummary> {
-    let auth = bearer(api_key)?;
-    let started = Instant::now();
-    let sent = Arc::new(AtomicU64::new(0));
-    let mut senders = Vec::new();
-    let mut workers = Vec::new();
-    for _ in 0..concurrency.max(1) {
-        let (tx, rx) = tokio::sync::mpsc::channel::<pb::StreamActivitiesRequest>(2);
-        let mut client = ActivityServiceClient::with_interceptor(channel.clone(), auth.clone())
-            .max_encoding_message_size(64 * 1024 * 1024);
-        workers.push(tokio::spawn(async move {
-            client.stream_activities(ReceiverStream::new(rx)).await
-        }));
-        senders.push(tx);
-    }
-    let progress = tokio::spawn(report_progress(label.to_owned(), sent.clone(), started));
-
-    let mut summary = PushSummary::default();
-    for (n, records) in batches.enumerate() {
-        let size = records.len() as u64;
-        let worker = &senders[n % senders.len()];
-        if worker
-            .send(pb::StreamActivitiesRequest { records })
-            .await
-            .is_err()
-        {
-            break; // that stream failed; its error is reported below
-        }
-        summary.records += size;
-        sent.fetch_add(size, Ordering::Relaxed);
-    }
-    drop(senders);
-    for worker in workers {
-        let reply = worker
-            .await
-            .context("a push worker panicked")?
-            .context("the service rejected a stream")?
-            .into_inner();
-        let counts = reply.counts.unwrap_or_default();
-        summary.batches += u64::try_from(reply.batches).unwrap_or(0);
-        summary.counts.inserted += counts.inserted;
-        summary.counts.updated += counts.updated;
-        summary.counts.unchanged += counts.unchanged;
-        summary.counts.stale += counts.stale;
-    }
-    progress.abort();
-    summary.elapsed = started.elapsed();
-    eprintln!();
-    Ok(summary)
-}
-
-async fn report_progress(label: String, sent: Arc<AtomicU64>, started: Instant) {
-    let terminal = std::io::stderr().is_terminal();
-    let every = if terminal {
-        Duration::from_millis(250)
-    } else {
-        Duration::from_secs(5)
-    };
-    let spinner = ['|', '/', '-', '\\'];
-    let mut tick = 0usize;
-    loop {
-        tokio::time::sleep(every).await;
-        tick += 1;
-        let records = sent.load(Ordering::Relaxed);
-        let rate = records as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        let line = format!(
-            "{label}: {} {records:>10} records sent, {rate:>9.0} records/s",
-            spinner[tick % spinner.len()]
-        );
-        let mut err = std::io::stderr();
-        if terminal {
-            let _ = write!(err, "\r{line}");
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-        let _ = err.flush();
-    }
-}
-
 /// Batches of `size` records from consecutive reps.
 pub fn batches(
     options: &DemoOptions,
@@ -521,81 +353,4 @@ pub fn batches(
         (0..reps).flat_map(move |rep| rep_activity(&options, rep, start, end)),
         size,
     )
-}
-
-/// Batches of `size` consecutive records.
-pub fn chunks<T: Send>(
-    records: impl Iterator<Item = T> + Send,
-    size: usize,
-) -> impl Iterator<Item = Vec<T>> + Send {
-    let mut records = records.peekable();
-    std::iter::from_fn(move || {
-        let batch: Vec<T> = records.by_ref().take(size.max(1)).collect();
-        (!batch.is_empty()).then_some(batch)
-    })
-}
-
-/// `kpi-service demo`: creates the organisation and pushes the activity.
-pub async fn run(options: DemoOptions, data_dir: &std::path::Path) -> anyhow::Result<()> {
-    let key = match &options.key {
-        Some(key) => key.clone(),
-        None => {
-            let path = data_dir.join("admin.key");
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("no --key given and cannot read {}", path.display()))?
-                .trim()
-                .to_owned()
-        }
-    };
-    let channel = Channel::from_shared(options.target.clone())
-        .context("--target is not a valid URL")?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach kpi-service at {}", options.target))?;
-    let mut directory = DirectoryServiceClient::with_interceptor(channel.clone(), bearer(&key)?);
-    let now = Utc::now();
-    let (start, end) = span(&options, now);
-    let teams = teams();
-    let reps = reps(&options);
-    for team in &teams {
-        directory
-            .upsert_team(team.clone())
-            .await
-            .context("UpsertTeam failed")?;
-    }
-    for rep in reps.iter().chain(moves(&options, start, end).iter()) {
-        directory
-            .upsert_rep(rep.clone())
-            .await
-            .context("UpsertRep failed")?;
-    }
-    eprintln!(
-        "demo: {} teams, {} reps; activity from {} to {} (seed {})",
-        teams.len(),
-        reps.len(),
-        start.date_naive(),
-        end.date_naive(),
-        options.seed
-    );
-    let summary = push(
-        channel,
-        &key,
-        batches(&options, start, end),
-        options.concurrency,
-        "demo",
-    )
-    .await?;
-    let c = &summary.counts;
-    println!(
-        "demo: {} records in {} batches in {:.1} s: {:.0} records/s (inserted {}, updated {}, unchanged {}, stale {})",
-        summary.records,
-        summary.batches,
-        summary.elapsed.as_secs_f64(),
-        summary.records_per_second(),
-        c.inserted,
-        c.updated,
-        c.unchanged,
-        c.stale
-    );
-    Ok(())
 }
