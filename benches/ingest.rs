@@ -11,13 +11,7 @@ mod common;
 use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use kpi_service::{
-    demo,
-    grpc::{
-        convert::timestamp,
-        pb::{self, activity_record::Record},
-    },
-};
+use kpi_service::{demo, grpc::pb, testkit::records};
 use sqlx::{Connection, PgConnection};
 use tonic::transport::Channel;
 
@@ -46,17 +40,11 @@ fn rows(n: usize) -> impl Iterator<Item = Row> {
 }
 
 fn record(row: Row, updated: DateTime<Utc>) -> pb::ActivityRecord {
-    pb::ActivityRecord {
-        record: Some(Record::Interaction(pb::Interaction {
-            interaction_id: row.id,
-            rep_id: row.rep,
-            customer_id: String::new(),
-            channel: row.channel,
-            occurred_at: Some(timestamp(row.occurred)),
-            duration_seconds: row.duration,
-            updated_at: Some(timestamp(updated)),
-        })),
-    }
+    let channel = pb::Channel::try_from(row.channel).unwrap_or(pb::Channel::Call);
+    let mut interaction =
+        records::interaction(row.id, row.rep, channel, row.occurred).with_updated(updated);
+    interaction.duration_seconds = row.duration;
+    interaction.record()
 }
 
 fn batches(
@@ -114,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     let streams = common::env_or("INGEST_STREAMS", 4);
     let rounds = common::env_or("INGEST_ROUNDS", 3).max(1);
     let cluster = common::Cluster::start("ingest").await?;
-    let service = common::Service::start(&cluster)?;
+    let service = common::start_service(&cluster)?;
     let channel = Channel::from_shared(service.endpoint())?.connect().await?;
     let key = service.admin_key()?;
     common::organisation(channel.clone(), &key, 0, REPS).await?;

@@ -14,11 +14,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use kpi_service::{
     demo,
     domain::period::{Period, parse_date, parse_zone},
-    grpc::{
-        convert::timestamp,
-        pb::{self, activity_record::Record, kpi_service_client::KpiServiceClient},
-    },
+    grpc::pb::{self, kpi_service_client::KpiServiceClient},
     store::kpi::{self as store, Source},
+    testkit::records::{self, usd},
 };
 use sqlx::postgres::PgPoolOptions;
 use tonic::transport::Channel;
@@ -41,7 +39,7 @@ fn records(from: usize, to: usize, total: usize) -> impl Iterator<Item = pb::Act
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_default();
     let step = 365.0 * 86_400.0 / total as f64;
-    let updated = timestamp(Utc::now() - TimeDelta::days(1));
+    let updated = Utc::now() - TimeDelta::days(1);
     (from..to).flat_map(move |i| {
         let at = base + TimeDelta::milliseconds((i as f64 * step * 1000.0) as i64);
         // Every choice from a hash of i, not i itself: the small stage loads
@@ -49,70 +47,61 @@ fn records(from: usize, to: usize, total: usize) -> impl Iterator<Item = pb::Act
         let x = mix(i as u64);
         let rep = format!("rep-{:03}", (x >> 32) as usize % REPS);
         let x = (x & 0xffff_ffff) as usize;
-        let rec = |r| pb::ActivityRecord { record: Some(r) };
-        let mut out = vec![rec(Record::Interaction(pb::Interaction {
-            interaction_id: format!("i{i:09}"),
-            rep_id: rep.clone(),
-            customer_id: String::new(),
-            channel: (x % 5) as i32 + 1,
-            occurred_at: Some(timestamp(at)),
-            duration_seconds: Some((x % 1800) as i32),
-            updated_at: Some(updated),
-        }))];
+        let channel = pb::Channel::try_from((x % 5) as i32 + 1).unwrap_or(pb::Channel::Call);
+        let mut out = vec![
+            records::interaction(format!("i{i:09}"), rep.clone(), channel, at)
+                .with_duration((x % 1800) as i32)
+                .with_updated(updated)
+                .record(),
+        ];
         if x.is_multiple_of(16) {
             let converted = (x.is_multiple_of(48)).then(|| at + TimeDelta::days(12));
-            out.push(rec(Record::Customer(pb::Customer {
-                customer_id: format!("c{i:09}"),
-                rep_id: rep.clone(),
-                lead_at: Some(timestamp(at)),
-                converted_at: converted.filter(|c| *c < Utc::now()).map(timestamp),
-                churned_at: None,
-                updated_at: Some(updated),
-            })));
+            out.push(
+                records::customer(format!("c{i:09}"), rep.clone(), at)
+                    .with_converted(converted.filter(|c| *c < Utc::now()))
+                    .with_updated(updated)
+                    .record(),
+            );
         }
         if x.is_multiple_of(20) {
-            let won = x.is_multiple_of(60);
-            out.push(rec(Record::Deal(pb::Deal {
-                deal_id: format!("d{i:09}"),
-                rep_id: rep.clone(),
-                customer_id: String::new(),
-                amount: Some(pb::Money {
-                    currency_code: "USD".into(),
-                    units: 1000 + (x % 50_000) as i64,
-                    nanos: 0,
-                }),
-                stage: if won { 2 } else { 3 },
-                created_at: Some(timestamp(at - TimeDelta::days((x % 90) as i64))),
-                closed_at: Some(timestamp(at)),
-                updated_at: Some(updated),
-            })));
+            let stage = if x.is_multiple_of(60) {
+                pb::DealStage::Won
+            } else {
+                pb::DealStage::Lost
+            };
+            out.push(
+                records::deal(
+                    format!("d{i:09}"),
+                    rep.clone(),
+                    stage,
+                    usd(1000 + (x % 50_000) as i64, 0),
+                    at - TimeDelta::days((x % 90) as i64),
+                    Some(at),
+                )
+                .with_updated(updated)
+                .record(),
+            );
         }
         if x.is_multiple_of(40) {
-            out.push(rec(Record::Feedback(pb::Feedback {
-                feedback_id: format!("f{i:09}"),
-                rep_id: rep.clone(),
-                customer_id: String::new(),
-                kind: if x.is_multiple_of(80) { 1 } else { 2 },
-                score: if x.is_multiple_of(80) {
-                    (x % 11) as i32
-                } else {
-                    (x % 5) as i32 + 1
-                },
-                submitted_at: Some(timestamp(at)),
-                comment: String::new(),
-                updated_at: Some(updated),
-            })));
+            let (kind, score) = if x.is_multiple_of(80) {
+                (pb::FeedbackKind::Nps, (x % 11) as i32)
+            } else {
+                (pb::FeedbackKind::Csat, (x % 5) as i32 + 1)
+            };
+            out.push(
+                records::feedback(format!("f{i:09}"), rep.clone(), kind, score, at)
+                    .with_updated(updated)
+                    .record(),
+            );
         }
         if x.is_multiple_of(30) {
-            out.push(rec(Record::CustomerRequest(pb::CustomerRequest {
-                request_id: format!("r{i:09}"),
-                rep_id: rep,
-                customer_id: String::new(),
-                opened_at: Some(timestamp(at)),
-                first_response_at: Some(timestamp(at + TimeDelta::minutes((x % 300) as i64))),
-                resolved_at: (!x.is_multiple_of(90)).then(|| timestamp(at + TimeDelta::hours(20))),
-                updated_at: Some(updated),
-            })));
+            out.push(
+                records::request(format!("r{i:09}"), rep, at)
+                    .with_first_response(Some(at + TimeDelta::minutes((x % 300) as i64)))
+                    .with_resolved((!x.is_multiple_of(90)).then(|| at + TimeDelta::hours(20)))
+                    .with_updated(updated)
+                    .record(),
+            );
         }
         out
     })
@@ -323,7 +312,7 @@ async fn main() -> anyhow::Result<()> {
     let large = common::env_or("KPI_BENCH_LARGE", 10_000_000);
     let calls = common::env_or("KPI_BENCH_CALLS", 200);
     let cluster = common::Cluster::start("kpi").await?;
-    let service = common::Service::start(&cluster)?;
+    let service = common::start_service(&cluster)?;
     let key = service.admin_key()?;
     let channel = Channel::from_shared(service.endpoint())?.connect().await?;
     common::organisation(channel.clone(), &key, PODS, REPS).await?;

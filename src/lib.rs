@@ -25,5 +25,7 @@ pub mod service;
 pub mod store;
 /// Logging setup and the per-RPC tracing layer.
 pub mod telemetry;
+/// Builders and throwaway infrastructure for tests, benches and the demo.
+pub mod testkit;
 
 pub use error::Error;

@@ -6,9 +6,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{DemoOptions, push::chunks};
-use crate::grpc::{
-    convert::timestamp,
-    pb::{self, activity_record::Record},
+use crate::{
+    grpc::{convert::timestamp, pb},
+    testkit::{
+        org::team,
+        records::{self, usd_cents},
+    },
 };
 
 /// The teams: two regions, two teams each, two pods per team.
@@ -34,14 +37,6 @@ pub fn teams() -> Vec<pb::UpsertTeamRequest> {
         }
     }
     teams
-}
-
-fn team(id: &str, name: &str, parent: &str) -> pb::UpsertTeamRequest {
-    pb::UpsertTeamRequest {
-        team_id: id.into(),
-        display_name: name.into(),
-        parent_team_id: parent.into(),
-    }
 }
 
 const FIRST_NAMES: [&str; 16] = [
@@ -149,10 +144,7 @@ pub fn rep_activity(
     } else {
         7
     };
-    let mut records = Vec::new();
-    let rec = |record| pb::ActivityRecord {
-        record: Some(record),
-    };
+    let mut out = Vec::new();
     let mut seq = 0u32;
     let mut next_id = |kind: &str| {
         seq += 1;
@@ -191,15 +183,9 @@ pub fn rep_activity(
                 pb::Channel::Meeting | pb::Channel::Demo => Some(rng.random_range(900..3600)),
                 _ => None,
             };
-            records.push(rec(Record::Interaction(pb::Interaction {
-                interaction_id: next_id("i"),
-                rep_id: rep_id.clone(),
-                customer_id: String::new(),
-                channel: channel as i32,
-                occurred_at: Some(timestamp(occurred)),
-                duration_seconds: duration,
-                updated_at: Some(timestamp(occurred)),
-            })));
+            let mut interaction = records::interaction(next_id("i"), &rep_id, channel, occurred);
+            interaction.duration_seconds = duration;
+            out.push(interaction.record());
         }
 
         // A new lead about every other working day.
@@ -217,14 +203,13 @@ pub fn rep_activity(
             .map(|c| c + TimeDelta::days(rng.random_range(30..400)))
             .and_then(clip);
         let customer_updated = churned_at.or(converted_at).unwrap_or(lead_at);
-        records.push(rec(Record::Customer(pb::Customer {
-            customer_id: customer_id.clone(),
-            rep_id: rep_id.clone(),
-            lead_at: Some(timestamp(lead_at)),
-            converted_at: converted_at.map(timestamp),
-            churned_at: churned_at.map(timestamp),
-            updated_at: Some(timestamp(customer_updated)),
-        })));
+        out.push(
+            records::customer(&customer_id, &rep_id, lead_at)
+                .with_converted(converted_at)
+                .with_churned(churned_at)
+                .with_updated(customer_updated)
+                .record(),
+        );
 
         // The deal: won on conversion, otherwise lost (or still open).
         let created_at = lead_at + TimeDelta::hours(rng.random_range(1..72));
@@ -242,20 +227,18 @@ pub fn rep_activity(
             // Log-uniform between 1,000 and 80,000, to the cent.
             let dollars = (rng.random_range(1_000f64.ln()..80_000f64.ln())).exp();
             let cents = (dollars * 100.0).round() as i64;
-            records.push(rec(Record::Deal(pb::Deal {
-                deal_id: next_id("d"),
-                rep_id: rep_id.clone(),
-                customer_id: customer_id.clone(),
-                amount: Some(pb::Money {
-                    currency_code: "USD".into(),
-                    units: cents / 100,
-                    nanos: i32::try_from(cents % 100).unwrap_or(0) * 10_000_000,
-                }),
-                stage: stage as i32,
-                created_at: Some(timestamp(created_at)),
-                closed_at: closed_at.map(timestamp),
-                updated_at: Some(timestamp(closed_at.unwrap_or(created_at))),
-            })));
+            out.push(
+                records::deal(
+                    next_id("d"),
+                    &rep_id,
+                    stage,
+                    usd_cents(cents),
+                    created_at,
+                    closed_at,
+                )
+                .with_customer(&customer_id)
+                .record(),
+            );
         }
 
         let Some(converted_at) = converted_at else {
@@ -271,14 +254,17 @@ pub fn rep_activity(
                 r if r > 0.3 => rng.random_range(7..=8),
                 _ => rng.random_range(0..=6),
             };
-            records.push(rec(Record::Feedback(feedback(
-                next_id("f"),
-                &rep_id,
-                &customer_id,
-                pb::FeedbackKind::Nps,
-                score,
-                submitted,
-            ))));
+            out.push(
+                records::feedback(
+                    next_id("f"),
+                    &rep_id,
+                    pb::FeedbackKind::Nps,
+                    score,
+                    submitted,
+                )
+                .with_customer(&customer_id)
+                .record(),
+            );
         }
         // Zero to three service requests, each perhaps rated (CSAT).
         for _ in 0..rng.random_range(0..=3) {
@@ -291,53 +277,29 @@ pub fn rep_activity(
                     .filter(|_| rng.random_bool(0.95));
             let resolved = clip(opened + TimeDelta::hours(rng.random_range(1..120)))
                 .filter(|_| rng.random_bool(0.85));
-            records.push(rec(Record::CustomerRequest(pb::CustomerRequest {
-                request_id: next_id("r"),
-                rep_id: rep_id.clone(),
-                customer_id: customer_id.clone(),
-                opened_at: Some(timestamp(opened)),
-                first_response_at: responded.map(timestamp),
-                resolved_at: resolved.map(timestamp),
-                updated_at: Some(timestamp(resolved.or(responded).unwrap_or(opened))),
-            })));
+            out.push(
+                records::request(next_id("r"), &rep_id, opened)
+                    .with_customer(&customer_id)
+                    .with_first_response(responded)
+                    .with_resolved(resolved)
+                    .with_updated(resolved.or(responded).unwrap_or(opened))
+                    .record(),
+            );
             if let Some(rated) = resolved.filter(|_| rng.random_bool(0.6)) {
                 let score = if rng.random_bool((0.5 * skill).min(0.95)) {
                     rng.random_range(4..=5)
                 } else {
                     rng.random_range(1..=3)
                 };
-                records.push(rec(Record::Feedback(feedback(
-                    next_id("f"),
-                    &rep_id,
-                    &customer_id,
-                    pb::FeedbackKind::Csat,
-                    score,
-                    rated,
-                ))));
+                out.push(
+                    records::feedback(next_id("f"), &rep_id, pb::FeedbackKind::Csat, score, rated)
+                        .with_customer(&customer_id)
+                        .record(),
+                );
             }
         }
     }
-    records
-}
-
-fn feedback(
-    id: String,
-    rep_id: &str,
-    customer_id: &str,
-    kind: pb::FeedbackKind,
-    score: i32,
-    submitted: DateTime<Utc>,
-) -> pb::Feedback {
-    pb::Feedback {
-        feedback_id: id,
-        rep_id: rep_id.into(),
-        customer_id: customer_id.into(),
-        kind: kind as i32,
-        score,
-        submitted_at: Some(timestamp(submitted)),
-        comment: String::new(),
-        updated_at: Some(timestamp(submitted)),
-    }
+    out
 }
 
 /// Batches of `size` records from consecutive reps.

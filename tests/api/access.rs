@@ -19,7 +19,7 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
 
-use crate::helpers::{Bearer, ServiceProcess, TestApp, rep, run_grpcurl, watched_dir};
+use crate::helpers::{Bearer, TestApp, rep, run_grpcurl, start_service_with, watched_dir};
 
 #[derive(Debug, Clone, Copy)]
 enum Rpc {
@@ -377,7 +377,7 @@ async fn a_team_scoped_read_key_sees_only_its_teams_and_their_reps() {
 async fn keys_are_never_stored_or_logged_in_clear() {
     let app = TestApp::spawn().await;
     let dir = watched_dir("secrets");
-    let service = ServiceProcess::start_with(&dir, Some(&app.url), &[], "trace");
+    let service = start_service_with(&dir, Some(&app.url), &[], "trace");
     let channel = Channel::from_shared(format!("http://{}", service.addr))
         .unwrap()
         .connect()
@@ -554,7 +554,7 @@ async fn tls_and_mutual_tls_work_with_grpcurl_and_tonic_and_refuse_strangers() {
     let header = format!("authorization: Bearer {}", app.admin_key);
 
     // TLS.
-    let service = ServiceProcess::start_with(
+    let service = start_service_with(
         &dir.join("tls-only"),
         Some(&app.url),
         &["--tls-cert", &cert, "--tls-key", &key],
@@ -574,7 +574,7 @@ async fn tls_and_mutual_tls_work_with_grpcurl_and_tonic_and_refuse_strangers() {
     drop(service);
 
     // Mutual TLS.
-    let service = ServiceProcess::start_with(
+    let service = start_service_with(
         &dir.join("mtls"),
         Some(&app.url),
         &[

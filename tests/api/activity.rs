@@ -3,99 +3,71 @@
 use std::collections::HashMap;
 
 use chrono::{Duration as TimeDelta, Utc};
-use kpi_service::grpc::pb::{self, activity_record::Record};
+use kpi_service::{
+    grpc::pb,
+    testkit::records::{self, usd},
+};
 use prost_types::Timestamp;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestApp, assert_invalid, ts};
+use crate::helpers::{TestApp, assert_invalid, at, ts};
 
 const V1: &str = "2026-06-01T00:00:00Z";
 const V2: &str = "2026-06-02T00:00:00Z";
 
-fn rec(record: Record) -> pb::ActivityRecord {
-    pb::ActivityRecord {
-        record: Some(record),
-    }
-}
-
 fn interaction(id: &str, rep: &str, updated: &str) -> pb::Interaction {
-    pb::Interaction {
-        interaction_id: id.into(),
-        rep_id: rep.into(),
-        customer_id: String::new(),
-        channel: pb::Channel::Call as i32,
-        occurred_at: Some(ts("2026-05-04T10:00:00Z")),
-        duration_seconds: Some(300),
-        updated_at: Some(ts(updated)),
-    }
+    records::interaction(id, rep, pb::Channel::Call, at("2026-05-04T10:00:00Z"))
+        .with_duration(300)
+        .with_updated(at(updated))
 }
 
 fn call(id: &str) -> pb::ActivityRecord {
-    rec(Record::Interaction(interaction(id, "anna", V1)))
+    interaction(id, "anna", V1).record()
 }
 
 fn deal(id: &str) -> pb::Deal {
-    pb::Deal {
-        deal_id: id.into(),
-        rep_id: "anna".into(),
-        customer_id: "c1".into(),
-        amount: Some(pb::Money {
-            currency_code: "USD".into(),
-            units: 12_500,
-            nanos: 500_000_000,
-        }),
-        stage: pb::DealStage::Won as i32,
-        created_at: Some(ts("2026-04-01T09:00:00Z")),
-        closed_at: Some(ts("2026-05-15T17:30:00Z")),
-        updated_at: Some(ts(V1)),
-    }
+    records::deal(
+        id,
+        "anna",
+        pb::DealStage::Won,
+        usd(12_500, 500_000_000),
+        at("2026-04-01T09:00:00Z"),
+        Some(at("2026-05-15T17:30:00Z")),
+    )
+    .with_customer("c1")
+    .with_updated(at(V1))
 }
 
 fn customer(id: &str) -> pb::Customer {
-    pb::Customer {
-        customer_id: id.into(),
-        rep_id: "anna".into(),
-        lead_at: Some(ts("2026-01-10T08:00:00Z")),
-        converted_at: Some(ts("2026-02-10T08:00:00Z")),
-        churned_at: None,
-        updated_at: Some(ts(V1)),
-    }
+    records::customer(id, "anna", at("2026-01-10T08:00:00Z"))
+        .with_converted(Some(at("2026-02-10T08:00:00Z")))
+        .with_updated(at(V1))
 }
 
 fn feedback(id: &str, kind: pb::FeedbackKind, score: i32) -> pb::Feedback {
-    pb::Feedback {
-        feedback_id: id.into(),
-        rep_id: "anna".into(),
-        customer_id: "c1".into(),
-        kind: kind as i32,
-        score,
-        submitted_at: Some(ts("2026-05-20T12:00:00Z")),
-        comment: "Quick and friendly".into(),
-        updated_at: Some(ts(V1)),
-    }
+    records::feedback(id, "anna", kind, score, at("2026-05-20T12:00:00Z"))
+        .with_customer("c1")
+        .with_comment("Quick and friendly")
+        .with_updated(at(V1))
 }
 
 fn request(id: &str) -> pb::CustomerRequest {
-    pb::CustomerRequest {
-        request_id: id.into(),
-        rep_id: "anna".into(),
-        customer_id: "c1".into(),
-        opened_at: Some(ts("2026-05-21T09:00:00Z")),
-        first_response_at: Some(ts("2026-05-21T09:42:00Z")),
-        resolved_at: Some(ts("2026-05-22T15:00:00Z")),
-        updated_at: Some(ts(V1)),
-    }
+    records::request(id, "anna", at("2026-05-21T09:00:00Z"))
+        .with_customer("c1")
+        .with_first_response(Some(at("2026-05-21T09:42:00Z")))
+        .with_resolved(Some(at("2026-05-22T15:00:00Z")))
+        .with_updated(at(V1))
 }
 
 /// One record of every type.
 fn mixed_batch() -> Vec<pb::ActivityRecord> {
     vec![
-        rec(Record::Customer(customer("c1"))),
+        customer("c1").record(),
         call("i1"),
-        rec(Record::Deal(deal("d1"))),
-        rec(Record::Feedback(feedback("f1", pb::FeedbackKind::Nps, 9))),
-        rec(Record::CustomerRequest(request("r1"))),
+        deal("d1").record(),
+        feedback("f1", pb::FeedbackKind::Nps, 9).record(),
+        request("r1").record(),
     ]
 }
 
@@ -174,9 +146,7 @@ async fn newer_versions_win_and_older_ones_are_stale() {
     let mut newer = interaction("i1", "anna", V2);
     newer.channel = pb::Channel::Meeting as i32;
     assert_eq!(
-        app.record(vec![rec(Record::Interaction(newer))])
-            .await
-            .unwrap(),
+        app.record(vec![newer.record()]).await.unwrap(),
         counts(0, 1, 0, 0)
     );
     // The old version redelivered late does not roll the data back.
@@ -196,10 +166,10 @@ async fn newer_versions_win_and_older_ones_are_stale() {
     v3.duration_seconds = Some(30);
     let result = app
         .record(vec![
-            rec(Record::Interaction(interaction("i2", "anna", V2))),
-            rec(Record::Interaction(v3)),
-            rec(Record::Interaction(interaction("i2", "anna", V1))),
-            rec(Record::Interaction(interaction("i2", "anna", V1))),
+            interaction("i2", "anna", V2).record(),
+            v3.record(),
+            interaction("i2", "anna", V1).record(),
+            interaction("i2", "anna", V1).record(),
         ])
         .await
         .unwrap();
@@ -220,7 +190,7 @@ async fn the_same_version_with_different_content_is_rejected() {
     let mut changed = interaction("i1", "anna", V1);
     changed.duration_seconds = Some(1);
     let status = app
-        .record(vec![call("i2"), rec(Record::Interaction(changed.clone()))])
+        .record(vec![call("i2"), changed.clone().record()])
         .await
         .unwrap_err();
     assert_invalid(&status, &["records[1].interaction.updated_at"]);
@@ -229,11 +199,12 @@ async fn the_same_version_with_different_content_is_rejected() {
         .record(vec![
             call("i3"),
             call("i3"),
-            rec(Record::Interaction({
+            {
                 let mut c = interaction("i3", "anna", V1);
                 c.channel = pb::Channel::Email as i32;
                 c
-            })),
+            }
+            .record(),
         ])
         .await
         .unwrap_err();
@@ -249,16 +220,13 @@ async fn the_same_version_with_different_content_is_rejected() {
 async fn a_batch_of_1000_with_three_bad_records_is_rejected_whole() {
     let app = app_with_anna().await;
     let mut batch: Vec<_> = (0..1000).map(|i| call(&format!("i{i:04}"))).collect();
-    batch[17] = rec(Record::Deal(pb::Deal {
+    batch[17] = pb::Deal {
         closed_at: Some(ts("2026-03-01T00:00:00Z")),
         ..deal("d17")
-    }));
-    batch[400] = rec(Record::Interaction(interaction("i0400", "ghost", V1)));
-    batch[999] = rec(Record::Feedback(feedback(
-        "f999",
-        pb::FeedbackKind::Csat,
-        6,
-    )));
+    }
+    .record();
+    batch[400] = interaction("i0400", "ghost", V1).record();
+    batch[999] = feedback("f999", pb::FeedbackKind::Csat, 6).record();
     let status = app.record(batch).await.unwrap_err();
     assert_invalid(
         &status,
@@ -277,8 +245,8 @@ async fn a_left_out_duplicate_with_an_unknown_rep_is_still_rejected() {
     // rep must exist like every other record's.
     let app = app_with_anna().await;
     let batch = vec![
-        rec(Record::Interaction(interaction("i0001", "anna", V2))),
-        rec(Record::Interaction(interaction("i0001", "ghost", V1))),
+        interaction("i0001", "anna", V2).record(),
+        interaction("i0001", "ghost", V1).record(),
     ];
     let status = app.record(batch).await.unwrap_err();
     assert_invalid(&status, &["records[1].interaction.rep_id"]);
@@ -290,7 +258,7 @@ async fn stored_ids_are_found_wherever_they_sit_among_a_batchs_ids() {
     // The lookup of stored versions is skipped when no stored id lies
     // between a batch's least and greatest id: check both sides of that.
     let app = app_with_anna().await;
-    let v2 = |id: &str| rec(Record::Interaction(interaction(id, "anna", V2)));
+    let v2 = |id: &str| interaction(id, "anna", V2).record();
     let stored = vec![call("i0005"), call("i0010")];
     assert_eq!(app.record(stored).await.unwrap(), counts(2, 0, 0, 0));
     // Beside the stored ids, and between them: all new.
@@ -310,10 +278,7 @@ async fn stored_ids_are_found_wherever_they_sit_among_a_batchs_ids() {
 async fn a_rep_created_after_a_rejected_batch_is_accepted() {
     // The service remembers reps that exist, never ones that do not.
     let app = app_with_anna().await;
-    let batch = vec![
-        call("i0001"),
-        rec(Record::Interaction(interaction("i0002", "bob", V1))),
-    ];
+    let batch = vec![call("i0001"), interaction("i0002", "bob", V1).record()];
     let status = app.record(batch.clone()).await.unwrap_err();
     assert_invalid(&status, &["records[1].interaction.rep_id"]);
     app.rep_in("bob", "t1").await;
@@ -327,10 +292,11 @@ async fn a_stream_that_fails_at_batch_5_keeps_batches_1_to_4() {
     let mut batches: Vec<Vec<_>> = (0..6)
         .map(|b| (0..100).map(|i| call(&format!("b{b}-i{i:03}"))).collect())
         .collect();
-    batches[4][42] = rec(Record::Interaction(pb::Interaction {
+    batches[4][42] = pb::Interaction {
         channel: 0,
         ..interaction("b4-i042", "anna", V1)
-    }));
+    }
+    .record();
     let status = app.stream(batches.clone()).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     let details = status.get_error_details();
@@ -376,27 +342,27 @@ fn invalid_records() -> Vec<(pb::ActivityRecord, &'static str)> {
     let i = |f: &dyn Fn(&mut pb::Interaction)| {
         let mut r = interaction("i1", "anna", V1);
         f(&mut r);
-        rec(Record::Interaction(r))
+        r.record()
     };
     let d = |f: &dyn Fn(&mut pb::Deal)| {
         let mut r = deal("d1");
         f(&mut r);
-        rec(Record::Deal(r))
+        r.record()
     };
     let c = |f: &dyn Fn(&mut pb::Customer)| {
         let mut r = customer("c1");
         f(&mut r);
-        rec(Record::Customer(r))
+        r.record()
     };
     let fb = |f: &dyn Fn(&mut pb::Feedback)| {
         let mut r = feedback("f1", pb::FeedbackKind::Nps, 9);
         f(&mut r);
-        rec(Record::Feedback(r))
+        r.record()
     };
     let rq = |f: &dyn Fn(&mut pb::CustomerRequest)| {
         let mut r = request("r1");
         f(&mut r);
-        rec(Record::CustomerRequest(r))
+        r.record()
     };
     vec![
         (
@@ -533,23 +499,16 @@ async fn every_validation_rule_names_its_field() {
         nanos: 0,
     };
     let edge = vec![
-        rec(Record::Interaction(pb::Interaction {
+        pb::Interaction {
             occurred_at: Some(soon),
             duration_seconds: Some(0),
             ..interaction("edge", "anna", V1)
-        })),
-        rec(Record::Feedback(feedback("nps0", pb::FeedbackKind::Nps, 0))),
-        rec(Record::Feedback(feedback(
-            "nps10",
-            pb::FeedbackKind::Nps,
-            10,
-        ))),
-        rec(Record::Feedback(feedback(
-            "csat1",
-            pb::FeedbackKind::Csat,
-            1,
-        ))),
-        rec(Record::Deal(pb::Deal {
+        }
+        .record(),
+        feedback("nps0", pb::FeedbackKind::Nps, 0).record(),
+        feedback("nps10", pb::FeedbackKind::Nps, 10).record(),
+        feedback("csat1", pb::FeedbackKind::Csat, 1).record(),
+        pb::Deal {
             stage: pb::DealStage::Open as i32,
             closed_at: None,
             amount: Some(pb::Money {
@@ -558,11 +517,13 @@ async fn every_validation_rule_names_its_field() {
                 nanos: 0,
             }),
             ..deal("open")
-        })),
-        rec(Record::Deal(pb::Deal {
+        }
+        .record(),
+        pb::Deal {
             closed_at: Some(ts("2026-04-01T09:00:00Z")),
             ..deal("same-day")
-        })),
+        }
+        .record(),
     ];
     assert_eq!(app.record(edge).await.unwrap(), counts(6, 0, 0, 0));
 }
@@ -602,10 +563,11 @@ async fn an_oversized_message_gets_resource_exhausted() {
     // ~20 MiB: over the 16 MiB limit, whatever the records say.
     let huge: Vec<_> = (0..1000)
         .map(|n| {
-            rec(Record::Feedback(pb::Feedback {
+            pb::Feedback {
                 comment: "x".repeat(20 * 1024),
                 ..feedback(&format!("f{n}"), pb::FeedbackKind::Nps, 9)
-            }))
+            }
+            .record()
         })
         .collect();
     let status = app.record(huge.clone()).await.unwrap_err();
@@ -627,7 +589,7 @@ async fn timestamps_are_kept_to_the_microsecond_so_replays_match() {
         seconds: 1_780_000_000,
         nanos: 123_456_789,
     });
-    let batch = vec![rec(Record::Interaction(precise))];
+    let batch = vec![precise.record()];
     assert_eq!(app.record(batch.clone()).await.unwrap(), counts(1, 0, 0, 0));
     assert_eq!(app.record(batch).await.unwrap(), counts(0, 0, 1, 0));
 }

@@ -10,25 +10,18 @@ use std::{
 };
 
 use kpi_service::grpc::pb::{
-    self, activity_record::Record, activity_service_client::ActivityServiceClient,
+    self, activity_service_client::ActivityServiceClient,
     directory_service_client::DirectoryServiceClient,
 };
+use kpi_service::testkit::records;
 use sqlx::Connection;
 
-use crate::helpers::{Bearer, Durability, ServiceProcess, rep, socket_url, throwaway_cluster, ts};
+use crate::helpers::{Bearer, Durability, at, rep, socket_url, start_service, throwaway_cluster};
 
 fn call(id: String) -> pb::ActivityRecord {
-    pb::ActivityRecord {
-        record: Some(Record::Interaction(pb::Interaction {
-            interaction_id: id,
-            rep_id: "anna".into(),
-            customer_id: String::new(),
-            channel: pb::Channel::Email as i32,
-            occurred_at: Some(ts("2026-05-04T10:00:00Z")),
-            duration_seconds: None,
-            updated_at: Some(ts("2026-06-01T00:00:00Z")),
-        })),
-    }
+    records::interaction(id, "anna", pb::Channel::Email, at("2026-05-04T10:00:00Z"))
+        .with_updated(at("2026-06-01T00:00:00Z"))
+        .record()
 }
 
 #[tokio::test]
@@ -50,14 +43,14 @@ async fn acknowledged_records_survive_a_killed_service_and_a_postgres_crash() {
     std::fs::create_dir_all(&data_dir).unwrap();
     std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    let service = ServiceProcess::start(&data_dir, Some(&url));
+    let service = start_service(&data_dir, Some(&url));
     let endpoint = format!("http://{}", service.addr);
     let channel = tonic::transport::Channel::from_shared(endpoint)
         .unwrap()
         .connect()
         .await
         .unwrap();
-    let bearer = Bearer::new(&service.admin_key());
+    let bearer = Bearer::new(&service.admin_key().unwrap());
     let mut directory = DirectoryServiceClient::with_interceptor(channel.clone(), bearer.clone());
     directory
         .upsert_team(pb::UpsertTeamRequest {

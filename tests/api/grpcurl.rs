@@ -10,7 +10,7 @@ use std::{
 
 use kpi_service::embedded_pg::EmbeddedPostgres;
 
-use crate::helpers::{ServiceProcess, grpcurl_output, watched_dir};
+use crate::helpers::{grpcurl_output, start_service, watched_dir};
 
 /// `grpcurl -plaintext <flags> <address> <command>`, which must succeed.
 fn grpcurl(addr: &str, flags: &[&str], command: &[&str]) -> String {
@@ -32,12 +32,12 @@ fn grpcurl(addr: &str, flags: &[&str], command: &[&str]) -> String {
 #[test]
 fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
     let data_dir = watched_dir("e2e");
-    let service = ServiceProcess::start(&data_dir, None);
+    let service = start_service(&data_dir, None);
     // The first start wrote an admin key, readable by its owner only.
     let key_file = data_dir.join("admin.key");
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "admin.key must be private");
-    let header = format!("authorization: Bearer {}", service.admin_key());
+    let header = format!("authorization: Bearer {}", service.admin_key().unwrap());
     let auth: &[&str] = &["-H", &header];
 
     // Health and reflection need no key.
@@ -129,18 +129,18 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
     assert!(fetched.contains("Anna Svensson"), "{fetched}");
 
     // SIGTERM stops the service and its PostgreSQL.
-    let took = service.terminate();
+    let took = service.terminate().unwrap();
     assert!(took < Duration::from_secs(15), "exit took {took:?}");
     assert_eq!(pg.running_pid(), None, "PostgreSQL left running");
 
     // The next start finds the data again.
-    let service = ServiceProcess::start(&data_dir, None);
+    let service = start_service(&data_dir, None);
     let fetched = grpcurl(
         &service.addr,
         &[auth[0], auth[1], "-d", r#"{"rep_id": "anna"}"#],
         &["kpi.v1.DirectoryService/GetRep"],
     );
     assert!(fetched.contains("Anna Svensson"), "{fetched}");
-    service.terminate();
+    service.terminate().unwrap();
     assert_eq!(pg.running_pid(), None);
 }

@@ -9,20 +9,21 @@
 //! server are dropped when their test ends.
 
 use std::{
-    io::{BufRead, BufReader},
-    os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
-    process::Child,
-    process::{Command, Stdio},
+    process::Command,
     str::FromStr,
     sync::{
         OnceLock,
         atomic::{AtomicU32, Ordering},
     },
     time::Duration,
-    time::Instant,
 };
 
+pub use kpi_service::testkit::{
+    cluster::{Durability, socket_url},
+    org::rep,
+    process::ServiceProcess,
+};
 use kpi_service::{
     app::Application,
     config::Settings,
@@ -32,6 +33,7 @@ use kpi_service::{
         self, activity_service_client::ActivityServiceClient,
         directory_service_client::DirectoryServiceClient,
     },
+    testkit::{cluster, process::Launch},
 };
 use sqlx::{
     Connection, PgConnection, PgPool,
@@ -88,14 +90,6 @@ impl TestServer {
     }
 }
 
-/// A `postgres://` URL reaching `database` over the cluster's socket.
-pub fn socket_url(pg: &EmbeddedPostgres, database: &str) -> String {
-    format!(
-        "postgres://postgres@localhost/{database}?host={}",
-        pg.socket_dir().display()
-    )
-}
-
 static SERVER: OnceLock<TestServer> = OnceLock::new();
 
 fn test_server() -> &'static TestServer {
@@ -107,77 +101,14 @@ fn test_server() -> &'static TestServer {
     })
 }
 
-/// Whether a throwaway cluster flushes commits to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// PostgreSQL's defaults: a commit survives a crash.
-    On,
-    /// No fsync, asynchronous commit: fast, for tests that do not crash it.
-    Off,
-}
-
-/// Starts a PostgreSQL cluster in a new temporary directory that a watchdog
-/// removes (stopping the cluster first) when this process exits.
+/// A throwaway cluster for this test process (see `testkit::cluster`).
 pub fn throwaway_cluster(label: &str, durability: Durability) -> EmbeddedPostgres {
-    let dir = watched_dir(label);
-    let mut pg = EmbeddedPostgres::new(&dir)
-        .unwrap_or_else(|e| panic!("{e:#}"))
-        .with_setting("max_connections", "300");
-    if durability == Durability::Off {
-        pg = pg
-            .with_setting("fsync", "off")
-            .with_setting("full_page_writes", "off")
-            .with_setting("synchronous_commit", "off");
-    }
-    pg.prepare().unwrap_or_else(|e| panic!("{e:#}"));
-    pg.start().unwrap_or_else(|e| panic!("{e:#}"));
-    pg
+    cluster::throwaway_cluster(label, durability, &[]).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
-/// A new directory under /tmp that a watchdog removes (stopping any
-/// PostgreSQL in it first) when the test process exits, however it exits.
-/// Mode 0755: a PostgreSQL run as the postgres user must enter it.
+/// A new directory removed when the test process exits.
 pub fn watched_dir(label: &str) -> PathBuf {
-    let dir = PathBuf::from(format!(
-        "/tmp/kpi-test-{}-{label}-{}",
-        std::process::id(),
-        unique_suffix()
-    ));
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
-        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", dir.display()));
-    spawn_watchdog(&dir);
-    dir
-}
-
-/// A shell that waits for this process to end, then stops the cluster in
-/// `dir` (immediate shutdown) and deletes `dir`. It runs in its own process
-/// group so that a Ctrl-C of the test run does not kill it first.
-// It must outlive this process, so nobody waits for it here.
-#[allow(clippy::zombie_processes)]
-fn spawn_watchdog(dir: &Path) {
-    let script = r#"
-        while kill -0 "$0" 2>/dev/null; do sleep 0.2; done
-        pidfile="$1/postgres/postmaster.pid"
-        if [ -f "$pidfile" ]; then
-            pid=$(head -n 1 "$pidfile")
-            kill -QUIT "$pid" 2>/dev/null
-            for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        fi
-        rm -rf "$1"
-    "#;
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg(std::process::id().to_string())
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start the cleanup watchdog: {e}"));
+    cluster::watched_dir(label).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn unique_suffix() -> u32 {
@@ -535,25 +466,16 @@ impl TestApp {
     }
 }
 
-/// An upsert request for a rep with a derived name and email.
-pub fn rep(rep_id: &str, team_id: &str) -> pb::UpsertRepRequest {
-    pb::UpsertRepRequest {
-        rep_id: rep_id.into(),
-        display_name: format!("Rep {rep_id}"),
-        email: format!("{rep_id}@example.com"),
-        active: None,
-        team_id: team_id.into(),
-        team_effective_time: None,
-    }
+/// An RFC 3339 instant of a test's data.
+pub fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap_or_else(|e| panic!("bad timestamp {rfc3339}: {e}"))
+        .to_utc()
 }
 
+/// The same as a protobuf timestamp.
 pub fn ts(rfc3339: &str) -> prost_types::Timestamp {
-    let at = chrono::DateTime::parse_from_rfc3339(rfc3339)
-        .unwrap_or_else(|e| panic!("bad timestamp {rfc3339}: {e}"));
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: 0,
-    }
+    kpi_service::grpc::convert::timestamp(at(rfc3339))
 }
 
 /// Asserts `status` is INVALID_ARGUMENT whose BadRequest names exactly
@@ -620,132 +542,27 @@ pub fn micros(at: &Option<prost_types::Timestamp>) -> i64 {
         .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos / 1000))
 }
 
-/// The `kpi-service` binary running as a separate process, as a user would
-/// run it.
-pub struct ServiceProcess {
-    child: Child,
-    /// The address it listens on.
-    pub addr: String,
-    data_dir: PathBuf,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+/// The `kpi-service` binary of this build.
+pub const BIN: &str = env!("CARGO_BIN_EXE_kpi-service");
+
+/// Starts the binary on 127.0.0.1:0 with `data_dir`, on the embedded
+/// PostgreSQL or on `database_url`.
+pub fn start_service(data_dir: &Path, database_url: Option<&str>) -> ServiceProcess {
+    start_service_with(data_dir, database_url, &[], "info")
 }
 
-impl ServiceProcess {
-    /// Starts the binary on 127.0.0.1:0 with `data_dir`, on the embedded
-    /// PostgreSQL or on `database_url`, and reads the bound address from its
-    /// JSON log.
-    pub fn start(data_dir: &Path, database_url: Option<&str>) -> Self {
-        Self::start_with(data_dir, database_url, &[], "info")
-    }
-
-    /// Like `start`, with extra flags and a RUST_LOG filter.
-    pub fn start_with(
-        data_dir: &Path,
-        database_url: Option<&str>,
-        args: &[&str],
-        log_filter: &str,
-    ) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kpi-service"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(args)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", log_filter)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(url) = database_url {
-            command.env("DATABASE_URL", url);
-        }
-        let mut child = command.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log_writer = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut log) = log_writer.lock() {
-                    log.push(line.clone());
-                }
-                if line.contains("kpi-service listening") {
-                    let addr = line
-                        .split("\"address\":\"")
-                        .nth(1)
-                        .and_then(|rest| rest.split('"').next())
-                        .unwrap_or_default()
-                        .to_owned();
-                    tx.send(addr).ok();
-                }
-                // Echo so a failing run shows the service's log.
-                eprintln!("[kpi-service] {line}");
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("the service did not start listening within 60 s"));
-        Self {
-            child,
-            addr,
-            data_dir: data_dir.to_owned(),
-            log,
-        }
-    }
-
-    /// Everything the service logged so far.
-    pub fn log(&self) -> String {
-        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
-    }
-
-    /// The admin key the service wrote on its first start.
-    pub fn admin_key(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("admin.key"))
-            .unwrap_or_else(|e| panic!("no admin.key in {}: {e}", self.data_dir.display()))
-            .trim()
-            .to_owned()
-    }
-
-    /// SIGTERM, then wait; returns how long the exit took.
-    pub fn terminate(mut self) -> Duration {
-        let started = Instant::now();
-        let status = self.stop();
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "the service did not exit cleanly on SIGTERM: {status:?}"
-        );
-        started.elapsed()
-    }
-
-    /// SIGTERM and up to 30 s of waiting, then SIGKILL.
-    fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().ok();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child.kill().ok();
-        self.child.wait().ok();
-        None
-    }
-}
-
-impl ServiceProcess {
-    /// SIGKILL: no shutdown, no draining.
-    pub fn kill(mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-impl Drop for ServiceProcess {
-    /// A failed test must not leave the service (or its PostgreSQL) behind.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.stop();
-        }
-    }
+/// Like `start_service`, with extra flags and a RUST_LOG filter.
+pub fn start_service_with(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    args: &[&str],
+    log_filter: &str,
+) -> ServiceProcess {
+    ServiceProcess::start(&Launch {
+        database_url,
+        args,
+        log_filter,
+        ..Launch::new(BIN, data_dir)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }

@@ -1,32 +1,24 @@
 //! KpiService and TargetService against small datasets worked out by hand
 //! (docs/KPIS.md walks through the same numbers).
 
-use kpi_service::grpc::pb::{
-    self, activity_record::Record, kpi_service_client::KpiServiceClient,
-    target_service_client::TargetServiceClient,
+use kpi_service::{
+    grpc::pb::{
+        self, kpi_service_client::KpiServiceClient, target_service_client::TargetServiceClient,
+    },
+    testkit::records::{self, usd},
 };
 use tonic::Code;
 
-use crate::helpers::{Authed, Bearer, TestApp, assert_invalid, rep, ts};
+use crate::helpers::{Authed, Bearer, TestApp, assert_invalid, at, rep, ts};
 
 const V: &str = "2026-07-10T00:00:00Z";
 
-fn rec(record: Record) -> pb::ActivityRecord {
-    pb::ActivityRecord {
-        record: Some(record),
-    }
-}
+// The records of these tests, on `testkit::records`: every version is V.
 
-fn interaction(id: &str, rep: &str, channel: pb::Channel, at: &str) -> pb::ActivityRecord {
-    rec(Record::Interaction(pb::Interaction {
-        interaction_id: id.into(),
-        rep_id: rep.into(),
-        customer_id: String::new(),
-        channel: channel as i32,
-        occurred_at: Some(ts(at)),
-        duration_seconds: None,
-        updated_at: Some(ts(V)),
-    }))
+fn interaction(id: &str, rep: &str, channel: pb::Channel, when: &str) -> pb::ActivityRecord {
+    records::interaction(id, rep, channel, at(when))
+        .with_updated(at(V))
+        .record()
 }
 
 fn customer(
@@ -36,14 +28,11 @@ fn customer(
     converted: Option<&str>,
     churned: Option<&str>,
 ) -> pb::ActivityRecord {
-    rec(Record::Customer(pb::Customer {
-        customer_id: id.into(),
-        rep_id: rep.into(),
-        lead_at: Some(ts(lead)),
-        converted_at: converted.map(ts),
-        churned_at: churned.map(ts),
-        updated_at: Some(ts(V)),
-    }))
+    records::customer(id, rep, at(lead))
+        .with_converted(converted.map(at))
+        .with_churned(churned.map(at))
+        .with_updated(at(V))
+        .record()
 }
 
 fn deal(
@@ -55,20 +44,16 @@ fn deal(
     created: &str,
     closed: Option<&str>,
 ) -> pb::ActivityRecord {
-    rec(Record::Deal(pb::Deal {
-        deal_id: id.into(),
-        rep_id: rep.into(),
-        customer_id: String::new(),
-        amount: Some(pb::Money {
-            currency_code: "USD".into(),
-            units,
-            nanos,
-        }),
-        stage: stage as i32,
-        created_at: Some(ts(created)),
-        closed_at: closed.map(ts),
-        updated_at: Some(ts(V)),
-    }))
+    records::deal(
+        id,
+        rep,
+        stage,
+        usd(units, nanos),
+        at(created),
+        closed.map(at),
+    )
+    .with_updated(at(V))
+    .record()
 }
 
 fn feedback(
@@ -76,18 +61,11 @@ fn feedback(
     rep: &str,
     kind: pb::FeedbackKind,
     score: i32,
-    at: &str,
+    when: &str,
 ) -> pb::ActivityRecord {
-    rec(Record::Feedback(pb::Feedback {
-        feedback_id: id.into(),
-        rep_id: rep.into(),
-        customer_id: String::new(),
-        kind: kind as i32,
-        score,
-        submitted_at: Some(ts(at)),
-        comment: String::new(),
-        updated_at: Some(ts(V)),
-    }))
+    records::feedback(id, rep, kind, score, at(when))
+        .with_updated(at(V))
+        .record()
 }
 
 fn request(
@@ -97,15 +75,11 @@ fn request(
     responded: Option<&str>,
     resolved: Option<&str>,
 ) -> pb::ActivityRecord {
-    rec(Record::CustomerRequest(pb::CustomerRequest {
-        request_id: id.into(),
-        rep_id: rep.into(),
-        customer_id: String::new(),
-        opened_at: Some(ts(opened)),
-        first_response_at: responded.map(ts),
-        resolved_at: resolved.map(ts),
-        updated_at: Some(ts(V)),
-    }))
+    records::request(id, rep, at(opened))
+        .with_first_response(responded.map(at))
+        .with_resolved(resolved.map(at))
+        .with_updated(at(V))
+        .record()
 }
 
 /// region > team-a, team-b. anna in team-a; bob in team-a until he moves

@@ -1,0 +1,17 @@
+//! Builders and throwaway infrastructure shared by the integration tests,
+//! the benches and the demo generator, so that each is written once:
+//!
+//! - `records`: the minimal valid activity record of each kind, with
+//!   `with_*` setters for the optional fields;
+//! - `org`: organisations to load (teams, reps);
+//! - `cluster`: a throwaway PostgreSQL cluster in a directory that a
+//!   watchdog removes when the process ends, however it ends;
+//! - `process`: the `kpi-service` binary run as its own process, as a user
+//!   runs it.
+//!
+//! The service itself uses none of this.
+
+pub mod cluster;
+pub mod org;
+pub mod process;
+pub mod records;
