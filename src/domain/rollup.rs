@@ -58,7 +58,13 @@ pub fn ceil(level: Level, at: DateTime<Utc>) -> DateTime<Utc> {
 /// A signed part of a range: bucket starts of one level in [from, to), or
 /// (level `None`) raw records credited in [from, to); `sign` -1 parts are
 /// subtracted.
-pub type Part = (Option<Level>, DateTime<Utc>, DateTime<Utc>, i32);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub level: Option<Level>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub sign: i32,
+}
 
 /// Signed parts whose sum over [from, to) is exact: at each level, a ragged
 /// end is either filled in with finer buckets or rounded out to the next
@@ -75,7 +81,7 @@ pub fn cover(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Part> {
         &mut parts,
         &mut Memo::new(),
     );
-    parts.sort_by_key(|p| (p.1, p.2));
+    parts.sort_by_key(|p| (p.from, p.to));
     parts
 }
 
@@ -148,14 +154,24 @@ fn cover_at(
         return;
     }
     let Some(level) = level else {
-        parts.push((None, from, to, sign));
+        parts.push(Part {
+            level: None,
+            from,
+            to,
+            sign,
+        });
         return;
     };
     let next = finer(level);
     match plan(from, to, Some(level), memo).1 {
         None => cover_at(from, to, next, sign, parts, memo),
         Some((x, y)) => {
-            parts.push((Some(level), x, y, sign));
+            parts.push(Part {
+                level: Some(level),
+                from: x,
+                to: y,
+                sign,
+            });
             // A filled-in end adds finer buckets; a rounded-out one
             // subtracts them.
             if x < from {
@@ -175,8 +191,14 @@ fn cover_at(
 /// Sums of every metric, in `METRICS` order.
 pub type Sums = [i128; METRICS.len()];
 
-/// One rollup change: (rep, level, bucket) and the sums to add.
-pub type DeltaRow = ((String, Level, DateTime<Utc>), Sums);
+/// One rollup change: the row (rep, level, bucket) and the sums to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaRow {
+    pub rep: String,
+    pub level: Level,
+    pub bucket: DateTime<Utc>,
+    pub sums: Sums,
+}
 
 /// Rollup changes, kept per rep and hour only: a record touches one
 /// entry, and the day and month changes are the sums of their hours.
@@ -241,7 +263,12 @@ fn push_nonzero(
     sums: Sums,
 ) {
     if sums.iter().any(|v| *v != 0) {
-        rows.push(((rep.to_owned(), level, bucket), sums));
+        rows.push(DeltaRow {
+            rep: rep.to_owned(),
+            level,
+            bucket,
+            sums,
+        });
     }
 }
 
@@ -259,7 +286,14 @@ mod tests {
     fn shown(parts: Vec<Part>) -> Vec<(i32, String, String, i32)> {
         parts
             .into_iter()
-            .map(|(l, f, t, s)| (l.map_or(0, |l| l as i32), f.to_rfc3339(), t.to_rfc3339(), s))
+            .map(|p| {
+                (
+                    p.level.map_or(0, |l| l as i32),
+                    p.from.to_rfc3339(),
+                    p.to.to_rfc3339(),
+                    p.sign,
+                )
+            })
             .collect()
     }
 
@@ -271,14 +305,14 @@ mod tests {
         while at < end {
             let n: i32 = parts
                 .iter()
-                .filter(|(level, f, t, _)| match level {
-                    None => *f <= at && at < *t,
+                .filter(|p| match p.level {
+                    None => p.from <= at && at < p.to,
                     Some(level) => {
-                        let bucket = floor(*level, at);
-                        *f <= bucket && bucket < *t
+                        let bucket = floor(level, at);
+                        p.from <= bucket && bucket < p.to
                     }
                 })
-                .map(|p| p.3)
+                .map(|p| p.sign)
                 .sum();
             if n != i32::from(from <= at && at < to) {
                 return false;
@@ -365,9 +399,9 @@ mod tests {
         let rows: Vec<(String, Level, String, i128)> = deltas
             .into_rows()
             .into_iter()
-            .map(|((rep, level, bucket), sums)| {
-                let bucket = bucket.format("%m-%dT%H").to_string();
-                (rep, level, bucket, sums[Metric::Calls as usize])
+            .map(|row| {
+                let bucket = row.bucket.format("%m-%dT%H").to_string();
+                (row.rep, row.level, bucket, row.sums[Metric::Calls as usize])
             })
             .collect();
         let expected: Vec<(String, Level, String, i128)> = [

@@ -82,7 +82,13 @@ pub async fn tallies(
                 let parts = covers
                     .entry((segment.from, segment.to))
                     .or_insert_with(|| cover(segment.from, segment.to));
-                for &(level, from, to, sign) in parts.iter() {
+                for &Part {
+                    level,
+                    from,
+                    to,
+                    sign,
+                } in parts.iter()
+                {
                     match level {
                         Some(level) => {
                             bucket_parts.add(*slot, level as i16, from, to, sign, &segment.rep)
@@ -139,13 +145,19 @@ fn add_row(all: &mut [Tally], slot: i32, sums: &Sums) {
 
 type SumsRow = (i32, Sums);
 
-/// Signed ranges to sum, each for a group of reps: (slot, level, from,
-/// to, sign) -> reps. Level 0 for raw ranges.
+/// One signed range to sum for a query's slot; level 0 for raw ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct RangeKey {
+    slot: i32,
+    level: i16,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    sign: i32,
+}
+
+/// Signed ranges to sum, each for the group of reps that shares it.
 #[derive(Default)]
-#[allow(clippy::type_complexity)]
-struct Parts(
-    std::collections::BTreeMap<(i32, i16, DateTime<Utc>, DateTime<Utc>, i32), Vec<String>>,
-);
+struct Parts(std::collections::BTreeMap<RangeKey, Vec<String>>);
 
 impl Parts {
     fn add(
@@ -157,10 +169,14 @@ impl Parts {
         sign: i32,
         rep: &str,
     ) {
-        self.0
-            .entry((slot, level, from, to, sign))
-            .or_default()
-            .push(rep.to_owned());
+        let key = RangeKey {
+            slot,
+            level,
+            from,
+            to,
+            sign,
+        };
+        self.0.entry(key).or_default().push(rep.to_owned());
     }
 
     /// Binds $1 slot, $2 level, $3 from, $4 to, $5 sign, $6 and $7 the
@@ -178,11 +194,11 @@ impl Parts {
             last.push(i32::try_from(reps.len()).unwrap_or(i32::MAX));
         }
         query
-            .bind(self.0.keys().map(|k| k.0).collect::<Vec<_>>())
-            .bind(self.0.keys().map(|k| k.1).collect::<Vec<_>>())
-            .bind(self.0.keys().map(|k| k.2).collect::<Vec<_>>())
-            .bind(self.0.keys().map(|k| k.3).collect::<Vec<_>>())
-            .bind(self.0.keys().map(|k| k.4).collect::<Vec<_>>())
+            .bind(self.0.keys().map(|k| k.slot).collect::<Vec<_>>())
+            .bind(self.0.keys().map(|k| k.level).collect::<Vec<_>>())
+            .bind(self.0.keys().map(|k| k.from).collect::<Vec<_>>())
+            .bind(self.0.keys().map(|k| k.to).collect::<Vec<_>>())
+            .bind(self.0.keys().map(|k| k.sign).collect::<Vec<_>>())
             .bind(first)
             .bind(last)
             .bind(reps)

@@ -61,7 +61,7 @@ fn masked(mask: u8) -> Vec<usize> {
 
 /// The groups with any change in `rows`.
 fn mask_of(rows: &[DeltaRow]) -> u8 {
-    rows.iter().fold(0, |mask, (_, sums)| {
+    rows.iter().fold(0, |mask, DeltaRow { sums, .. }| {
         GROUPS.iter().enumerate().fold(mask, |mask, (g, range)| {
             if sums[range.clone()].iter().any(|v| *v != 0) {
                 mask | (1 << g)
@@ -138,32 +138,20 @@ async fn upsert(
     rows: &[DeltaRow],
 ) -> Result<(), sqlx::Error> {
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(
-            rows.iter()
-                .map(|((rep, _, _), _)| rep.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|((_, level, _), _)| *level as i16)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            rows.iter()
-                .map(|((_, _, bucket), _)| *bucket)
-                .collect::<Vec<_>>(),
-        );
+        .bind(rows.iter().map(|row| row.rep.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.level as i16).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.bucket).collect::<Vec<_>>());
     for i in masked(mask) {
         if is_numeric(METRICS[i]) {
             query = query.bind(
                 rows.iter()
-                    .map(|(_, sums)| sums[i].to_string())
+                    .map(|row| row.sums[i].to_string())
                     .collect::<Vec<_>>(),
             );
         } else {
             query = query.bind(
                 rows.iter()
-                    .map(|(_, sums)| i64::try_from(sums[i]).unwrap_or(i64::MAX))
+                    .map(|row| i64::try_from(row.sums[i]).unwrap_or(i64::MAX))
                     .collect::<Vec<_>>(),
             );
         }
