@@ -35,7 +35,7 @@ impl Cluster {
             Durability::On,
             &[("shared_buffers", "1GB"), ("max_wal_size", "8GB")],
         )?;
-        cluster::create_database(&pg, "kpi").await?;
+        pg.ensure_database("kpi").await?;
         let data_dir = cluster::watched_dir(&format!("bench-{label}-service"))?;
         Ok(Self { pg, data_dir })
     }

@@ -6,6 +6,7 @@ pub mod activity;
 pub mod directory;
 pub mod ids;
 pub mod kpi;
+pub mod metrics;
 pub mod paging;
 pub mod period;
 pub mod report;

@@ -142,7 +142,10 @@ pub fn rank(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::kpi::{Tally, evaluate};
+    use crate::domain::{
+        kpi::evaluate,
+        metrics::{Metric, Tally},
+    };
 
     fn candidate(rep: &str, kpi: Kpi, tally: &Tally) -> Candidate {
         Candidate {
@@ -155,7 +158,7 @@ mod tests {
 
     fn won(n: i128) -> Tally {
         let mut t = Tally::default();
-        t.add(kpi::Metric::DealsWon, n);
+        t.add(Metric::DealsWon, n);
         t
     }
 
@@ -184,7 +187,7 @@ mod tests {
     fn small_samples_of_rates_are_listed_unranked_after_the_ranked() {
         // A win rate of 1 closed deal is defined but below the sample of 10.
         let mut one = Tally::default();
-        one.add(kpi::Metric::DealsWon, 1);
+        one.add(Metric::DealsWon, 1);
         let entries = rank(
             Kpi::WinRate,
             vec![

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Datelike, DurationRound, Months, NaiveDate, TimeDelta, Utc};
 
-use super::kpi::{Contribution, METRICS};
+use super::metrics::{Contribution, METRICS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Level {
@@ -385,7 +385,7 @@ mod tests {
 
     #[test]
     fn deltas_come_out_by_level_rep_and_bucket_with_days_and_months_summed() {
-        use super::super::kpi::Metric;
+        use super::super::metrics::Metric;
         let mut deltas = Deltas::default();
         for (rep, at) in [
             ("bob", "2026-01-31T23:10:00Z"),
@@ -426,8 +426,8 @@ mod tests {
     fn a_record_adds_to_its_hour_day_and_month() {
         let mut deltas = Deltas::default();
         let at = utc("2026-02-03T04:05:06Z");
-        deltas.apply("anna", &[(at, super::super::kpi::Metric::Calls, 1)], 1);
-        deltas.apply("anna", &[(at, super::super::kpi::Metric::Calls, 1)], -1);
+        deltas.apply("anna", &[(at, super::super::metrics::Metric::Calls, 1)], 1);
+        deltas.apply("anna", &[(at, super::super::metrics::Metric::Calls, 1)], -1);
         assert!(
             deltas.into_rows().is_empty(),
             "an update to the same thing nets out"

@@ -154,25 +154,16 @@ fn value_to_pb(v: &KpiValue, currency: &str) -> pb::KpiValue {
 }
 
 pub fn progress_to_pb(p: &TargetProgress) -> pb::TargetProgress {
-    let TargetProgress { progress, as_of } = p;
-    let Progress {
-        target,
-        actual,
-        attainment,
-        elapsed_fraction,
-        expected_to_date,
-        projected,
-        on_track,
-    } = progress.clone();
+    let progress: &Progress = &p.progress;
     pb::TargetProgress {
-        target,
-        actual,
-        attainment,
-        elapsed_fraction,
-        expected_to_date,
-        projected,
-        on_track,
-        as_of: as_of.to_string(),
+        target: progress.target,
+        actual: progress.actual,
+        attainment: progress.attainment,
+        elapsed_fraction: progress.elapsed_fraction,
+        expected_to_date: progress.expected_to_date,
+        projected: progress.projected,
+        on_track: progress.on_track,
+        as_of: p.as_of.to_string(),
     }
 }
 

@@ -179,6 +179,34 @@ mod tests {
     use crate::domain::FieldViolation as Violation;
 
     #[test]
+    fn record_violations_become_request_paths_here_only() {
+        let status = Status::from(Error::InvalidRecords(vec![
+            RecordViolation::new(17, "deal", "closed_at", "is required for a WON deal"),
+            RecordViolation::new(3, "deal", "amount.currency_code", "must be USD"),
+            RecordViolation {
+                index: 4,
+                kind: None,
+                field: "",
+                problem: "must hold one record".into(),
+            },
+        ]));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let fields: Vec<String> = status
+            .get_error_details()
+            .bad_request()
+            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            fields,
+            [
+                "records[17].deal.closed_at",
+                "records[3].deal.amount.currency_code",
+                "records[4]"
+            ]
+        );
+    }
+
+    #[test]
     fn invalid_arguments_list_every_field() {
         let status = Status::from(Error::InvalidArgument(vec![
             Violation::new("a", "bad"),

@@ -8,7 +8,8 @@ use crate::{
     Error,
     access::Principal,
     domain::{
-        kpi::{self, Tally},
+        kpi,
+        metrics::Tally,
         period,
         target::{NewTarget, Target, TargetFilter, TargetProgress, TargetStatus},
     },

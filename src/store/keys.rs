@@ -8,7 +8,8 @@ use sqlx::PgPool;
 
 use crate::{
     Error,
-    domain::access::{NewKey, Role, generate_key},
+    access::generate_key,
+    domain::access::{NewKey, Role},
 };
 
 /// A key as `keys list` shows it: never the secret, not even its hash.

@@ -12,7 +12,7 @@ use crate::{
     Error,
     domain::{
         directory::ChangePoint,
-        kpi::{METRICS, Metric, Tally},
+        metrics::{METRICS, Metric, Tally},
         rollup::{Part, Sums, cover},
         tally::{
             RetentionQuery, Segment, TallyQuery, TeamMembers, chain_retention, retention_order,

@@ -17,7 +17,7 @@ use crate::domain::{
         Amount, Channel, Customer, CustomerRequest, Deal, DealStage, Feedback, FeedbackKind,
         Interaction, Versioned,
     },
-    kpi::{self, Contributions},
+    metrics::{self, Contributions},
 };
 
 /// How a field's type is stored: its SQL type, the value bound for it
@@ -183,7 +183,7 @@ macro_rules! record_table {
     };
 }
 
-record_table!(Customer in "customers", kpi::customer_contributions, {
+record_table!(Customer in "customers", metrics::customer_contributions, {
     id: "customer_id",
     rep_id: "rep_id",
     lead_at: "lead_at",
@@ -192,7 +192,7 @@ record_table!(Customer in "customers", kpi::customer_contributions, {
     updated_at: "source_updated_at",
 });
 
-record_table!(Interaction in "interactions", kpi::interaction_contributions, {
+record_table!(Interaction in "interactions", metrics::interaction_contributions, {
     id: "interaction_id",
     rep_id: "rep_id",
     customer_id: "customer_id",
@@ -202,7 +202,7 @@ record_table!(Interaction in "interactions", kpi::interaction_contributions, {
     updated_at: "source_updated_at",
 });
 
-record_table!(Deal in "deals", kpi::deal_contributions, {
+record_table!(Deal in "deals", metrics::deal_contributions, {
     id: "deal_id",
     rep_id: "rep_id",
     customer_id: "customer_id",
@@ -214,7 +214,7 @@ record_table!(Deal in "deals", kpi::deal_contributions, {
     updated_at: "source_updated_at",
 });
 
-record_table!(Feedback in "feedback", kpi::feedback_contributions, {
+record_table!(Feedback in "feedback", metrics::feedback_contributions, {
     id: "feedback_id",
     rep_id: "rep_id",
     customer_id: "customer_id",
@@ -225,7 +225,7 @@ record_table!(Feedback in "feedback", kpi::feedback_contributions, {
     updated_at: "source_updated_at",
 });
 
-record_table!(CustomerRequest in "customer_requests", kpi::request_contributions, {
+record_table!(CustomerRequest in "customer_requests", metrics::request_contributions, {
     id: "request_id",
     rep_id: "rep_id",
     customer_id: "customer_id",

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use sqlx::PgConnection;
 
 use crate::domain::{
-    kpi::{METRICS, Metric},
+    metrics::{METRICS, Metric},
     rollup::{DeltaRow, Deltas},
 };
 

@@ -6,8 +6,8 @@ use sqlx::PgPool;
 
 use crate::{
     Error,
+    access::generate_key,
     domain::{
-        access::generate_key,
         kpi::Kpi,
         period::{Period, parse_zone},
         target::{NewTarget, Subject, Target, TargetFilter},

@@ -9,10 +9,8 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use anyhow::Context as _;
-use sqlx::{Connection, PgConnection};
-
 use crate::embedded_pg::EmbeddedPostgres;
+use anyhow::Context as _;
 
 /// Whether a throwaway cluster flushes commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,19 +56,6 @@ pub fn socket_url(pg: &EmbeddedPostgres, database: &str) -> String {
         "postgres://postgres@localhost/{database}?host={}",
         pg.socket_dir().display()
     )
-}
-
-/// Creates database `name` in the cluster.
-pub async fn create_database(pg: &EmbeddedPostgres, name: &str) -> anyhow::Result<()> {
-    let mut admin = PgConnection::connect_with(&pg.connect_options("postgres"))
-        .await
-        .context("cannot connect to the throwaway cluster")?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .with_context(|| format!("cannot create database {name}"))?;
-    admin.close().await.ok();
-    Ok(())
 }
 
 /// A new directory under /tmp that a watchdog removes (stopping any

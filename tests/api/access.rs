@@ -1,4 +1,6 @@
 //! Access control: keys, roles, team scopes, revocation, secrets, TLS.
+//! One concern (who may call and see what, over which transport); most of
+//! its length is the table of every RPC against every role.
 
 use std::{
     path::Path,
@@ -759,11 +761,32 @@ async fn kpi_and_target_rpcs_follow_roles_and_team_scopes() {
         })
         .await
         .unwrap();
-    assert!(
+    // Rep targets follow the rep's current team: cara is in team-b, anna
+    // in team-a.
+    for rep in ["cara", "anna"] {
+        admin_targets
+            .clone()
+            .set_target(pb::SetTargetRequest {
+                subject: subject(false, rep),
+                kpi: pb::Kpi::Calls as i32,
+                start_date: "2026-04-01".into(),
+                end_date: "2026-06-30".into(),
+                time_zone: String::new(),
+                value: 3.0,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
         targets(&reader)
             .list_targets(pb::ListTargetsRequest::default())
             .await
-            .is_ok()
+            .unwrap()
+            .into_inner()
+            .targets
+            .len(),
+        4,
+        "an unscoped read key sees every target"
     );
 
     // A key scoped to team-b sees team-b and cara, nothing of team-a.
@@ -834,7 +857,10 @@ async fn kpi_and_target_rpcs_follow_roles_and_team_scopes() {
         .collect();
     assert_eq!(
         subjects,
-        [subject(true, "team-b").unwrap()],
-        "only team-b's target"
+        [
+            subject(false, "cara").unwrap(),
+            subject(true, "team-b").unwrap()
+        ],
+        "only the targets of team-b and of the reps now in it (reps first)"
     );
 }

@@ -10,3 +10,4 @@ mod grpcurl;
 mod helpers;
 mod kpi;
 mod server;
+mod targets;
