@@ -1,5 +1,6 @@
-//! KpiService and TargetService against small datasets worked out by hand
-//! (docs/KPIS.md walks through the same numbers).
+//! KpiService against small datasets worked out by hand (docs/KPIS.md
+//! walks through the same numbers); `targets` reuses the data set. One
+//! concern: most of the length is the data set and its hand-worked values.
 
 use kpi_service::{
     grpc::pb::{
