@@ -22,9 +22,32 @@ pub struct Period {
     zone: Tz,
 }
 
+/// The first year of the accepted range of every date and instant the
+/// service takes in.
+pub const FIRST_YEAR: i32 = 1900;
+/// The last year of that range.
+pub const LAST_YEAR: i32 = 2199;
+
+/// Whether `year` is in the accepted range. The range keeps everything
+/// derived from an accepted date (the previous period, at most ten years
+/// back; local midnights in any zone; calendar buckets) far inside the
+/// ranges of chrono, PostgreSQL and protobuf timestamps, so no date
+/// arithmetic on an accepted value can overflow, and every instant keeps
+/// its nanoseconds exactly (chrono's nanosecond range is 1677-2262).
+pub fn year_accepted(year: i32) -> bool {
+    (FIRST_YEAR..=LAST_YEAR).contains(&year)
+}
+
 pub fn parse_date(raw: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-        .map_err(|_| format!("must be a date like 2026-01-31 (got '{raw}')"))
+    let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .map_err(|_| format!("must be a date like 2026-01-31 (got '{raw}')"))?;
+    if year_accepted(date.year()) {
+        Ok(date)
+    } else {
+        Err(format!(
+            "must be between {FIRST_YEAR}-01-01 and {LAST_YEAR}-12-31 (got '{raw}')"
+        ))
+    }
 }
 
 pub fn parse_zone(raw: &str) -> Result<Tz, String> {
@@ -176,6 +199,38 @@ pub fn buckets(period: &Period, granularity: Granularity, fiscal_start_month: u3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_outside_the_accepted_range_are_rejected_not_overflowed() {
+        for bad in [
+            "-262143-01-01",
+            "+262142-12-31",
+            "0001-01-01",
+            "1899-12-31",
+            "2200-01-01",
+            "9999-12-31",
+        ] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
+        for good in ["1900-01-01", "2199-12-31"] {
+            assert!(parse_date(good).is_ok(), "{good}");
+        }
+        // The extremes of the range: the previous period of ten years from
+        // the first day, and the buckets of the last, compute without a panic.
+        let first = Period::new(
+            date("1900-01-01"),
+            date("1909-12-31"),
+            chrono_tz::Pacific::Kiritimati,
+        );
+        let previous = first.map(|p| p.previous());
+        assert!(previous.is_ok_and(|p| p.start() < date("1900-01-01")));
+        let last = Period::new(
+            date("2199-01-01"),
+            date("2199-12-31"),
+            chrono_tz::Etc::GMTPlus12,
+        );
+        assert!(last.is_ok_and(|p| buckets(&p, Granularity::Week, 1).len() == 53));
+    }
 
     fn date(raw: &str) -> NaiveDate {
         parse_date(raw).unwrap_or_default()

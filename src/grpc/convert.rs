@@ -11,6 +11,7 @@ use crate::{
         Violations,
         directory::{Membership, Rep, RepUpsert, Team, TeamUpsert},
         ids::{DisplayName, Email, RepId, TeamId},
+        period,
     },
 };
 
@@ -29,8 +30,15 @@ pub fn instant(ts: &Timestamp) -> Result<DateTime<Utc>, String> {
         .filter(|n| *n < 1_000_000_000)
         .ok_or_else(|| format!("nanos must be within 0..1e9 (got {})", ts.nanos))?;
     DateTime::from_timestamp(ts.seconds, nanos)
-        .filter(|at| (1..=9999).contains(&chrono::Datelike::year(at)))
-        .ok_or_else(|| format!("seconds out of range (got {})", ts.seconds))
+        .filter(|at| period::year_accepted(chrono::Datelike::year(at)))
+        .ok_or_else(|| {
+            format!(
+                "must be between {}-01-01T00:00:00Z and {}-12-31T23:59:59Z (got {} seconds)",
+                period::FIRST_YEAR,
+                period::LAST_YEAR,
+                ts.seconds
+            )
+        })
 }
 
 /// Empty means "not given" for optional id fields in proto3.

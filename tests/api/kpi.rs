@@ -762,3 +762,90 @@ async fn bad_kpi_requests_name_their_fields() {
     assert_eq!(churn.direction, pb::Direction::LowerIsBetter as i32);
     assert!(!churn.formula.is_empty());
 }
+
+#[tokio::test]
+async fn dates_outside_1900_to_2199_are_invalid_arguments_and_the_service_keeps_answering() {
+    let (_app, mut kpi, mut targets) = sales_org().await;
+    let hostile = |start: &str, end: &str| {
+        Some(pb::Period {
+            start_date: start.into(),
+            end_date: end.into(),
+            time_zone: "Pacific/Kiritimati".into(),
+        })
+    };
+    let both = ["period.start_date", "period.end_date"];
+    for (start, end) in [
+        ("-262143-01-01", "-262143-01-01"),
+        ("+262142-12-31", "+262142-12-31"),
+        ("0001-01-01", "9999-12-31"),
+        ("1899-12-31", "2200-01-01"),
+    ] {
+        let status = kpi
+            .get_scorecard(pb::GetScorecardRequest {
+                subject: team_subject("team-a"),
+                period: hostile(start, end),
+                kpis: vec![],
+            })
+            .await
+            .unwrap_err();
+        assert_invalid(&status, &both);
+        let status = kpi
+            .get_kpi_series(pb::GetKpiSeriesRequest {
+                subject: rep_subject("anna"),
+                kpi: pb::Kpi::Calls as i32,
+                period: hostile(start, end),
+                granularity: pb::Granularity::Week as i32,
+            })
+            .await
+            .unwrap_err();
+        assert_invalid(&status, &both);
+        let status = kpi
+            .get_leaderboard(pb::GetLeaderboardRequest {
+                kpi: pb::Kpi::Calls as i32,
+                team_id: "team-a".into(),
+                period: hostile(start, end),
+                min_sample: None,
+                limit: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_invalid(&status, &both);
+        let status = targets
+            .set_target(pb::SetTargetRequest {
+                kpi: pb::Kpi::Calls as i32,
+                subject: team_subject("team-a"),
+                start_date: start.into(),
+                end_date: end.into(),
+                time_zone: String::new(),
+                value: 1.0,
+            })
+            .await
+            .unwrap_err();
+        assert_invalid(&status, &["start_date", "end_date"]);
+        let status = targets
+            .list_targets(pb::ListTargetsRequest {
+                as_of: end.into(),
+                active_on: start.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_invalid(&status, &["active_on", "as_of"]);
+        // Still serving.
+        scorecard(&mut kpi, team_subject("team-a"), q2()).await;
+    }
+    // The edges of the range work, in the zones furthest from UTC, and a
+    // ten-year period's previous period reaches before 1900 without a panic.
+    for (start, end) in [("1900-01-01", "1909-12-31"), ("2190-01-01", "2199-12-31")] {
+        let card = kpi
+            .get_scorecard(pb::GetScorecardRequest {
+                subject: team_subject("team-a"),
+                period: hostile(start, end),
+                kpis: vec![pb::Kpi::Calls as i32],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(card.period.unwrap().start_date, start);
+    }
+}
