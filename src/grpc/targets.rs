@@ -14,7 +14,7 @@ use crate::{
         Violations,
         ids::check_id,
         period,
-        target::{NewTarget, TargetFilter},
+        target::{NewTarget, TargetFilter, check_value},
     },
     service::Services,
 };
@@ -45,12 +45,10 @@ impl TargetApi {
             &req.time_zone,
             self.default_zone,
         );
-        // The value is checked against the KPI's unit once the KPI is known.
-        let (Some(kpi), Some(subject), Some(period)) = (kpi, subject, period) else {
-            return Err(Error::InvalidArgument(v.into_vec()));
-        };
-        let target = v.check("value", NewTarget::new(kpi, subject, period, req.value));
-        v.finish(|| target)
+        // The value is checked against the KPI's unit as soon as the KPI is
+        // known, so its violation is listed with every other one.
+        let value = kpi.and_then(|kpi| v.check("value", check_value(kpi, req.value)));
+        v.finish(|| NewTarget::new(kpi?, subject?, period?, value?).ok())
     }
 }
 

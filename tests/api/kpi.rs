@@ -748,6 +748,19 @@ async fn bad_kpi_requests_name_their_fields() {
         .await
         .unwrap_err();
     assert_invalid(&bad_target, &["value"]);
+    // A bad value is listed together with a bad period.
+    let bad_both = targets
+        .set_target(pb::SetTargetRequest {
+            kpi: pb::Kpi::WinRate as i32,
+            subject: rep_subject("anna"),
+            start_date: "2026-04-01".into(),
+            end_date: "2026-03-01".into(),
+            time_zone: String::new(),
+            value: 120.0,
+        })
+        .await
+        .unwrap_err();
+    assert_invalid(&bad_both, &["end_date", "value"]);
     let kpis = kpi
         .list_kpis(pb::ListKpisRequest {})
         .await
