@@ -4,7 +4,9 @@ use std::{
     time::Instant,
 };
 
-use tonic::Code;
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
+use tonic::{Code, Status};
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
@@ -22,6 +24,23 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    std::panic::set_hook(Box::new(log_panic));
+}
+
+/// Panics become one `error` event in the service's log format (with the
+/// current `rpc` span), not raw text on stderr.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    tracing::error!(panic = message, %location, "a handler panicked; the call answers INTERNAL");
 }
 
 /// One `rpc` span per call carrying the method, and one event when the
@@ -49,6 +68,7 @@ where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
     S::Error: std::fmt::Display,
+    ResBody: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -67,7 +87,16 @@ where
         };
         Box::pin(
             async move {
-                let result = future.await;
+                // Defence in depth: a handler that panics answers INTERNAL
+                // (the panic hook has logged where) instead of resetting the
+                // stream; the connection and every other call carry on.
+                let result = match AssertUnwindSafe(future).catch_unwind().await {
+                    Ok(result) => result,
+                    Err(_panic) => Ok(Status::internal(
+                        "the service failed while handling this call; it has been logged",
+                    )
+                    .into_http()),
+                };
                 let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
                 let mut result = result;
                 if let Ok(response) = &mut result {
@@ -119,5 +148,39 @@ fn normalise_oversize<B>(response: &mut http::Response<B>) {
     });
     if out_of_range && oversize {
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_and_the_service_keeps_serving() {
+        let handler = tower::service_fn(|req: http::Request<String>| async move {
+            if req.uri().path() == "/kpi.v1.KpiService/Panic" {
+                panic!("deliberate");
+            }
+            Ok::<_, std::convert::Infallible>(http::Response::new("fine".to_owned()))
+        });
+        let service = RpcTraceLayer.layer(handler);
+        let call = |path: &str| {
+            let request = http::Request::builder()
+                .uri(path)
+                .body(String::new())
+                .map_err(|e| e.to_string());
+            let service = service.clone();
+            async move { service.oneshot(request?).await.map_err(|e| e.to_string()) }
+        };
+        let panicked = call("/kpi.v1.KpiService/Panic").await;
+        let status = panicked
+            .as_ref()
+            .ok()
+            .and_then(|r| r.headers().get("grpc-status"))
+            .map(|v| v.as_bytes().to_vec());
+        assert_eq!(status, Some(b"13".to_vec()), "{panicked:?}");
+        let fine = call("/kpi.v1.KpiService/Fine").await;
+        assert_eq!(fine.map(|r| r.into_body()), Ok("fine".to_owned()));
     }
 }

@@ -104,6 +104,11 @@ impl FeedbackKind {
     }
 }
 
+/// Largest whole units of one amount: a thousand trillion, beyond any deal
+/// in any currency, and small enough that nine million such deals still
+/// sum inside a `Money` (i64 units).
+pub const MAX_AMOUNT_UNITS: i64 = 999_999_999_999_999;
+
 /// A non-negative exact amount: whole units plus billionths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Amount {
@@ -115,6 +120,11 @@ impl Amount {
     pub fn new(units: i64, nanos: i32) -> Result<Self, String> {
         if units < 0 || nanos < 0 {
             return Err("must not be negative".into());
+        }
+        if units > MAX_AMOUNT_UNITS {
+            return Err(format!(
+                "must be at most {MAX_AMOUNT_UNITS} units (got {units})"
+            ));
         }
         if nanos >= 1_000_000_000 {
             return Err(format!("nanos must be below 1000000000 (got {nanos})"));
@@ -148,7 +158,12 @@ impl Amount {
         let nanos: i32 = format!("{fraction:0<9}")
             .parse()
             .map_err(|_| format!("not an amount: {text}"))?;
-        Self::new(units, nanos)
+        // Stored amounts are taken as they are (no cap: rows written before
+        // the cap existed must still load); only the sign is checked.
+        if units < 0 {
+            return Err(format!("not a non-negative amount: {text}"));
+        }
+        Ok(Self { units, nanos })
     }
 }
 
@@ -572,6 +587,9 @@ mod tests {
         assert!(Amount::new(-1, 0).is_err());
         assert!(Amount::new(0, -1).is_err());
         assert!(Amount::new(0, 1_000_000_000).is_err());
+        assert!(Amount::new(MAX_AMOUNT_UNITS, 999_999_999).is_ok());
+        assert!(Amount::new(MAX_AMOUNT_UNITS + 1, 0).is_err());
+        assert!(Amount::new(i64::MAX, 0).is_err());
         assert!(Amount::from_decimal("1.0000000001").is_err());
     }
 

@@ -9,6 +9,29 @@ pub const MAX_NAME_CHARS: usize = 200;
 /// Longest email address accepted (RFC 5321 path limit).
 pub const MAX_EMAIL_CHARS: usize = 254;
 
+/// Longest quote of caller input inside an error message, in characters.
+pub const MAX_ECHO_CHARS: usize = 64;
+
+/// Quotes caller input for an error message: single-quoted, control
+/// characters escaped, cut to 64 characters with the full length named, so
+/// an error can neither carry a megabyte back nor break a log line.
+pub fn echo(raw: &str) -> String {
+    let mut quoted = String::from("'");
+    for c in raw.chars().take(MAX_ECHO_CHARS) {
+        if c.is_control() {
+            quoted.extend(c.escape_default());
+        } else {
+            quoted.push(c);
+        }
+    }
+    quoted.push('\'');
+    let chars = raw.chars().count();
+    if chars > MAX_ECHO_CHARS {
+        quoted.push_str(&format!("... ({chars} characters)"));
+    }
+    quoted
+}
+
 fn parse_id(raw: &str) -> Result<String, String> {
     check_id(raw).map(|()| raw.to_owned())
 }
@@ -151,6 +174,17 @@ mod tests {
         assert_eq!(TeamId::parse(""), Err("must not be empty".to_owned()));
         assert!(TeamId::parse("a\nb").is_err());
         assert!(TeamId::parse(" a").is_err());
+    }
+
+    #[test]
+    fn echoes_are_short_and_escaped() {
+        assert_eq!(echo("EUR"), "'EUR'");
+        assert_eq!(echo("a\0b\n"), "'a\\u{0}b\\n'");
+        let long = echo(&"x".repeat(1_000_000));
+        assert_eq!(
+            long,
+            format!("'{}'... (1000000 characters)", "x".repeat(64))
+        );
     }
 
     #[test]

@@ -381,6 +381,14 @@ pub fn nanos_text(nanos: i128) -> String {
     }
 }
 
+const TOO_LARGE_FOR_MONEY: &str =
+    "the amount exceeds the largest Money (9223372036854775807 units); numerator holds it exactly";
+
+/// Whether `nanos` billionths fit a `Money` (whole units in an i64).
+pub fn fits_money(nanos: i128) -> bool {
+    i64::try_from(nanos / 1_000_000_000).is_ok()
+}
+
 /// Rounds `num / den` to the nearest integer, halves away from zero.
 pub fn div_round(num: i128, den: i128) -> i128 {
     if den == 0 {
@@ -496,9 +504,11 @@ pub fn evaluate(kpi: Kpi, t: &Tally) -> KpiValue {
         ),
         Kpi::Revenue => {
             let nanos = t.get(M::RevenueNanos);
+            let fits = fits_money(nanos);
             KpiValue {
-                value: Some(nanos as f64 / 1e9),
-                money_nanos: Some(nanos),
+                value: fits.then_some(nanos as f64 / 1e9),
+                undefined_reason: (!fits).then_some(TOO_LARGE_FOR_MONEY),
+                money_nanos: fits.then_some(nanos),
                 numerator: nanos_text(nanos),
                 sample_size: i64::try_from(t.get(M::DealsWon)).unwrap_or(i64::MAX),
                 ..count_value(kpi, 0)
@@ -577,11 +587,12 @@ pub fn evaluate(kpi: Kpi, t: &Tally) -> KpiValue {
                 return undefined(kpi, nanos_text(revenue), "no deals won in the period");
             }
             let mean = div_round(revenue, won);
+            let fits = fits_money(mean);
             KpiValue {
                 kpi,
-                value: Some(revenue as f64 / 1e9 / won as f64),
-                undefined_reason: None,
-                money_nanos: Some(mean),
+                value: fits.then_some(revenue as f64 / 1e9 / won as f64),
+                undefined_reason: (!fits).then_some(TOO_LARGE_FOR_MONEY),
+                money_nanos: fits.then_some(mean),
                 numerator: nanos_text(revenue),
                 denominator: won.to_string(),
                 sample_size: i64::try_from(won).unwrap_or(i64::MAX),
@@ -738,6 +749,24 @@ mod tests {
             method: "",
         });
         assert_eq!(clamped.high, 100.0);
+    }
+
+    #[test]
+    fn money_beyond_an_i64_of_units_is_undefined_not_clamped() {
+        let mut t = Tally::default();
+        let max_deal = i128::from(crate::domain::activity::MAX_AMOUNT_UNITS) * 1_000_000_000;
+        t.add(Metric::RevenueNanos, max_deal * 10_000);
+        t.add(Metric::DealsWon, 10_000);
+        let revenue = evaluate(Kpi::Revenue, &t);
+        assert_eq!(revenue.value, None);
+        assert_eq!(revenue.money_nanos, None);
+        assert_eq!(revenue.undefined_reason, Some(TOO_LARGE_FOR_MONEY));
+        assert_eq!(revenue.numerator, "9999999999999990000");
+        assert_eq!(revenue.denominator, "1");
+        // The mean of the same deals fits and is exact.
+        let mean = evaluate(Kpi::AverageDealSize, &t);
+        assert_eq!(mean.money_nanos, Some(max_deal));
+        assert_eq!(mean.undefined_reason, None);
     }
 
     #[test]

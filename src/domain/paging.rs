@@ -29,6 +29,10 @@ pub struct PageToken {
 }
 
 const TOKEN_VERSION: &str = "p1";
+/// Longest cursor a token may carry: a sort key of a few ids.
+const MAX_CURSOR_CHARS: usize = 4 * crate::domain::ids::MAX_ID_CHARS;
+/// Longest token accepted (base64 of version, query and cursor).
+const MAX_TOKEN_BYTES: usize = 4096;
 
 impl PageToken {
     pub fn new(query: impl Into<String>, after: impl Into<String>) -> Self {
@@ -50,6 +54,9 @@ impl PageToken {
             return Ok(None);
         }
         let invalid = || "is not a page token issued by this service".to_owned();
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(invalid());
+        }
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         let raw = String::from_utf8(bytes).map_err(|_| invalid())?;
         let mut parts = raw.splitn(3, '\n');
@@ -58,6 +65,11 @@ impl PageToken {
         else {
             return Err(invalid());
         };
+        // Tokens are not signed: a cursor is caller input like any other,
+        // so it gets the id rules before it reaches a query.
+        if after.contains('\0') || after.chars().count() > MAX_CURSOR_CHARS {
+            return Err(invalid());
+        }
         if token_query != query {
             return Err("belongs to a request with different filters".into());
         }
@@ -153,5 +165,16 @@ mod tests {
         assert_eq!(PageToken::decode("", "team=a"), Ok(None));
         assert!(PageToken::decode("garbage!", "team=a").is_err());
         assert!(PageToken::decode(&URL_SAFE_NO_PAD.encode("x"), "").is_err());
+    }
+
+    #[test]
+    fn a_forged_cursor_with_nul_or_of_any_length_is_refused() {
+        let nul = PageToken::new("", "a\0b").encode();
+        assert!(PageToken::decode(&nul, "").is_err());
+        let long = PageToken::new("", "x".repeat(MAX_CURSOR_CHARS + 1)).encode();
+        assert!(PageToken::decode(&long, "").is_err());
+        let fits = PageToken::new("", "x".repeat(MAX_CURSOR_CHARS)).encode();
+        assert!(PageToken::decode(&fits, "").is_ok());
+        assert!(PageToken::decode(&"A".repeat(1 << 20), "").is_err());
     }
 }

@@ -8,6 +8,8 @@
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 
+use super::ids::echo;
+
 /// Longest period accepted.
 pub const MAX_YEARS: u32 = 10;
 
@@ -40,19 +42,24 @@ pub fn year_accepted(year: i32) -> bool {
 
 pub fn parse_date(raw: &str) -> Result<NaiveDate, String> {
     let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-        .map_err(|_| format!("must be a date like 2026-01-31 (got '{raw}')"))?;
+        .map_err(|_| format!("must be a date like 2026-01-31 (got {})", echo(raw)))?;
     if year_accepted(date.year()) {
         Ok(date)
     } else {
         Err(format!(
-            "must be between {FIRST_YEAR}-01-01 and {LAST_YEAR}-12-31 (got '{raw}')"
+            "must be between {FIRST_YEAR}-01-01 and {LAST_YEAR}-12-31 (got {})",
+            echo(raw)
         ))
     }
 }
 
 pub fn parse_zone(raw: &str) -> Result<Tz, String> {
-    raw.parse::<Tz>()
-        .map_err(|_| format!("must be an IANA time zone like Europe/Berlin (got '{raw}')"))
+    raw.parse::<Tz>().map_err(|_| {
+        format!(
+            "must be an IANA time zone like Europe/Berlin (got {})",
+            echo(raw)
+        )
+    })
 }
 
 /// The first instant of local `date` in `zone`.

@@ -118,6 +118,9 @@ pub struct TargetStatus {
 }
 
 /// A target value must be finite and within the KPI's unit.
+/// Largest target value of a count, money or duration KPI.
+pub const MAX_TARGET: f64 = 1e18;
+
 pub fn check_value(kpi: Kpi, value: f64) -> Result<f64, String> {
     if !value.is_finite() {
         return Err("must be a finite number".into());
@@ -126,7 +129,9 @@ pub fn check_value(kpi: Kpi, value: f64) -> Result<f64, String> {
     let (ok, range) = match unit {
         Unit::Percent => ((0.0..=100.0).contains(&value), "0-100"),
         Unit::Nps => ((-100.0..=100.0).contains(&value), "-100 to 100"),
-        _ => (value >= 0.0, "not negative"),
+        // Counts, money and durations: an upper bound keeps attainment and
+        // progress arithmetic finite (a Money sum tops out near 9.2e18).
+        _ => ((0.0..=MAX_TARGET).contains(&value), "0 to 1e18"),
     };
     if ok {
         Ok(value)
@@ -147,6 +152,8 @@ mod tests {
         assert!(check_value(Kpi::Nps, -100.5).is_err());
         assert!(check_value(Kpi::Revenue, -1.0).is_err());
         assert!(check_value(Kpi::Revenue, f64::INFINITY).is_err());
+        assert!(check_value(Kpi::Revenue, 1e18).is_ok());
+        assert!(check_value(Kpi::Revenue, f64::MAX).is_err());
         assert!(check_value(Kpi::DealsWon, f64::NAN).is_err());
     }
 

@@ -19,7 +19,7 @@ use crate::{
             FeedbackKind, Interaction, MAX_BATCH_RECORDS, MAX_COMMENT_CHARS, MAX_FUTURE,
             RecordViolation, to_micros,
         },
-        ids::check_id,
+        ids::{check_id, echo},
     },
     service::Services,
 };
@@ -377,8 +377,8 @@ impl RecordCheck<'_> {
                     self.add(
                         "amount.currency_code",
                         format!(
-                            "must be the reporting currency {reporting_currency} (got '{}')",
-                            money.currency_code
+                            "must be the reporting currency {reporting_currency} (got {})",
+                            echo(&money.currency_code)
                         ),
                     );
                     None
@@ -461,6 +461,9 @@ impl RecordCheck<'_> {
                 "comment",
                 format!("must be at most {MAX_COMMENT_CHARS} characters (got {chars})"),
             );
+            None
+        } else if r.comment.contains('\0') {
+            self.add("comment", "must not contain NUL (U+0000) characters");
             None
         } else {
             Some(Some(r.comment).filter(|c| !c.is_empty()))

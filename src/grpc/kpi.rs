@@ -73,15 +73,24 @@ pub fn parse_kpi(n: i32) -> Result<Kpi, String> {
         .ok_or_else(|| format!("must be a KPI other than KPI_UNSPECIFIED (got {n})"))
 }
 
-pub fn parse_subject(field: &str, subject: Option<&pb::Subject>) -> Result<Subject, String> {
+/// Parses a subject, naming the offending field (`subject.team_id`,
+/// `subject.rep_id`, or `subject` when neither is set) under `field`.
+pub fn parse_subject(
+    v: &mut Violations,
+    field: &str,
+    subject: Option<&pb::Subject>,
+) -> Option<Subject> {
     match subject.and_then(|s| s.subject.as_ref()) {
-        Some(pb::subject::Subject::RepId(id)) => RepId::parse(id)
-            .map(Subject::Rep)
-            .map_err(|e| format!("{field}.rep_id {e}")),
-        Some(pb::subject::Subject::TeamId(id)) => TeamId::parse(id)
-            .map(Subject::Team)
-            .map_err(|e| format!("{field}.team_id {e}")),
-        None => Err("is required: set rep_id or team_id".into()),
+        Some(pb::subject::Subject::RepId(id)) => v
+            .check(format!("{field}.rep_id"), RepId::parse(id))
+            .map(Subject::Rep),
+        Some(pb::subject::Subject::TeamId(id)) => v
+            .check(format!("{field}.team_id"), TeamId::parse(id))
+            .map(Subject::Team),
+        None => {
+            v.add(field, "is required: set rep_id or team_id");
+            None
+        }
     }
 }
 
@@ -233,7 +242,7 @@ impl KpiApi {
         req: pb::GetScorecardRequest,
     ) -> Result<ScorecardQuery, crate::Error> {
         let mut v = Violations::new();
-        let subject = v.check("subject", parse_subject("subject", req.subject.as_ref()));
+        let subject = parse_subject(&mut v, "subject", req.subject.as_ref());
         let period = self.period_of(&mut v, req.period);
         let kpis: Vec<Option<Kpi>> = req
             .kpis
@@ -252,7 +261,7 @@ impl KpiApi {
 
     fn series_query(&self, req: pb::GetKpiSeriesRequest) -> Result<SeriesQuery, crate::Error> {
         let mut v = Violations::new();
-        let subject = v.check("subject", parse_subject("subject", req.subject.as_ref()));
+        let subject = parse_subject(&mut v, "subject", req.subject.as_ref());
         let kpi = v.check("kpi", parse_kpi(req.kpi));
         let period = self.period_of(&mut v, req.period);
         let granularity = v.check("granularity", granularity(req.granularity));

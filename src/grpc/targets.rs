@@ -36,7 +36,7 @@ impl TargetApi {
     fn new_target(&self, req: pb::SetTargetRequest) -> Result<NewTarget, Error> {
         let mut v = Violations::new();
         let kpi = v.check("kpi", parse_kpi(req.kpi));
-        let subject = v.check("subject", parse_subject("subject", req.subject.as_ref()));
+        let subject = parse_subject(&mut v, "subject", req.subject.as_ref());
         let period = parse_period(
             &mut v,
             "",
@@ -69,9 +69,7 @@ fn optional<T>(
 fn target_filter(req: &pb::ListTargetsRequest) -> Result<TargetFilter, Error> {
     let mut v = Violations::new();
     let subject = match &req.subject {
-        Some(s) if s.subject.is_some() => v
-            .check("subject", parse_subject("subject", Some(s)))
-            .map(Some),
+        Some(s) if s.subject.is_some() => parse_subject(&mut v, "subject", Some(s)).map(Some),
         _ => Some(None),
     };
     let kpi = if req.kpi == 0 {

@@ -8,6 +8,7 @@ mod durability;
 mod exactness;
 mod grpcurl;
 mod helpers;
+mod hostile;
 mod kpi;
 mod server;
 mod targets;
