@@ -10,6 +10,8 @@
 use std::{
     ffi::{CStr, CString},
     fs,
+    io::{Read, Seek, SeekFrom, Write},
+    os::fd::AsRawFd,
     os::unix::{
         ffi::OsStrExt,
         fs::{MetadataExt, PermissionsExt},
@@ -30,6 +32,83 @@ const SUPERUSER: &str = "postgres";
 const PORT: u16 = 5432;
 /// Longest unix socket path the kernel accepts (sun_path minus the NUL).
 const MAX_SOCKET_PATH: usize = 107;
+
+/// An exclusive claim on a file under the data directory: an `flock` held
+/// for as long as this value lives (the kernel drops it when the process
+/// dies, so a killed owner never leaves a stale claim). The file names the
+/// holder, for the error of whoever finds it taken.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: fs::File,
+}
+
+impl DirLock {
+    fn open(path: &Path) -> anyhow::Result<fs::File> {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))
+    }
+
+    /// Takes the lock unless another process holds it; then `Err` names
+    /// the holder ("pid 4242 (kpi-service serve)").
+    pub fn try_acquire(path: &Path, holder: &str) -> anyhow::Result<Result<Self, String>> {
+        let mut file = Self::open(path)?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut named = String::new();
+                file.read_to_string(&mut named).ok();
+                let named = named.trim();
+                return Ok(Err(if named.is_empty() {
+                    "another process".to_owned()
+                } else {
+                    named.to_owned()
+                }));
+            }
+            return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+        }
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        write!(file, "pid {} ({holder})", std::process::id())?;
+        file.flush()?;
+        Ok(Ok(Self { _file: file }))
+    }
+
+    /// Waits for the lock (another process may hold it for a few seconds,
+    /// as while it creates the cluster).
+    pub fn acquire(path: &Path) -> anyhow::Result<Self> {
+        let file = Self::open(path)?;
+        loop {
+            // SAFETY: as above.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(Self { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+    }
+}
+
+/// How a process uses the embedded cluster.
+#[derive(Debug)]
+pub enum Tenure {
+    /// It holds the data directory's claim: it starts the cluster (or
+    /// adopts one a killed owner left running), restarts it when it dies,
+    /// and stops it when done.
+    Owner(DirLock),
+    /// A serving process owns the cluster; this one (a `keys` or `migrate`
+    /// command) uses it while it runs and never stops it.
+    Guest { owner: String },
+}
 
 /// The system user the cluster runs as when the service runs as root.
 #[derive(Debug, Clone)]
@@ -118,14 +197,57 @@ impl EmbeddedPostgres {
             .database(database)
     }
 
-    /// Creates the directories and, on first use, the cluster.
-    pub fn prepare(&self) -> anyhow::Result<()> {
+    /// Claims the data directory for `holder` ("kpi-service serve"): the
+    /// owner if nobody else serves from it, a guest of the serving process
+    /// otherwise. Creates the data directory if needed.
+    pub fn claim(&self, holder: &str) -> anyhow::Result<Tenure> {
         fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
+        Ok(
+            match DirLock::try_acquire(&self.data_dir.join("kpi-service.lock"), holder)? {
+                Ok(lock) => Tenure::Owner(lock),
+                Err(owner) => Tenure::Guest { owner },
+            },
+        )
+    }
+
+    /// The data directory, for messages.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Creates the directories and, on first use, the cluster; then starts
+    /// it unless it runs. Serialised across processes by a lock, so two
+    /// first starts at once create one cluster. Returns whether this call
+    /// started the cluster (false: it was running).
+    pub fn prepare_and_start(&self) -> anyhow::Result<bool> {
+        fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
+        let _setup = DirLock::acquire(&self.data_dir.join("postgres.setup.lock"))?;
+        self.prepare()?;
+        if let Some(pid) = self.running_pid() {
+            tracing::info!(pid, "embedded PostgreSQL is already running; using it");
+            return Ok(false);
+        }
+        self.start()?;
+        Ok(true)
+    }
+
+    /// Whether `pgdata` holds a complete cluster (initdb writes
+    /// `global/pg_control` late; a cluster is only ever moved into place
+    /// whole, see `prepare`).
+    fn has_cluster(&self) -> bool {
+        self.pgdata.join("PG_VERSION").is_file() && self.pgdata.join("global/pg_control").is_file()
+    }
+
+    /// Creates the directories and, on first use, the cluster: initdb runs
+    /// into a scratch directory that is renamed into place only when it
+    /// succeeded, so an interrupted initdb is never taken for a cluster
+    /// (its leftovers are removed at the next start).
+    fn prepare(&self) -> anyhow::Result<()> {
         if let Some(user) = &self.run_as {
             check_reachable(&self.data_dir, user)?;
         }
-        self.private_dir(&self.pgdata)?;
         self.private_dir(&self.socket_dir)?;
         if !self.log_file.exists() {
             fs::write(&self.log_file, b"")
@@ -133,25 +255,36 @@ impl EmbeddedPostgres {
         }
         self.hand_over(&self.log_file)?;
 
-        if self.pgdata.join("PG_VERSION").exists() {
+        if self.has_cluster() {
             return Ok(());
         }
-        let leftovers = fs::read_dir(&self.pgdata)
-            .with_context(|| format!("cannot read {}", self.pgdata.display()))?
-            .next()
-            .is_some();
-        if leftovers {
-            bail!(
-                "{} is not empty but holds no PostgreSQL cluster (an interrupted first start?): \
-                 move it away and start again",
-                self.pgdata.display()
-            );
+        if self.pgdata.exists() {
+            let leftovers = fs::read_dir(&self.pgdata)
+                .with_context(|| format!("cannot read {}", self.pgdata.display()))?
+                .next()
+                .is_some();
+            if leftovers {
+                bail!(
+                    "{} is not empty but holds no complete PostgreSQL cluster: move it away and \
+                     start again (the service creates a new one)",
+                    self.pgdata.display()
+                );
+            }
+            fs::remove_dir(&self.pgdata)
+                .with_context(|| format!("cannot remove empty {}", self.pgdata.display()))?;
         }
+        let scratch = self.data_dir.join("postgres.initdb");
+        if scratch.exists() {
+            tracing::warn!(dir = %scratch.display(), "removing the leftovers of an interrupted initdb");
+            fs::remove_dir_all(&scratch)
+                .with_context(|| format!("cannot remove {}", scratch.display()))?;
+        }
+        self.private_dir(&scratch)?;
         tracing::info!(pgdata = %self.pgdata.display(), "creating the embedded PostgreSQL cluster");
         let output = self
             .command("initdb")
             .arg("-D")
-            .arg(&self.pgdata)
+            .arg(&scratch)
             .args([
                 "-U",
                 SUPERUSER,
@@ -162,7 +295,14 @@ impl EmbeddedPostgres {
             .arg("--no-instructions")
             .output()
             .context("cannot run initdb")?;
-        check_output("initdb", &output)
+        check_output("initdb", &output)?;
+        fs::rename(&scratch, &self.pgdata).with_context(|| {
+            format!(
+                "cannot move the new cluster {} to {}",
+                scratch.display(),
+                self.pgdata.display()
+            )
+        })
     }
 
     /// Starts the cluster and waits until it accepts connections. A cluster
@@ -214,12 +354,14 @@ impl EmbeddedPostgres {
     }
 
     /// The postmaster's pid when it is really running: the pid file names a
-    /// live `postgres` process (not a recycled pid).
+    /// live `postgres` process (not a recycled pid, not a zombie).
     pub fn running_pid(&self) -> Option<u32> {
         let content = fs::read_to_string(self.pgdata.join("postmaster.pid")).ok()?;
         let pid: u32 = content.lines().next()?.trim().parse().ok()?;
-        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        (comm.trim() == "postgres" || comm.trim() == "postmaster").then_some(pid)
+        process_state(pid)
+            .filter(|p| p.is_postgres())
+            .filter(|p| !p.is_zombie_reaped(pid))
+            .map(|_| pid)
     }
 
     pub fn is_running(&self) -> bool {
@@ -364,6 +506,45 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
              its bin directory, or set DATABASE_URL to use an existing PostgreSQL"
         )
     })
+}
+
+/// What `/proc/<pid>/stat` says of a process: its name and state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessState {
+    pub comm: String,
+    pub state: char,
+}
+
+impl ProcessState {
+    fn is_postgres(&self) -> bool {
+        self.comm == "postgres" || self.comm == "postmaster"
+    }
+
+    /// A zombie (state Z) has exited: it is not running. When it is our
+    /// child (the service is PID 1 in a container and PostgreSQL was
+    /// re-parented to it), reap it so its pid is freed.
+    fn is_zombie_reaped(&self, pid: u32) -> bool {
+        if self.state != 'Z' {
+            return false;
+        }
+        if let Ok(pid) = libc::pid_t::try_from(pid) {
+            // SAFETY: waitpid with WNOHANG on a pid; a null status pointer
+            // is allowed; ECHILD (not our child) is harmless.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        }
+        true
+    }
+}
+
+/// Reads `/proc/<pid>/stat` ("pid (comm) S ..."; comm may hold spaces and
+/// parentheses, so it ends at the last ')').
+pub fn process_state(pid: u32) -> Option<ProcessState> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let state = stat.get(close + 1..)?.trim_start().chars().next()?;
+    Some(ProcessState { comm, state })
 }
 
 fn is_root() -> bool {

@@ -45,8 +45,7 @@ pub fn throwaway_cluster(
     for (name, value) in settings {
         pg = pg.with_setting(name, value);
     }
-    pg.prepare()?;
-    pg.start()?;
+    pg.prepare_and_start()?;
     Ok(pg)
 }
 

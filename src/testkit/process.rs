@@ -121,6 +121,11 @@ impl ServiceProcess {
         format!("http://{}", self.addr)
     }
 
+    /// The service's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the service logged so far.
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.join("\n")).unwrap_or_default()

@@ -5,6 +5,7 @@ mod access;
 mod activity;
 mod directory;
 mod durability;
+mod embedded;
 mod exactness;
 mod grpcurl;
 mod helpers;
