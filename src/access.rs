@@ -60,13 +60,41 @@ pub enum Refusal {
     Unknown,
 }
 
-#[derive(Default)]
 pub struct AccessControl {
     keys: RwLock<HashMap<String, Entry>>,
     used: Mutex<HashSet<String>>,
+    /// Bumped whenever a reload changes the set of keys (a revocation, a
+    /// new key, a changed scope), so open streams re-check their key at
+    /// once instead of at their next message.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for AccessControl {
+    fn default() -> Self {
+        Self {
+            keys: RwLock::default(),
+            used: Mutex::default(),
+            changes: watch::Sender::new(0),
+        }
+    }
 }
 
 impl AccessControl {
+    /// Notified on every change of the key set.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether the key `principal` authenticated with is still active with
+    /// the same role and scope (from the cache: no query).
+    pub fn still_valid(&self, principal: &Principal) -> bool {
+        let Ok(keys) = self.keys.read() else {
+            return false;
+        };
+        keys.get(&principal.key_id)
+            .is_some_and(|entry| entry.role == principal.role && entry.scope == principal.scope)
+    }
+
     /// Checks a bearer token against the cache.
     pub fn authenticate(&self, token: Option<&str>) -> Result<Principal, Refusal> {
         let token = token.ok_or(Refusal::Missing)?;
@@ -122,8 +150,23 @@ impl AccessControl {
                 )
             })
             .collect();
-        if let Ok(mut keys) = self.keys.write() {
-            *keys = fresh;
+        let changed = match self.keys.write() {
+            Ok(mut keys) => {
+                let same = keys.len() == fresh.len()
+                    && fresh.iter().all(|(id, entry)| {
+                        keys.get(id).is_some_and(|old| {
+                            old.role == entry.role
+                                && old.secret_hash == entry.secret_hash
+                                && old.scope == entry.scope
+                        })
+                    });
+                *keys = fresh;
+                !same
+            }
+            Err(_) => false,
+        };
+        if changed {
+            self.changes.send_modify(|generation| *generation += 1);
         }
         Ok(())
     }

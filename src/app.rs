@@ -16,7 +16,8 @@ use crate::{
     grpc::targets::TargetApi,
     grpc::{
         self,
-        activity::{ActivityApi, MAX_MESSAGE_BYTES},
+        activity::{ActivityApi, MAX_MESSAGE_BYTES, StreamLimits},
+        deadline::DeadlineLayer,
         directory::DirectoryApi,
         kpi::KpiApi,
         pb::{
@@ -30,6 +31,10 @@ use crate::{
     store,
     telemetry::RpcTraceLayer,
 };
+
+/// How long calls in flight may finish on a connection that reached
+/// `--max-connection-age`.
+const CONNECTION_AGE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs what the command line asks for.
 pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
@@ -399,7 +404,15 @@ impl Application {
             },
         );
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut builder = Server::builder();
+        let (stop_streams, streams_stopped) = watch::channel(false);
+        let stream_limits = StreamLimits {
+            access: access.clone(),
+            shutdown: streams_stopped,
+            batch_timeout: settings.call_timeout,
+        };
+        let mut builder = Server::builder()
+            .max_connection_age(settings.max_connection_age)
+            .max_connection_age_grace(CONNECTION_AGE_GRACE);
         if let Some(tls) = tls {
             builder = builder
                 .tls_config(tls)
@@ -409,7 +422,10 @@ impl Application {
             .layer(
                 tower::ServiceBuilder::new()
                     .layer(RpcTraceLayer)
-                    .layer(AuthLayer::new(access)),
+                    .layer(AuthLayer::new(access))
+                    .layer(DeadlineLayer {
+                        timeout: settings.call_timeout,
+                    }),
             )
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -418,7 +434,7 @@ impl Application {
                 services.clone(),
             )))
             .add_service(
-                ActivityServiceServer::new(ActivityApi::new(services.clone()))
+                ActivityServiceServer::new(ActivityApi::new(services.clone(), stream_limits))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(KpiServiceServer::new(KpiApi::new(
@@ -439,6 +455,9 @@ impl Application {
             served = &mut server => served.context("the gRPC server failed"),
             () = shutdown => {
                 tracing::info!(deadline = ?settings.shutdown_timeout, "shutting down: draining in-flight calls");
+                // Open streams first: they finish the batch in flight and end
+                // with SHUTTING_DOWN and their committed batches.
+                stop_streams.send(true).ok();
                 drain_tx.send(()).ok();
                 match tokio::time::timeout(settings.shutdown_timeout, &mut server).await {
                     Ok(served) => served.context("the gRPC server failed while draining"),

@@ -179,6 +179,17 @@ pub struct Settings {
     /// server closes them and exits.
     #[arg(long, env = "KPI_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Longest a unary call (or one batch of a stream) may take before it
+    /// answers DEADLINE_EXCEEDED; a paused database cannot hold a caller
+    /// longer than this.
+    #[arg(long, env = "KPI_CALL_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub call_timeout: Duration,
+
+    /// Longest a client connection lives; the client is then asked to
+    /// reconnect (HTTP/2 GOAWAY), with 30 s for calls in flight to finish.
+    #[arg(long, env = "KPI_MAX_CONNECTION_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub max_connection_age: Duration,
 }
 
 impl Settings {

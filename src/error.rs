@@ -53,6 +53,16 @@ pub enum Error {
     #[error("the database did not answer in time")]
     Timeout(#[source] anyhow::Error),
 
+    /// UNAVAILABLE, reason SHUTTING_DOWN: the service is stopping; another
+    /// instance (or this one after its restart) will take the call.
+    #[error("the service is shutting down; retry (on another instance)")]
+    ShuttingDown,
+
+    /// DEADLINE_EXCEEDED, reason CALL_DEADLINE: the call (or one batch of
+    /// a stream) ran longer than the server's `--call-timeout`.
+    #[error("the call did not finish within the server's deadline of {0:?} (--call-timeout)")]
+    Deadline(std::time::Duration),
+
     /// UNAVAILABLE: the database cannot be reached or no connection was free
     /// in time; retrying later may succeed. The cause is logged, never sent.
     #[error("the database is unavailable")]

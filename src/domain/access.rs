@@ -111,28 +111,65 @@ pub enum Need {
     Admin,
 }
 
-/// The policy: which RPC needs what, by gRPC path. Anything not listed
-/// (including RPCs added later and not yet classified) needs admin.
+/// One RPC's entry in the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// The gRPC path, `/package.Service/Method`.
+    pub path: &'static str,
+    pub need: Need,
+    /// Calls are audit events (they change the directory or targets).
+    pub audited: bool,
+}
+
+const fn rule(path: &'static str, need: Need, audited: bool) -> Rule {
+    Rule {
+        path,
+        need,
+        audited,
+    }
+}
+
+const READ: Need = Need::Role(Role::Read);
+const INGEST: Need = Need::Role(Role::Ingest);
+
+/// The policy, one entry per RPC, spelled out: no wildcard, so an RPC
+/// added later is closed (admin only) until it is classified here. A test
+/// checks that every method of the descriptor set has an entry.
+pub const POLICY: &[Rule] = &[
+    rule("/kpi.v1.DirectoryService/UpsertTeam", INGEST, true),
+    rule("/kpi.v1.DirectoryService/GetTeam", READ, false),
+    rule("/kpi.v1.DirectoryService/ListTeams", READ, false),
+    rule("/kpi.v1.DirectoryService/UpsertRep", INGEST, true),
+    rule("/kpi.v1.DirectoryService/GetRep", READ, false),
+    rule("/kpi.v1.DirectoryService/ListReps", READ, false),
+    rule("/kpi.v1.ActivityService/RecordActivities", INGEST, false),
+    rule("/kpi.v1.ActivityService/StreamActivities", INGEST, false),
+    rule("/kpi.v1.KpiService/ListKpis", READ, false),
+    rule("/kpi.v1.KpiService/GetScorecard", READ, false),
+    rule("/kpi.v1.KpiService/GetKpiSeries", READ, false),
+    rule("/kpi.v1.KpiService/GetLeaderboard", READ, false),
+    rule("/kpi.v1.TargetService/SetTarget", Need::Admin, true),
+    rule("/kpi.v1.TargetService/ListTargets", READ, false),
+    rule("/kpi.v1.TargetService/DeleteTarget", Need::Admin, true),
+];
+
+/// Services anyone may call without a key (probes and tooling).
+const OPEN_SERVICES: [&str; 3] = [
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// What the RPC at `path` needs: its policy entry, open for health and
+/// reflection, admin for anything else.
 pub fn need_for(path: &str) -> Need {
-    if path.starts_with("/grpc.health.v1.Health/")
-        || path.starts_with("/grpc.reflection.v1.ServerReflection/")
-        || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
-    {
+    if OPEN_SERVICES.iter().any(|open| path.starts_with(open)) {
         return Need::Open;
     }
-    let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
-        return Need::Admin;
-    };
-    match (service, method) {
-        ("kpi.v1.DirectoryService", m) if m.starts_with("Upsert") => Need::Role(Role::Ingest),
-        ("kpi.v1.DirectoryService", m) if m.starts_with("Get") || m.starts_with("List") => {
-            Need::Role(Role::Read)
-        }
-        ("kpi.v1.ActivityService", _) => Need::Role(Role::Ingest),
-        ("kpi.v1.KpiService", _) => Need::Role(Role::Read),
-        ("kpi.v1.TargetService", "ListTargets") => Need::Role(Role::Read),
-        _ => Need::Admin,
-    }
+    POLICY
+        .iter()
+        .find(|r| r.path == path)
+        .map_or(Need::Admin, |r| r.need)
 }
 
 /// Whether `role` may call an RPC that needs `need`.
@@ -144,12 +181,16 @@ pub fn allows(role: Role, need: Need) -> bool {
     }
 }
 
-/// RPCs whose calls are audit events (they change the directory, targets or
-/// keys).
+/// Whether calls of `path` are audit events (they change the directory or
+/// targets; an RPC without a policy entry is audited too).
 pub fn is_audited(path: &str) -> bool {
-    path.starts_with("/kpi.v1.DirectoryService/Upsert")
-        || path.starts_with("/kpi.v1.TargetService/Set")
-        || path.starts_with("/kpi.v1.TargetService/Delete")
+    if OPEN_SERVICES.iter().any(|open| path.starts_with(open)) {
+        return false;
+    }
+    POLICY
+        .iter()
+        .find(|r| r.path == path)
+        .is_none_or(|r| r.audited)
 }
 
 #[cfg(test)]
@@ -191,6 +232,9 @@ mod tests {
         let record = need_for("/kpi.v1.ActivityService/RecordActivities");
         let target = need_for("/kpi.v1.TargetService/SetTarget");
         let future = need_for("/kpi.v1.SomethingNew/DoIt");
+        let new_method = need_for("/kpi.v1.KpiService/DeleteEverything");
+        assert!(!allows(Role::Read, new_method) && allows(Role::Admin, new_method));
+        assert!(is_audited("/kpi.v1.KpiService/DeleteEverything"));
         assert!(allows(Role::Ingest, upsert) && allows(Role::Ingest, record));
         assert!(!allows(Role::Ingest, read) && !allows(Role::Read, upsert));
         assert!(allows(Role::Read, read) && !allows(Role::Read, record));

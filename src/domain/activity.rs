@@ -1,6 +1,8 @@
 //! Activity records and the versioning rules that make ingestion
 //! idempotent: which version of a record wins, and what a batch counts.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
 /// Most records in one batch.
@@ -364,24 +366,81 @@ pub fn classify<T: Versioned>(incoming: &T, stored: Option<&T>) -> Outcome {
     }
 }
 
-/// The records of one type in a batch, reduced to one version per id as if
-/// they had arrived one after another: the newest wins, repeats count as
-/// unchanged, older ones as stale.
+/// The other versions of a winner's id in its batch that a one-after-another
+/// count must see: those that arrived before it and were not stale among
+/// the batch (each was, at its arrival, the newest or an identical repeat
+/// of the newest), and how many identical repeats of the winner followed
+/// it. Stale ones among the batch are stale whatever is stored and are
+/// counted by `dedupe` itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct History {
+    pub before: Vec<DateTime<Utc>>,
+    pub repeats_after: u64,
+}
+
+impl History {
+    /// The counts of the winner's id as if its versions had arrived one
+    /// after another on top of the stored version (`stored`: its
+    /// `updated_at`), given what the winner itself is against the stored
+    /// version (`winner`: from `classify`).
+    pub fn counts(&self, stored: Option<DateTime<Utc>>, winner: Outcome) -> Counts {
+        let mut counts = Counts::default();
+        let mut current = stored;
+        for &at in &self.before {
+            match current {
+                None => counts.inserted += 1,
+                Some(c) if at > c => counts.updated += 1,
+                Some(c) if at < c => counts.stale += 1,
+                Some(_) => counts.unchanged += 1,
+            }
+            current = current.max(Some(at));
+        }
+        // An earlier version of the batch was written first: the winner
+        // then updates it.
+        let raised = current != stored;
+        match winner {
+            Outcome::Insert | Outcome::Update if raised => counts.updated += 1,
+            Outcome::Insert => counts.inserted += 1,
+            Outcome::Update => counts.updated += 1,
+            Outcome::Unchanged => counts.unchanged += 1,
+            Outcome::Stale => counts.stale += 1,
+            Outcome::Conflict => {}
+        }
+        if winner == Outcome::Stale {
+            counts.stale += self.repeats_after;
+        } else {
+            counts.unchanged += self.repeats_after;
+        }
+        counts
+    }
+}
+
+/// The records of one type in a batch, reduced to one version per id: the
+/// newest wins (the first of identical ones). Older ones that were stale
+/// at their arrival are counted here; the rest of each id's versions go to
+/// its `History`, counted against the stored version by `History::counts`,
+/// so that the counts are those of the records arriving one after another.
 pub fn dedupe<T: Versioned>(mut records: Vec<(usize, T)>) -> Deduped<T> {
     let mut counts = Counts::default();
     let mut conflicts = Vec::new();
     let mut dropped = Vec::new();
+    let mut histories: Vec<History> = Vec::new();
     // Sorting by (id, request index) groups each id's records in arrival
     // order without hashing or copying ids.
     records.sort_by(|a, b| a.1.id().cmp(b.1.id()).then(a.0.cmp(&b.0)));
     let mut winners: Vec<(usize, T)> = Vec::with_capacity(records.len());
     for (index, record) in records {
-        match winners.last_mut() {
-            Some(current) if current.1.id() == record.id() => {
+        match (winners.last_mut(), histories.last_mut()) {
+            (Some(current), Some(history)) if current.1.id() == record.id() => {
                 let loser = match classify(&record, Some(&current.1)) {
                     // (Insert cannot happen: there is a version to compare.)
                     Outcome::Update | Outcome::Insert => {
-                        counts.stale += 1;
+                        history.before.push(current.1.updated_at());
+                        let repeats = usize::try_from(history.repeats_after).unwrap_or(0);
+                        history
+                            .before
+                            .extend(std::iter::repeat_n(current.1.updated_at(), repeats));
+                        history.repeats_after = 0;
                         std::mem::replace(current, (index, record))
                     }
                     Outcome::Stale => {
@@ -389,7 +448,7 @@ pub fn dedupe<T: Versioned>(mut records: Vec<(usize, T)>) -> Deduped<T> {
                         (index, record)
                     }
                     Outcome::Unchanged => {
-                        counts.unchanged += 1;
+                        history.repeats_after += 1;
                         (index, record)
                     }
                     Outcome::Conflict => {
@@ -399,15 +458,25 @@ pub fn dedupe<T: Versioned>(mut records: Vec<(usize, T)>) -> Deduped<T> {
                 };
                 dropped.push((loser.0, loser.1.rep_id().to_owned()));
             }
-            _ => winners.push((index, record)),
+            _ => {
+                winners.push((index, record));
+                histories.push(History::default());
+            }
         }
     }
     conflicts.sort_unstable();
+    let history = winners
+        .iter()
+        .zip(histories)
+        .filter(|(_, h)| *h != History::default())
+        .map(|((index, _), h)| (*index, h))
+        .collect();
     Deduped {
         winners,
         counts,
         conflicts,
         dropped,
+        history,
     }
 }
 
@@ -422,6 +491,8 @@ pub struct Deduped<T> {
     /// (request index, rep) of the records left out: their reps must
     /// exist too.
     pub dropped: Vec<(usize, String)>,
+    /// By the winner's request index: the other versions its count needs.
+    pub history: HashMap<usize, History>,
 }
 
 /// A batch reduced to one version per id, with what that reduction found.
@@ -434,8 +505,11 @@ pub struct BatchPlan {
     /// The records the reduction left out, by (index, kind, rep_id): their
     /// reps must exist too.
     pub dropped: Vec<(usize, &'static str, String)>,
-    /// What the reduction decided (repeats unchanged, older ones stale).
+    /// What the reduction decided alone (versions stale within the batch).
     pub counts: Counts,
+    /// By winner's request index (unique across kinds): the other versions
+    /// of its id that its one-after-another count needs.
+    pub history: HashMap<usize, History>,
     /// The batch's parse violations and the conflicts the reduction found.
     pub violations: Vec<RecordViolation>,
 }
@@ -444,10 +518,12 @@ fn reduce<T: Versioned>(
     records: Vec<(usize, T)>,
     dropped: &mut Vec<(usize, &'static str, String)>,
     counts: &mut Counts,
+    history: &mut HashMap<usize, History>,
     violations: &mut Vec<RecordViolation>,
 ) -> Vec<(usize, T)> {
     let deduped = dedupe(records);
     *counts += deduped.counts;
+    history.extend(deduped.history);
     violations.extend(deduped.conflicts.into_iter().map(|index| {
         RecordViolation::new(
             index,
@@ -478,16 +554,18 @@ impl BatchPlan {
     pub fn new(batch: Batch) -> Self {
         let mut dropped = Vec::new();
         let mut counts = Counts::default();
+        let mut history = HashMap::new();
         let mut violations = batch.invalid;
-        let (d, c, v) = (&mut dropped, &mut counts, &mut violations);
+        let (d, c, h, v) = (&mut dropped, &mut counts, &mut history, &mut violations);
         Self {
-            customers: reduce(batch.customers, d, c, v),
-            interactions: reduce(batch.interactions, d, c, v),
-            deals: reduce(batch.deals, d, c, v),
-            feedback: reduce(batch.feedback, d, c, v),
-            requests: reduce(batch.requests, d, c, v),
+            customers: reduce(batch.customers, d, c, h, v),
+            interactions: reduce(batch.interactions, d, c, h, v),
+            deals: reduce(batch.deals, d, c, h, v),
+            feedback: reduce(batch.feedback, d, c, h, v),
+            requests: reduce(batch.requests, d, c, h, v),
             dropped,
             counts,
+            history,
             violations,
         }
     }
@@ -561,20 +639,78 @@ mod tests {
             winners,
             counts,
             conflicts,
+            history,
             ..
         } = dedupe(records);
         let kept: Vec<_> = winners.iter().map(|(i, r)| (*i, r.id.as_str())).collect();
         assert_eq!(kept, [(1, "a"), (2, "b")]);
+        // b at 6 arrived after b at 7: stale whatever is stored.
         assert_eq!(
             counts,
             Counts {
-                inserted: 0,
-                updated: 0,
-                unchanged: 1,
-                stale: 2
+                stale: 1,
+                ..Counts::default()
             }
         );
         assert_eq!(conflicts, [5]);
+        assert_eq!(
+            history.get(&1),
+            Some(&History {
+                before: vec![],
+                repeats_after: 1
+            })
+        );
+        assert_eq!(
+            history.get(&2),
+            Some(&History {
+                before: vec![at(5)],
+                repeats_after: 0
+            })
+        );
+    }
+
+    fn counted(inserted: u64, updated: u64, unchanged: u64, stale: u64) -> Counts {
+        Counts {
+            inserted,
+            updated,
+            unchanged,
+            stale,
+        }
+    }
+
+    #[test]
+    fn versions_of_one_batch_count_as_if_they_arrived_one_after_another() {
+        // v1 then v2 of a new id: inserted, then updated.
+        let v1_v2 = History {
+            before: vec![at(1)],
+            repeats_after: 0,
+        };
+        assert_eq!(v1_v2.counts(None, Outcome::Insert), counted(1, 1, 0, 0));
+        // Stored at 0: both update it.
+        assert_eq!(
+            v1_v2.counts(Some(at(0)), Outcome::Update),
+            counted(0, 2, 0, 0)
+        );
+        // Stored between them: v1 stale, v2 updates.
+        let v1_v3 = History {
+            before: vec![at(1)],
+            repeats_after: 2,
+        };
+        assert_eq!(
+            v1_v3.counts(Some(at(2)), Outcome::Update),
+            counted(0, 1, 2, 1)
+        );
+        // Stored after both: all stale, the winner's repeats too.
+        assert_eq!(
+            v1_v3.counts(Some(at(9)), Outcome::Stale),
+            counted(0, 0, 0, 4)
+        );
+        // v1, v1 again, v2: inserted, unchanged, updated.
+        let repeat = History {
+            before: vec![at(1), at(1)],
+            repeats_after: 0,
+        };
+        assert_eq!(repeat.counts(None, Outcome::Insert), counted(1, 1, 1, 0));
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct Rep {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
     pub team: Option<String>,
+    /// The team is outside the caller's scope: `team` is `None` and says
+    /// nothing (see `service::authorize::redact_rep`).
+    pub hidden: bool,
     /// `None`: since the beginning of time.
     pub from: Option<DateTime<Utc>>,
     /// `None`: still in effect.
@@ -77,6 +80,7 @@ pub fn memberships(points: &[ChangePoint]) -> Vec<Membership> {
         .enumerate()
         .map(|(i, point)| Membership {
             team: point.team.clone(),
+            hidden: false,
             from: point.from,
             until: points.get(i + 1).and_then(|next| next.from),
         })

@@ -2,16 +2,21 @@
 //! validated here (every violation with its record and field), recorded by
 //! `service::ingest`.
 
+use std::{sync::Arc, time::Duration};
+
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
+use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::{
+    auth::principal,
     convert::instant,
     pb::{self, activity_record::Record, activity_service_server::ActivityService},
 };
 use crate::{
     Error,
+    access::{AccessControl, Principal},
     domain::{
         Violations,
         activity::{
@@ -28,14 +33,48 @@ use crate::{
 /// with long comments fits easily); larger ones get RESOURCE_EXHAUSTED.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
-#[derive(Debug, Clone)]
+/// What ends an open `StreamActivities` call besides its client.
+#[derive(Clone)]
+pub struct StreamLimits {
+    /// The key cache: a stream re-checks its key on every change and
+    /// before every batch.
+    pub access: Arc<AccessControl>,
+    /// Turns true on SIGTERM: streams take no new batch, finish the one in
+    /// flight and end with SHUTTING_DOWN.
+    pub shutdown: watch::Receiver<bool>,
+    /// Longest one batch may take (the server's call deadline).
+    pub batch_timeout: Duration,
+}
+
+#[derive(Clone)]
 pub struct ActivityApi {
     services: Services,
+    limits: StreamLimits,
+}
+
+/// Resolves when `rx` changes; never, once its sender is gone.
+async fn changed<T>(rx: &mut watch::Receiver<T>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl ActivityApi {
-    pub fn new(services: Services) -> Self {
-        Self { services }
+    pub fn new(services: Services, limits: StreamLimits) -> Self {
+        Self { services, limits }
+    }
+
+    /// Why the stream must stop before its next batch, if it must.
+    fn interruption(&self, caller: &Principal, shutdown: &watch::Receiver<bool>) -> Option<Error> {
+        if *shutdown.borrow() {
+            Some(Error::ShuttingDown)
+        } else if !self.limits.access.still_valid(caller) {
+            Some(Error::Unauthenticated(
+                "the API key was revoked while the stream was open".to_owned(),
+            ))
+        } else {
+            None
+        }
     }
 
     async fn record(&self, records: Vec<pb::ActivityRecord>) -> Result<Counts, Error> {
@@ -83,11 +122,33 @@ impl ActivityService for ActivityApi {
         &self,
         request: Request<Streaming<pb::StreamActivitiesRequest>>,
     ) -> Result<Response<pb::StreamActivitiesResponse>, Status> {
+        let caller = principal(&request)?;
         let mut stream = request.into_inner();
+        let mut keys = self.limits.access.changes();
+        let mut shutdown = self.limits.shutdown.clone();
         let mut counts = Counts::default();
         let mut batches: u64 = 0;
+        let interrupted = |batches: u64, cause: Error| -> Status {
+            Error::StreamInterrupted {
+                committed_batches: batches,
+                cause: Box::new(cause),
+            }
+            .into()
+        };
         loop {
-            let message = match stream.message().await {
+            // Between batches: the next message, a revoked key or a
+            // shutdown, whichever comes first.
+            let message = loop {
+                if let Some(cause) = self.interruption(&caller, &shutdown) {
+                    return Err(interrupted(batches, cause));
+                }
+                tokio::select! {
+                    () = changed(&mut shutdown) => {}
+                    () = changed(&mut keys) => {}
+                    message = stream.message() => break message,
+                }
+            };
+            let message = match message {
                 Ok(Some(message)) => message,
                 Ok(None) => break,
                 Err(status) => {
@@ -101,18 +162,21 @@ impl ActivityService for ActivityApi {
                     ));
                 }
             };
-            match self.record(message.records).await {
+            // The key is checked again right before the batch counts.
+            if let Some(cause) = self.interruption(&caller, &shutdown) {
+                return Err(interrupted(batches, cause));
+            }
+            let limit = self.limits.batch_timeout;
+            let recorded = match tokio::time::timeout(limit, self.record(message.records)).await {
+                Ok(recorded) => recorded,
+                Err(_) => Err(Error::Deadline(limit)),
+            };
+            match recorded {
                 Ok(batch_counts) => {
                     counts += batch_counts;
                     batches += 1;
                 }
-                Err(cause) => {
-                    return Err(Error::StreamInterrupted {
-                        committed_batches: batches,
-                        cause: Box::new(cause),
-                    }
-                    .into());
-                }
+                Err(cause) => return Err(interrupted(batches, cause)),
             }
         }
         Ok(Response::new(pb::StreamActivitiesResponse {

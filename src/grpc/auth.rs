@@ -5,8 +5,9 @@
 
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use tonic::{Code, Request, Status};
@@ -21,11 +22,15 @@ use crate::{
 #[derive(Clone)]
 pub struct AuthLayer {
     access: Arc<AccessControl>,
+    refusals: Arc<Mutex<RateLimit>>,
 }
 
 impl AuthLayer {
     pub fn new(access: Arc<AccessControl>) -> Self {
-        Self { access }
+        Self {
+            access,
+            refusals: Arc::new(Mutex::new(RateLimit::new(MAX_REFUSAL_EVENTS_PER_SECOND))),
+        }
     }
 }
 
@@ -36,6 +41,7 @@ impl<S> Layer<S> for AuthLayer {
         Auth {
             inner,
             access: self.access.clone(),
+            refusals: self.refusals.clone(),
         }
     }
 }
@@ -44,6 +50,48 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     access: Arc<AccessControl>,
+    refusals: Arc<Mutex<RateLimit>>,
+}
+
+/// At most this many audit events of refused authentications per second;
+/// the next event after a burst says how many were left out.
+pub const MAX_REFUSAL_EVENTS_PER_SECOND: u32 = 10;
+
+/// A one-second window counting events, so that a flood of bad keys
+/// cannot flood the log.
+#[derive(Debug)]
+pub struct RateLimit {
+    per_second: u32,
+    window: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            per_second,
+            window: Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log an event at `now`; with it, how many were left out
+    /// since the last logged one.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.logged = 0;
+        }
+        if self.logged < self.per_second {
+            self.logged += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -93,6 +141,23 @@ where
                     }
                     Refusal::Unknown => "unknown or revoked API key",
                 };
+                if is_audited(&path) {
+                    let admitted = self
+                        .refusals
+                        .lock()
+                        .ok()
+                        .and_then(|mut limit| limit.admit(Instant::now()));
+                    if let Some(suppressed) = admitted {
+                        tracing::warn!(
+                            target: "audit",
+                            method = %path,
+                            outcome = ?Code::Unauthenticated,
+                            refusal = ?refusal,
+                            suppressed_since_last = suppressed,
+                            "audit: authentication refused"
+                        );
+                    }
+                }
                 return refuse(Error::Unauthenticated(why.to_owned()));
             }
         };
@@ -134,4 +199,20 @@ pub fn principal<T>(request: &Request<T>) -> Result<Principal, Error> {
         .get::<Principal>()
         .cloned()
         .ok_or_else(|| Error::Unauthenticated("no API key".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_events_are_limited_per_second_and_say_how_many_were_left_out() {
+        let start = Instant::now();
+        let mut limit = RateLimit::new(3);
+        let burst: Vec<_> = (0..5).map(|_| limit.admit(start)).collect();
+        assert_eq!(burst, [Some(0), Some(0), Some(0), None, None]);
+        let later = start + Duration::from_millis(1001);
+        assert_eq!(limit.admit(later), Some(2));
+        assert_eq!(limit.admit(later), Some(0));
+    }
 }

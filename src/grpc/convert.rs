@@ -129,6 +129,7 @@ impl From<Membership> for pb::TeamMembership {
             team_id: m.team.unwrap_or_default(),
             effective_from: m.from.map(timestamp),
             effective_until: m.until.map(timestamp),
+            team_hidden: m.hidden,
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod activity;
 pub mod auth;
 pub mod convert;
+pub mod deadline;
 pub mod directory;
 pub mod kpi;
 pub mod status;
@@ -30,4 +31,33 @@ pub fn service_names() -> Vec<&'static str> {
         <pb::kpi_service_server::KpiServiceServer<kpi::KpiApi> as NamedService>::NAME,
         <pb::target_service_server::TargetServiceServer<targets::TargetApi> as NamedService>::NAME,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use crate::domain::access::POLICY;
+
+    #[test]
+    fn every_method_of_the_api_has_a_policy_entry_and_every_entry_a_method() {
+        let set =
+            prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap_or_default();
+        let mut methods: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|file| {
+                file.service.iter().flat_map(move |service| {
+                    service.method.iter().map(move |method| {
+                        format!("/{}.{}/{}", file.package(), service.name(), method.name())
+                    })
+                })
+            })
+            .collect();
+        methods.sort();
+        let mut policy: Vec<String> = POLICY.iter().map(|r| r.path.to_owned()).collect();
+        policy.sort();
+        assert!(methods.len() >= 15, "{methods:?}");
+        assert_eq!(methods, policy);
+    }
 }

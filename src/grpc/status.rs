@@ -153,6 +153,23 @@ fn parts(err: &Error) -> (Code, String, String, ErrorDetails, HashMap<String, St
                 err.to_string(),
             )
         }
+        Error::ShuttingDown => {
+            details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+            (
+                Code::Unavailable,
+                "SHUTTING_DOWN".to_owned(),
+                err.to_string(),
+            )
+        }
+        Error::Deadline(_) => {
+            tracing::warn!("call deadline passed");
+            details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+            (
+                Code::DeadlineExceeded,
+                "CALL_DEADLINE".to_owned(),
+                err.to_string(),
+            )
+        }
         Error::Aborted(cause) => {
             tracing::warn!(
                 error = format!("{cause:#}"),

@@ -10,7 +10,7 @@ use crate::{
     Error,
     access::Principal,
     domain::{
-        directory::Rep,
+        directory::{Rep, Team},
         ids::{RepId, TeamId},
         target::Subject,
     },
@@ -55,6 +55,31 @@ pub fn rep(caller: &Principal, id: &RepId, found: Option<Rep>) -> Result<Rep, Er
         kind: "rep",
         id: id.to_string(),
     })
+}
+
+/// A team as the caller may see it: a scoped key's top team shows no
+/// parent (the parent is outside the scope).
+pub fn redact_team(caller: &Principal, mut team: Team) -> Team {
+    if team.parent.as_deref().is_some_and(|p| !caller.sees_team(p)) {
+        team.parent = None;
+    }
+    team
+}
+
+/// A rep as the caller may see it: periods in teams outside a scoped key's
+/// scope keep their dates but not the team's id.
+pub fn redact_rep(caller: &Principal, mut rep: Rep) -> Rep {
+    for membership in &mut rep.memberships {
+        if membership
+            .team
+            .as_deref()
+            .is_some_and(|t| !caller.sees_team(t))
+        {
+            membership.team = None;
+            membership.hidden = true;
+        }
+    }
+    rep
 }
 
 /// Checks that the subject exists and the caller may see it.

@@ -69,6 +69,7 @@ impl Directory {
         authorize::team(caller, id)?;
         store::get_team(&self.pool, id.as_str())
             .await?
+            .map(|team| authorize::redact_team(caller, team))
             .ok_or_else(|| Error::NotFound {
                 kind: "team",
                 id: id.to_string(),
@@ -92,6 +93,10 @@ impl Directory {
             page.fetch(),
         )
         .await?;
+        let rows = rows
+            .into_iter()
+            .map(|team| authorize::redact_team(caller, team))
+            .collect();
         Ok(Page::cut(rows, page, &list.paging_key(), |t| t.id.clone()))
     }
 
@@ -101,7 +106,7 @@ impl Directory {
 
     pub async fn get_rep(&self, caller: &Principal, id: &RepId) -> Result<Rep, Error> {
         let found = store::get_rep(&self.pool, id.as_str()).await?;
-        authorize::rep(caller, id, found)
+        authorize::rep(caller, id, found).map(|rep| authorize::redact_rep(caller, rep))
     }
 
     pub async fn list_reps(

@@ -22,7 +22,9 @@ use super::{
 use crate::{
     Error,
     domain::{
-        activity::{Batch, BatchPlan, Counts, Outcome, RecordViolation, classify},
+        activity::{
+            Batch, BatchPlan, Counts, History, Outcome, RecordViolation, Versioned, classify,
+        },
         rollup::Deltas,
     },
 };
@@ -93,13 +95,23 @@ pub async fn record_batch(
                 return Err(Error::InvalidRecords(violations));
             }
             Err(err) if is_retryable(&err) && attempt < MAX_ATTEMPTS => {
-                tracing::info!(attempt, error = %err, "batch raced a concurrent one (deadlock, serialization failure or an id inserted meanwhile); retrying");
+                let pause = backoff(attempt, rand::random::<f64>());
+                tracing::info!(attempt, ?pause, error = %err, "batch raced a concurrent one (deadlock, serialization failure or an id inserted meanwhile); retrying");
+                tokio::time::sleep(pause).await;
                 attempt += 1;
             }
             Err(err) if is_retryable(&err) => return Err(Error::Aborted(err.into())),
             Err(err) => return Err(err.into()),
         }
     }
+}
+
+/// The pause before retry `attempt` + 1: "full jitter", a uniformly random
+/// share (`unit`, in [0, 1)) of 10 ms doubling per attempt, at most 320 ms,
+/// so that batches that collided do not collide again in lockstep.
+pub fn backoff(attempt: u32, unit: f64) -> std::time::Duration {
+    let ceiling_ms = 10.0 * f64::from(1u32 << attempt.clamp(1, 6).saturating_sub(1));
+    std::time::Duration::from_secs_f64(ceiling_ms * unit.clamp(0.0, 1.0) / 1000.0)
 }
 
 /// Deadlocks, serialization failures, and unique violations: a concurrent
@@ -150,11 +162,46 @@ async fn apply(
     }
 
     let mut counts = Counts::default();
-    let customers = stage(&mut tx, &plan.customers, &mut counts, &mut violations).await?;
-    let interactions = stage(&mut tx, &plan.interactions, &mut counts, &mut violations).await?;
-    let deals = stage(&mut tx, &plan.deals, &mut counts, &mut violations).await?;
-    let feedback = stage(&mut tx, &plan.feedback, &mut counts, &mut violations).await?;
-    let requests = stage(&mut tx, &plan.requests, &mut counts, &mut violations).await?;
+    let customers = stage(
+        &mut tx,
+        &plan.customers,
+        &plan.history,
+        &mut counts,
+        &mut violations,
+    )
+    .await?;
+    let interactions = stage(
+        &mut tx,
+        &plan.interactions,
+        &plan.history,
+        &mut counts,
+        &mut violations,
+    )
+    .await?;
+    let deals = stage(
+        &mut tx,
+        &plan.deals,
+        &plan.history,
+        &mut counts,
+        &mut violations,
+    )
+    .await?;
+    let feedback = stage(
+        &mut tx,
+        &plan.feedback,
+        &plan.history,
+        &mut counts,
+        &mut violations,
+    )
+    .await?;
+    let requests = stage(
+        &mut tx,
+        &plan.requests,
+        &plan.history,
+        &mut counts,
+        &mut violations,
+    )
+    .await?;
     if !violations.is_empty() || !plan.violations.is_empty() {
         return Ok(Err(violations)); // dropping the transaction rolls it back
     }
@@ -187,6 +234,7 @@ struct Staged<'a, T> {
 async fn stage<'a, T: Table>(
     conn: &mut PgConnection,
     records: &'a [(usize, T)],
+    history: &HashMap<usize, History>,
     counts: &mut Counts,
     violations: &mut Vec<RecordViolation>,
 ) -> Result<Staged<'a, T>, sqlx::Error> {
@@ -205,19 +253,23 @@ async fn stage<'a, T: Table>(
         .collect();
     for (index, record) in records {
         let old = stored.remove(record.id());
-        match classify(record, old.as_ref()) {
-            Outcome::Insert => {
-                counts.inserted += 1;
-                staged.inserts.push(record);
-            }
+        let outcome = classify(record, old.as_ref());
+        const ALONE: History = History {
+            before: Vec::new(),
+            repeats_after: 0,
+        };
+        *counts += history
+            .get(index)
+            .unwrap_or(&ALONE)
+            .counts(old.as_ref().map(Versioned::updated_at), outcome);
+        match outcome {
+            Outcome::Insert => staged.inserts.push(record),
             Outcome::Update => {
-                counts.updated += 1;
                 if let Some(old) = old {
                     staged.updates.push((record, old));
                 }
             }
-            Outcome::Unchanged => counts.unchanged += 1,
-            Outcome::Stale => counts.stale += 1,
+            Outcome::Unchanged | Outcome::Stale => {}
             Outcome::Conflict => violations.push(conflict(*index, T::KIND)),
         }
     }
@@ -263,5 +315,22 @@ impl Writer<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::backoff;
+
+    #[test]
+    fn retries_back_off_with_jitter_under_a_doubling_ceiling() {
+        assert_eq!(backoff(1, 0.0), Duration::ZERO);
+        assert_eq!(backoff(1, 0.5), Duration::from_millis(5));
+        assert_eq!(backoff(2, 1.0), Duration::from_millis(20));
+        assert_eq!(backoff(4, 1.0), Duration::from_millis(80));
+        assert_eq!(backoff(40, 1.0), Duration::from_millis(320));
+        assert!(backoff(3, 0.25) < backoff(3, 0.75));
     }
 }

@@ -69,9 +69,25 @@ pub async fn connect(options: PgConnectOptions, settings: &DatabaseArgs) -> anyh
 
 /// Applies pending migrations. sqlx holds an advisory lock meanwhile, so
 /// several instances starting together migrate once.
+///
+/// On a connection of its own without the pool's statement_timeout: the
+/// wait for the migration lock while another instance migrates, or one
+/// long migration of a big database, must not fail start-up. The
+/// connection is closed afterwards, never returned to the pool.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR
-        .run(pool)
+    let mut conn = pool
+        .acquire()
         .await
-        .context("cannot apply database migrations")
+        .context("cannot get a connection to apply migrations")?
+        .detach();
+    sqlx::raw_sql("SET statement_timeout = 0; SET lock_timeout = 0")
+        .execute(&mut conn)
+        .await
+        .context("cannot lift the statement timeout for migrations")?;
+    let migrated = MIGRATOR
+        .run(&mut conn)
+        .await
+        .context("cannot apply database migrations");
+    sqlx::Connection::close(conn).await.ok();
+    migrated
 }

@@ -173,8 +173,8 @@ async fn newer_versions_win_and_older_ones_are_stale() {
         ])
         .await
         .unwrap();
-    // As if one after another: v2, then v3 (v2 is stale), then v1 twice.
-    assert_eq!(result, counts(1, 0, 0, 3));
+    // As if one after another: v2 inserted, v3 updates it, v1 twice stale.
+    assert_eq!(result, counts(1, 1, 0, 2));
     let duration: Option<i32> =
         sqlx::query_scalar("SELECT duration_seconds FROM interactions WHERE interaction_id = 'i2'")
             .fetch_one(&app.db)

@@ -138,6 +138,7 @@ async fn a_first_team_applies_from_the_beginning_of_time() {
     assert_eq!(
         anna.memberships,
         [pb::TeamMembership {
+            team_hidden: false,
             team_id: "t1".into(),
             effective_from: None,
             effective_until: None,
@@ -174,11 +175,13 @@ async fn a_team_move_keeps_the_history_with_its_effective_time() {
         anna.memberships,
         [
             pb::TeamMembership {
+                team_hidden: false,
                 team_id: "t1".into(),
                 effective_from: None,
                 effective_until: Some(ts("2026-02-15T09:00:00Z")),
             },
             pb::TeamMembership {
+                team_hidden: false,
                 team_id: "t2".into(),
                 effective_from: Some(ts("2026-02-15T09:00:00Z")),
                 effective_until: None,

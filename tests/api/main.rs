@@ -12,4 +12,5 @@ mod helpers;
 mod hostile;
 mod kpi;
 mod server;
+mod streams;
 mod targets;
