@@ -401,6 +401,7 @@ impl Application {
                 default_zone: settings.time_zone,
                 fiscal_year_start_month: settings.fiscal_year_start_month,
                 reporting_currency: settings.reporting_currency.clone(),
+                max_heavy_calls: usize::from(settings.max_heavy_calls),
             },
         );
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();

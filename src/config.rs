@@ -190,6 +190,13 @@ pub struct Settings {
     /// reconnect (HTTP/2 GOAWAY), with 30 s for calls in flight to finish.
     #[arg(long, env = "KPI_MAX_CONNECTION_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
     pub max_connection_age: Duration,
+
+    /// Heavy calls (a series of more than 366 points) that may run at once;
+    /// one more waits up to a second for a slot, then gets
+    /// RESOURCE_EXHAUSTED with retry info. Bounds the memory and database
+    /// time a burst of them can take.
+    #[arg(long, env = "KPI_MAX_HEAVY_CALLS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_heavy_calls: u16,
 }
 
 impl Settings {

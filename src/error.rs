@@ -58,6 +58,11 @@ pub enum Error {
     #[error("the service is shutting down; retry (on another instance)")]
     ShuttingDown,
 
+    /// RESOURCE_EXHAUSTED, reason TOO_MANY_HEAVY_CALLS, with retry info:
+    /// as many heavy calls as the process allows are running.
+    #[error("{0}")]
+    Busy(String),
+
     /// DEADLINE_EXCEEDED, reason CALL_DEADLINE: the call (or one batch of
     /// a stream) ran longer than the server's `--call-timeout`.
     #[error("the call did not finish within the server's deadline of {0:?} (--call-timeout)")]

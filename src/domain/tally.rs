@@ -3,7 +3,7 @@
 //! period, plus the customers whose retention it measures. `store::kpi`
 //! turns a list of them into SQL; this module decides what they are.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use chrono::{DateTime, Utc};
 
@@ -12,10 +12,14 @@ use crate::domain::{
     rollup::epoch,
 };
 
+/// A rep's id in a tally plan: shared, since a series names every rep of
+/// its team once per bucket.
+pub type RepRef = Arc<str>;
+
 /// Records of one rep credited in [from, to).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
-    pub rep: String,
+    pub rep: RepRef,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
 }
@@ -24,7 +28,7 @@ pub struct Segment {
 /// at `start`), with churns counted until `end`.
 #[derive(Debug, Clone)]
 pub struct RetentionQuery {
-    pub reps: Vec<String>,
+    pub reps: Vec<RepRef>,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
 }
@@ -62,8 +66,8 @@ pub fn retention_order(queries: &[TallyQuery]) -> Vec<usize> {
 /// so that a scorecard (period and previous period) or a series reads the
 /// months since the beginning once, not once per start.
 pub fn chain_retention(queries: &[TallyQuery]) -> Vec<Link> {
-    fn sorted(reps: &[String]) -> Vec<&str> {
-        let mut reps: Vec<&str> = reps.iter().map(String::as_str).collect();
+    fn sorted(reps: &[RepRef]) -> Vec<&str> {
+        let mut reps: Vec<&str> = reps.iter().map(|r| &**r).collect();
         reps.sort_unstable();
         reps.dedup();
         reps
@@ -120,7 +124,7 @@ pub fn chain_retention(queries: &[TallyQuery]) -> Vec<Link> {
 #[derive(Debug, Clone, Default)]
 pub struct TeamMembers {
     pub teams: HashSet<String>,
-    pub histories: Vec<(String, Vec<ChangePoint>)>,
+    pub histories: Vec<(RepRef, Vec<ChangePoint>)>,
 }
 
 /// What a team's KPIs over [from, to) are made of: each member's records
@@ -153,14 +157,15 @@ pub fn team_query(team: &TeamMembers, from: DateTime<Utc>, to: DateTime<Utc>) ->
 
 /// A rep's own KPIs over [from, to).
 pub fn rep_query(rep: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> TallyQuery {
+    let rep: RepRef = Arc::from(rep);
     TallyQuery {
         segments: vec![Segment {
-            rep: rep.to_owned(),
+            rep: rep.clone(),
             from,
             to,
         }],
         retention: Some(RetentionQuery {
-            reps: vec![rep.to_owned()],
+            reps: vec![rep],
             start: from,
             end: to,
         }),
@@ -175,8 +180,8 @@ mod tests {
         DateTime::from_timestamp(i64::from(day) * 86_400, 0).unwrap_or_default()
     }
 
-    fn reps(ids: &[&str]) -> Vec<String> {
-        ids.iter().map(|s| (*s).to_owned()).collect()
+    fn reps(ids: &[&str]) -> Vec<RepRef> {
+        ids.iter().map(|s| Arc::from(*s)).collect()
     }
 
     fn team(ids: &[&str], from: u32, to: u32) -> TallyQuery {
@@ -184,7 +189,7 @@ mod tests {
             segments: ids
                 .iter()
                 .map(|rep| Segment {
-                    rep: (*rep).to_owned(),
+                    rep: Arc::from(*rep),
                     from: at(from),
                     to: at(to),
                 })

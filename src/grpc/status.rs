@@ -161,6 +161,14 @@ fn parts(err: &Error) -> (Code, String, String, ErrorDetails, HashMap<String, St
                 err.to_string(),
             )
         }
+        Error::Busy(message) => {
+            details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+            (
+                Code::ResourceExhausted,
+                "TOO_MANY_HEAVY_CALLS".to_owned(),
+                message.clone(),
+            )
+        }
         Error::Deadline(_) => {
             tracing::warn!("call deadline passed");
             details.set_retry_info(Some(std::time::Duration::from_secs(1)));

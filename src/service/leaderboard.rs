@@ -69,7 +69,7 @@ impl Leaderboards {
             .histories
             .iter()
             .filter(|(_, points)| !intervals_in(points, &team.teams, from, to).is_empty())
-            .map(|(rep, _)| rep.clone())
+            .map(|(rep, _)| rep.to_string())
             .collect();
         let mut cards = store::rep_cards(&self.pool, &members).await?;
         if caller.scope.is_some() {

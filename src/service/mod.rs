@@ -25,6 +25,9 @@ pub struct KpiSettings {
     pub default_zone: Tz,
     pub fiscal_year_start_month: u32,
     pub reporting_currency: String,
+    /// Heavy calls (series of more than `scorecard::HEAVY_SERIES_POINTS`
+    /// points) that may run at once in this process.
+    pub max_heavy_calls: usize,
 }
 
 /// Every use case, built once per process and cloned into each transport

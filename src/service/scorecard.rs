@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use sqlx::PgPool;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{KpiSettings, authorize, plan::Planner, plan::today};
 use crate::{
@@ -24,6 +25,10 @@ use crate::{
 
 /// The most buckets one series may have.
 pub const MAX_SERIES_POINTS: usize = 5000;
+/// A series of more points is a heavy call (see `KpiSettings::max_heavy_calls`).
+pub const HEAVY_SERIES_POINTS: usize = 366;
+/// How long a heavy call waits for a slot before RESOURCE_EXHAUSTED.
+const HEAVY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A scorecard to compute.
 #[derive(Debug, Clone)]
@@ -47,11 +52,33 @@ pub struct SeriesQuery {
 pub struct Scorecards {
     pool: PgPool,
     settings: Arc<KpiSettings>,
+    heavy: Arc<Semaphore>,
 }
 
 impl Scorecards {
     pub fn new(pool: PgPool, settings: Arc<KpiSettings>) -> Self {
-        Self { pool, settings }
+        let heavy = Arc::new(Semaphore::new(settings.max_heavy_calls.max(1)));
+        Self {
+            pool,
+            settings,
+            heavy,
+        }
+    }
+
+    /// A slot for a heavy call: waits up to a second, then
+    /// RESOURCE_EXHAUSTED.
+    async fn heavy_slot(&self) -> Result<SemaphorePermit<'_>, Error> {
+        let busy = || {
+            Error::Busy(format!(
+                "{} heavy calls (series of more than {HEAVY_SERIES_POINTS} points) are running, \
+                 the most this instance allows (--max-heavy-calls); retry shortly",
+                self.settings.max_heavy_calls
+            ))
+        };
+        match tokio::time::timeout(HEAVY_WAIT, self.heavy.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(busy()),
+        }
     }
 
     pub async fn scorecard(
@@ -136,6 +163,11 @@ impl Scorecards {
             ));
         }
         authorize::read(&self.pool, caller, &subject).await?;
+        let _slot = if buckets.len() > HEAVY_SERIES_POINTS {
+            Some(self.heavy_slot().await?)
+        } else {
+            None
+        };
         let queries = Planner::new(&self.pool)
             .queries_for(&subject, &buckets, &[kpi])
             .await?;

@@ -2,7 +2,10 @@
 //! the raw records alone (the naive baseline, and the reference the rollups
 //! are tested against).
 
-use std::{collections::HashMap, sync::LazyLock};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::LazyLock,
+};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -15,7 +18,8 @@ use crate::{
         metrics::{METRICS, Metric, Tally},
         rollup::{Part, Sums, cover},
         tally::{
-            RetentionQuery, Segment, TallyQuery, TeamMembers, chain_retention, retention_order,
+            RepRef, RetentionQuery, Segment, TallyQuery, TeamMembers, chain_retention,
+            retention_order,
         },
     },
 };
@@ -70,44 +74,59 @@ pub async fn tallies(
         }
     }
 
-    // Reps whose ranges coincide (a team without moves: all of them) share
-    // one index scan per range.
+    // Reps whose ranges coincide (a team without moves: all of them) form
+    // one group, bound once however many buckets name it; each range is
+    // covered by rollup parts once.
+    let mut by_range: BTreeMap<(i32, DateTime<Utc>, DateTime<Utc>), Vec<RepRef>> = BTreeMap::new();
+    for (slot, segment) in ranges {
+        by_range
+            .entry((slot, segment.from, segment.to))
+            .or_default()
+            .push(segment.rep);
+    }
+    let mut groups = Groups::default();
     let mut bucket_parts = Parts::default();
     let mut raw_parts = Parts::default();
     let mut covers: HashMap<(DateTime<Utc>, DateTime<Utc>), Vec<Part>> = HashMap::new();
-    for (slot, segment) in &ranges {
+    for ((slot, from, to), reps) in by_range {
+        let group = groups.intern(reps);
         match source {
-            Source::Raw => raw_parts.add(*slot, 0, segment.from, segment.to, 1, &segment.rep),
+            Source::Raw => raw_parts.add(slot, 0, from, to, 1, group),
             Source::Rollups => {
-                let parts = covers
-                    .entry((segment.from, segment.to))
-                    .or_insert_with(|| cover(segment.from, segment.to));
-                for &Part {
-                    level,
-                    from,
-                    to,
-                    sign,
-                } in parts.iter()
-                {
-                    match level {
-                        Some(level) => {
-                            bucket_parts.add(*slot, level as i16, from, to, sign, &segment.rep)
-                        }
-                        None => raw_parts.add(*slot, 0, from, to, sign, &segment.rep),
+                let parts = covers.entry((from, to)).or_insert_with(|| cover(from, to));
+                for part in parts.iter() {
+                    match part.level {
+                        Some(level) => bucket_parts.add(
+                            slot,
+                            level as i16,
+                            part.from,
+                            part.to,
+                            part.sign,
+                            group,
+                        ),
+                        None => raw_parts.add(slot, 0, part.from, part.to, part.sign, group),
                     }
                 }
             }
         }
     }
+    drop(covers);
+    // A group read at one level by many parts (a series: one or more per
+    // bucket) is read once over their span, summed per bucket in SQL, and
+    // the buckets are added to the parts here: the rows read follow the
+    // buckets of the answer, not buckets x reps x parts.
+    let (spanned, single) = bucket_parts.split_spans();
+    let retention_groups = RetentionGroups::new(&churn_checks);
 
     // Independent queries: run them at once, each on its own connection.
-    let (rollups, raws, counted) = tokio::try_join!(
-        rollup_sums(pool, &bucket_parts),
-        raw_sums(pool, &raw_parts),
-        retention_counts(pool, &churn_checks, source)
+    let (rollups, spans, raws, counted) = tokio::try_join!(
+        rollup_sums(pool, &single, &groups),
+        span_sums(pool, &spanned, &groups),
+        raw_sums(pool, &raw_parts, &groups),
+        retention_counts(pool, &retention_groups, source)
     )?;
     let mut all = vec![Tally::default(); 2 * n];
-    for (slot, sums) in rollups.into_iter().chain(raws) {
+    for (slot, sums) in rollups.into_iter().chain(spans).chain(raws) {
         add_row(&mut all, slot, &sums);
     }
     let net = |tally: &Tally| tally.get(Metric::Conversions) - tally.get(Metric::Churns);
@@ -145,19 +164,60 @@ fn add_row(all: &mut [Tally], slot: i32, sums: &Sums) {
 
 type SumsRow = (i32, Sums);
 
-/// One signed range to sum for a query's slot; level 0 for raw ranges.
+/// One signed range to sum for a query's slot, over a group's reps; level
+/// 0 for raw ranges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct RangeKey {
-    slot: i32,
+    group: u32,
     level: i16,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    slot: i32,
     sign: i32,
 }
 
-/// Signed ranges to sum, each for the group of reps that shares it.
+/// The distinct rep groups of a call, each sorted, each bound once.
 #[derive(Default)]
-struct Parts(std::collections::BTreeMap<RangeKey, Vec<String>>);
+struct Groups {
+    index: HashMap<Vec<RepRef>, u32>,
+    list: Vec<Vec<RepRef>>,
+}
+
+impl Groups {
+    fn intern(&mut self, mut reps: Vec<RepRef>) -> u32 {
+        reps.sort_unstable();
+        if let Some(&group) = self.index.get(&reps) {
+            return group;
+        }
+        let group = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
+        self.list.push(reps.clone());
+        self.index.insert(reps, group);
+        group
+    }
+
+    /// Every group's reps, concatenated, and each group's first and last
+    /// (1-based, inclusive) index in that array.
+    fn arrays(&self) -> (Vec<&str>, Vec<i32>, Vec<i32>) {
+        let mut reps = Vec::new();
+        let mut first = Vec::with_capacity(self.list.len());
+        let mut last = Vec::with_capacity(self.list.len());
+        for group in &self.list {
+            first.push(i32::try_from(reps.len() + 1).unwrap_or(i32::MAX));
+            reps.extend(group.iter().map(|r| &**r));
+            last.push(i32::try_from(reps.len()).unwrap_or(i32::MAX));
+        }
+        (reps, first, last)
+    }
+}
+
+/// A group read at one level by this many parts or more is read once over
+/// their span (see `span_sums`).
+const SPAN_MIN_PARTS: usize = 24;
+
+/// Signed ranges to sum, each with how many times it was added (two
+/// segments of one rep in one slot may cover the same bucket range).
+#[derive(Default)]
+struct Parts(BTreeMap<RangeKey, i32>);
 
 impl Parts {
     fn add(
@@ -167,40 +227,63 @@ impl Parts {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         sign: i32,
-        rep: &str,
+        group: u32,
     ) {
         let key = RangeKey {
-            slot,
+            group,
             level,
             from,
             to,
+            slot,
             sign,
         };
-        self.0.entry(key).or_default().push(rep.to_owned());
+        *self.0.entry(key).or_insert(0) += 1;
+    }
+
+    /// Each part with its sign times its multiplicity.
+    fn weighted(&self) -> impl Iterator<Item = (&RangeKey, i32)> {
+        self.0
+            .iter()
+            .map(|(key, times)| (key, key.sign.saturating_mul(*times)))
+    }
+
+    /// (The parts of (group, level) pairs with many parts, the rest.)
+    fn split_spans(self) -> (Parts, Parts) {
+        let mut counts: HashMap<(u32, i16), usize> = HashMap::new();
+        for key in self.0.keys() {
+            *counts.entry((key.group, key.level)).or_default() += 1;
+        }
+        let (spanned, single) = self.0.into_iter().partition(|(key, _)| {
+            counts
+                .get(&(key.group, key.level))
+                .is_some_and(|&n| n >= SPAN_MIN_PARTS)
+        });
+        (Parts(spanned), Parts(single))
     }
 
     /// Binds $1 slot, $2 level, $3 from, $4 to, $5 sign, $6 and $7 the
-    /// first and last index (1-based) of the part's reps in $8, all reps.
+    /// first and last index (1-based) of the part's group in $8, all reps.
     fn bind<'q>(
         &'q self,
+        groups: &'q Groups,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        let mut reps = Vec::new();
-        let mut first = Vec::new();
-        let mut last = Vec::new();
-        for group in self.0.values() {
-            first.push(i32::try_from(reps.len() + 1).unwrap_or(i32::MAX));
-            reps.extend(group.iter().map(String::as_str));
-            last.push(i32::try_from(reps.len()).unwrap_or(i32::MAX));
-        }
+        let (reps, first, last) = groups.arrays();
+        let of_group = |ends: &[i32], key: &RangeKey| {
+            usize::try_from(key.group)
+                .ok()
+                .and_then(|g| ends.get(g).copied())
+                .unwrap_or(0)
+        };
+        let keys = || self.0.keys();
         query
-            .bind(self.0.keys().map(|k| k.slot).collect::<Vec<_>>())
-            .bind(self.0.keys().map(|k| k.level).collect::<Vec<_>>())
-            .bind(self.0.keys().map(|k| k.from).collect::<Vec<_>>())
-            .bind(self.0.keys().map(|k| k.to).collect::<Vec<_>>())
-            .bind(self.0.keys().map(|k| k.sign).collect::<Vec<_>>())
-            .bind(first)
-            .bind(last)
+            .bind(keys().map(|k| k.slot).collect::<Vec<_>>())
+            .bind(keys().map(|k| k.level).collect::<Vec<_>>())
+            .bind(keys().map(|k| k.from).collect::<Vec<_>>())
+            .bind(keys().map(|k| k.to).collect::<Vec<_>>())
+            .bind(self.weighted().map(|(_, sign)| sign).collect::<Vec<_>>())
+            .bind(keys().map(|k| of_group(&first, k)).collect::<Vec<_>>())
+            .bind(keys().map(|k| of_group(&last, k)).collect::<Vec<_>>())
             .bind(reps)
     }
 }
@@ -214,14 +297,20 @@ const PARTS_CTE: &str = "WITH parts AS ( \
 fn parse_sums(row: &sqlx::postgres::PgRow) -> Result<SumsRow, Error> {
     use sqlx::Row;
     let slot: i32 = row.try_get(0)?;
+    Ok((slot, parse_columns(row, 1)?))
+}
+
+/// The metric sums (decimal text) in the columns from `first` on.
+fn parse_columns(row: &sqlx::postgres::PgRow, first: usize) -> Result<Sums, Error> {
+    use sqlx::Row;
     let mut sums = [0i128; METRICS.len()];
     for (i, sum) in sums.iter_mut().enumerate() {
-        let text: String = row.try_get(i + 1)?;
+        let text: String = row.try_get(first + i)?;
         *sum = text
             .parse()
             .map_err(|_| Error::internal(anyhow::anyhow!("sum is not an integer: {text}")))?;
     }
-    Ok((slot, sums))
+    Ok(sums)
 }
 
 /// Per part, an index range scan of its rollup rows (LATERAL: the planner
@@ -246,15 +335,123 @@ static ROLLUP_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-async fn rollup_sums(pool: &PgPool, parts: &Parts) -> Result<Vec<SumsRow>, Error> {
+async fn rollup_sums(pool: &PgPool, parts: &Parts, groups: &Groups) -> Result<Vec<SumsRow>, Error> {
     if parts.0.is_empty() {
         return Ok(Vec::new());
     }
     let rows = parts
-        .bind(sqlx::query(sqlx::AssertSqlSafe(ROLLUP_SQL.as_str())))
+        .bind(
+            groups,
+            sqlx::query(sqlx::AssertSqlSafe(ROLLUP_SQL.as_str())),
+        )
         .fetch_all(pool)
         .await?;
     rows.iter().map(parse_sums).collect()
+}
+
+/// Per (group, level) span: the group's rollup rows in the span, summed
+/// over its reps per bucket (so at most one row per bucket of the span).
+static SPAN_SQL: LazyLock<String> = LazyLock::new(|| {
+    let inner: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| format!("sum(r.{c})::text"))
+        .collect();
+    format!(
+        "SELECT u.g, u.lvl, r.bucket, {} \
+         FROM UNNEST($1::int[], $2::smallint[], $3::timestamptz[], $4::timestamptz[], \
+                     $5::int[], $6::int[]) AS u (g, lvl, f, t, lo, hi) \
+         CROSS JOIN LATERAL ( \
+             SELECT * FROM kpi_rollups r \
+             WHERE r.rep_id = ANY (($7::text[])[u.lo:u.hi]) AND r.level = u.lvl \
+               AND r.bucket >= u.f AND r.bucket < u.t) r \
+         GROUP BY u.g, u.lvl, r.bucket",
+        inner.join(", ")
+    )
+});
+
+/// The sums of many parts per (group, level), from one read of their span:
+/// the rows per bucket come back sorted, and each part adds the buckets in
+/// its range (two binary searches), signed, to its slot.
+async fn span_sums(pool: &PgPool, parts: &Parts, groups: &Groups) -> Result<Vec<SumsRow>, Error> {
+    use sqlx::Row;
+    if parts.0.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Parts are ordered by group, level, from: each span is a run.
+    let mut spans: BTreeMap<(u32, i16), (DateTime<Utc>, DateTime<Utc>)> = BTreeMap::new();
+    for key in parts.0.keys() {
+        let span = spans
+            .entry((key.group, key.level))
+            .or_insert((key.from, key.to));
+        span.0 = span.0.min(key.from);
+        span.1 = span.1.max(key.to);
+    }
+    let (reps, first, last) = groups.arrays();
+    let of_group = |ends: &[i32], group: u32| {
+        usize::try_from(group)
+            .ok()
+            .and_then(|g| ends.get(g).copied())
+            .unwrap_or(0)
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(SPAN_SQL.as_str()))
+        .bind(
+            spans
+                .keys()
+                .map(|k| i32::try_from(k.0).unwrap_or(i32::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(spans.keys().map(|k| k.1).collect::<Vec<_>>())
+        .bind(spans.values().map(|v| v.0).collect::<Vec<_>>())
+        .bind(spans.values().map(|v| v.1).collect::<Vec<_>>())
+        .bind(
+            spans
+                .keys()
+                .map(|k| of_group(&first, k.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            spans
+                .keys()
+                .map(|k| of_group(&last, k.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(reps)
+        .fetch_all(pool)
+        .await?;
+    let mut buckets: HashMap<(u32, i16), Vec<(DateTime<Utc>, Sums)>> = HashMap::new();
+    for row in &rows {
+        let group: i32 = row.try_get(0)?;
+        let level: i16 = row.try_get(1)?;
+        let bucket: DateTime<Utc> = row.try_get(2)?;
+        let sums = parse_columns(row, 3)?;
+        buckets
+            .entry((u32::try_from(group).unwrap_or(u32::MAX), level))
+            .or_default()
+            .push((bucket, sums));
+    }
+    drop(rows);
+    for list in buckets.values_mut() {
+        list.sort_unstable_by_key(|(bucket, _)| *bucket);
+    }
+    let mut by_slot: BTreeMap<i32, Sums> = BTreeMap::new();
+    for (key, sign) in parts.weighted() {
+        let Some(list) = buckets.get(&(key.group, key.level)) else {
+            continue;
+        };
+        let lo = list.partition_point(|(bucket, _)| *bucket < key.from);
+        let hi = list.partition_point(|(bucket, _)| *bucket < key.to);
+        let Some(inside) = list.get(lo..hi) else {
+            continue;
+        };
+        let total = by_slot.entry(key.slot).or_insert([0; METRICS.len()]);
+        let sign = i128::from(sign);
+        for (_, sums) in inside {
+            for (sum, value) in total.iter_mut().zip(sums) {
+                *sum += sign * value;
+            }
+        }
+    }
+    Ok(by_slot.into_iter().collect())
 }
 
 /// One SELECT per source table: the metrics it feeds, zero for the rest.
@@ -373,12 +570,12 @@ static RAW_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-async fn raw_sums(pool: &PgPool, parts: &Parts) -> Result<Vec<SumsRow>, Error> {
+async fn raw_sums(pool: &PgPool, parts: &Parts, groups: &Groups) -> Result<Vec<SumsRow>, Error> {
     if parts.0.is_empty() {
         return Ok(Vec::new());
     }
     let rows = parts
-        .bind(sqlx::query(sqlx::AssertSqlSafe(RAW_SQL.as_str())))
+        .bind(groups, sqlx::query(sqlx::AssertSqlSafe(RAW_SQL.as_str())))
         .fetch_all(pool)
         .await?;
     rows.iter().map(parse_sums).collect()
@@ -394,55 +591,83 @@ struct Counts {
 }
 
 /// With rollups, only the customers who churned in the period are read
-/// (an index range); the raw count reads every converted customer.
+/// (an index range); the raw count reads every converted customer. Each
+/// check names its reps as a slice of $6 (a group, bound once).
 static RETENTION_SQL: LazyLock<[String; 2]> = LazyLock::new(|| {
     let counts = [
         "SELECT count(*) AS churned, NULL::bigint AS active FROM customers c \
-         WHERE c.rep_id = x.rep AND c.churned_at >= x.s AND c.churned_at < x.e \
-           AND c.converted_at < x.s",
+         WHERE c.rep_id = ANY (($6::text[])[x.lo:x.hi]) \
+           AND c.churned_at >= x.s AND c.churned_at < x.e AND c.converted_at < x.s",
         "SELECT count(*) FILTER (WHERE c.churned_at >= x.s AND c.churned_at < x.e) AS churned, \
                 count(*) FILTER (WHERE c.churned_at IS NULL OR c.churned_at >= x.s) AS active \
-         FROM customers c WHERE c.rep_id = x.rep AND c.converted_at < x.s",
+         FROM customers c WHERE c.rep_id = ANY (($6::text[])[x.lo:x.hi]) AND c.converted_at < x.s",
     ];
     counts.map(|counts| {
         format!(
             "SELECT x.slot, sum(n.churned)::bigint, sum(n.active)::bigint \
-             FROM UNNEST($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS x (slot, rep, s, e) \
+             FROM UNNEST($1::int[], $2::int[], $3::int[], $4::timestamptz[], $5::timestamptz[]) \
+                  AS x (slot, lo, hi, s, e) \
              CROSS JOIN LATERAL ({counts}) n \
              GROUP BY x.slot"
         )
     })
 });
 
+/// The retention checks of a call, their reps interned as groups.
+struct RetentionGroups<'q> {
+    checks: Vec<(i32, u32, &'q RetentionQuery)>,
+    groups: Groups,
+}
+
+impl<'q> RetentionGroups<'q> {
+    fn new(checks: &[(i32, &'q RetentionQuery)]) -> Self {
+        let mut groups = Groups::default();
+        let checks = checks
+            .iter()
+            .filter(|(_, retention)| !retention.reps.is_empty())
+            .map(|&(slot, retention)| (slot, groups.intern(retention.reps.clone()), retention))
+            .collect();
+        Self { checks, groups }
+    }
+}
+
 async fn retention_counts(
     pool: &PgPool,
-    checks: &[(i32, &RetentionQuery)],
+    retention: &RetentionGroups<'_>,
     source: Source,
 ) -> Result<HashMap<i32, Counts>, Error> {
-    let mut slots = Vec::new();
-    let mut reps = Vec::new();
-    let mut starts = Vec::new();
-    let mut ends = Vec::new();
-    for (slot, retention) in checks {
-        for rep in &retention.reps {
-            slots.push(*slot);
-            reps.push(rep.as_str());
-            starts.push(retention.start);
-            ends.push(retention.end);
-        }
-    }
-    if slots.is_empty() {
+    if retention.checks.is_empty() {
         return Ok(HashMap::new());
     }
+    let (reps, first, last) = retention.groups.arrays();
+    let of_group = |ends: &[i32], group: u32| {
+        usize::try_from(group)
+            .ok()
+            .and_then(|g| ends.get(g).copied())
+            .unwrap_or(0)
+    };
+    let checks = &retention.checks;
     let sql = match source {
         Source::Rollups => &*RETENTION_SQL[0],
         Source::Raw => &*RETENTION_SQL[1],
     };
     let rows: Vec<(i32, i64, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(&slots)
-        .bind(&reps)
-        .bind(&starts)
-        .bind(&ends)
+        .bind(checks.iter().map(|c| c.0).collect::<Vec<_>>())
+        .bind(
+            checks
+                .iter()
+                .map(|c| of_group(&first, c.1))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            checks
+                .iter()
+                .map(|c| of_group(&last, c.1))
+                .collect::<Vec<_>>(),
+        )
+        .bind(checks.iter().map(|c| c.2.start).collect::<Vec<_>>())
+        .bind(checks.iter().map(|c| c.2.end).collect::<Vec<_>>())
+        .bind(reps)
         .fetch_all(pool)
         .await?;
     Ok(rows
@@ -489,8 +714,8 @@ pub async fn membership(pool: &PgPool, team_id: &str) -> Result<Option<TeamMembe
         }
         let point = ChangePoint { from, team };
         match out.histories.last_mut() {
-            Some((last, points)) if *last == id => points.push(point),
-            _ => out.histories.push((id, vec![point])),
+            Some((last, points)) if **last == *id => points.push(point),
+            _ => out.histories.push((id.into(), vec![point])),
         }
     }
     Ok((!out.teams.is_empty()).then_some(out))

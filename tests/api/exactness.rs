@@ -141,7 +141,13 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
         }
         // Each with its previous period, as a scorecard asks (the rollup
         // path then chains retention counts; the raw path never does).
-        let periods: Vec<Period> = periods.iter().flat_map(|p| [*p, p.previous()]).collect();
+        let mut periods: Vec<Period> = periods.iter().flat_map(|p| [*p, p.previous()]).collect();
+        // And a daily series of 60 days: one group read by 60+ parts per
+        // level, which the rollup path reads once over their span.
+        periods.extend((0..60).map(|d| {
+            let day = first + Days::new(d);
+            Period::new(day, day, zone).unwrap()
+        }));
         let mut queries: Vec<TallyQuery> = Vec::new();
         for (is_team, id) in &subjects {
             if *is_team {

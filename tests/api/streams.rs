@@ -161,9 +161,12 @@ fn signal_cluster(postmaster: u32, signal: &str) {
     assert!(status.success());
 }
 
-#[tokio::test]
-async fn a_paused_database_holds_a_call_no_longer_than_the_call_timeout() {
-    let pg = tokio::task::spawn_blocking(|| throwaway_cluster("paused", Durability::Off))
+/// A server on a cluster of its own (the test pauses it), with team t1.
+async fn app_on_own_cluster(
+    label: &'static str,
+    adjust: impl FnOnce(&mut kpi_service::config::Settings),
+) -> (kpi_service::embedded_pg::EmbeddedPostgres, TestApp) {
+    let pg = tokio::task::spawn_blocking(move || throwaway_cluster(label, Durability::Off))
         .await
         .unwrap();
     let mut admin =
@@ -176,10 +179,80 @@ async fn a_paused_database_holds_a_call_no_longer_than_the_call_timeout() {
         .unwrap();
     sqlx::Connection::close(admin).await.unwrap();
     let mut settings = test_settings(socket_url(&pg, "kpi"));
-    settings.call_timeout = Duration::from_secs(1);
     settings.database.db_acquire_timeout = Duration::from_secs(20);
+    adjust(&mut settings);
     let app = TestApp::spawn_with(settings).await;
     app.upsert_team("t1", "Team 1", "").await.unwrap();
+    (pg, app)
+}
+
+type KpiClient = pb::kpi_service_client::KpiServiceClient<crate::helpers::Authed>;
+
+/// Team t1's CALLS per day over ten years in Berlin: 3,653 points.
+async fn ten_year_series(mut kpi: KpiClient) -> Result<pb::GetKpiSeriesResponse, Status> {
+    kpi.get_kpi_series(pb::GetKpiSeriesRequest {
+        subject: crate::kpi::team_subject("t1"),
+        kpi: pb::Kpi::Calls as i32,
+        period: Some(pb::Period {
+            start_date: "2016-01-01".into(),
+            end_date: "2025-12-31".into(),
+            time_zone: "Europe/Berlin".into(),
+        }),
+        granularity: pb::Granularity::Day as i32,
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn heavy_calls_beyond_the_limit_get_resource_exhausted_with_retry_info() {
+    let (pg, app) = app_on_own_cluster("heavy", |s| {
+        s.max_heavy_calls = 1;
+        s.call_timeout = Duration::from_secs(4);
+    })
+    .await;
+    let kpi = pb::kpi_service_client::KpiServiceClient::with_interceptor(
+        app.channel.clone(),
+        Bearer::new(&app.admin_key),
+    );
+    // The database is paused: the first heavy call holds the only slot.
+    let postmaster = pg.running_pid().unwrap();
+    signal_cluster(postmaster, "STOP");
+    let first = tokio::spawn(ten_year_series(kpi.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let second = ten_year_series(kpi.clone()).await;
+    let waited = started.elapsed();
+    signal_cluster(postmaster, "CONT");
+    let status = second.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(reason_and_committed(&status).0, "TOO_MANY_HEAVY_CALLS");
+    assert!(status.get_error_details().retry_info().is_some());
+    assert!(
+        waited >= Duration::from_millis(900),
+        "refused after {waited:?}"
+    );
+    first.await.unwrap().ok();
+    // With the slot free again, the same call is answered.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let answered = loop {
+        match ten_year_series(kpi.clone()).await {
+            Ok(answer) => break answer,
+            Err(status) => {
+                assert!(Instant::now() < deadline, "never answered: {status:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(answered.points.len(), 3653);
+}
+
+#[tokio::test]
+async fn a_paused_database_holds_a_call_no_longer_than_the_call_timeout() {
+    let (pg, app) = app_on_own_cluster("paused", |s| {
+        s.call_timeout = Duration::from_secs(1);
+    })
+    .await;
 
     let postmaster = pg.running_pid().unwrap();
     signal_cluster(postmaster, "STOP");
