@@ -362,6 +362,8 @@ async fn main() -> anyhow::Result<()> {
     settle(&pool).await?;
     let at_large = measure_all(&kpi, &pool, calls).await?;
 
+    let heavy = measure_heavy_series(&kpi, &service, calls).await?;
+
     let rollups: i64 = sqlx::query_scalar("SELECT count(*) FROM kpi_rollups")
         .fetch_one(&pool)
         .await?;
@@ -377,10 +379,92 @@ async fn main() -> anyhow::Result<()> {
         ms(at_large.team_p99) / ms(at_small.team_p99)
     );
     println!(
-        "  service peak RSS (VmHWM): {:.1} MiB",
+        "  at {large}: 10-year DAY series (team, calls, Europe/Berlin, 3,653 points): p50 {:.2} ms, p99 {:.2} ms",
+        ms(heavy.p50),
+        ms(heavy.p99)
+    );
+    println!(
+        "    8 at once, {} rounds: peak RSS {:.1} MiB (RSS before {:.1} MiB, after {:.1} MiB: {:+.1} MiB)",
+        HEAVY_ROUNDS,
+        heavy.peak_mib,
+        heavy.before_mib,
+        heavy.after_mib,
+        heavy.after_mib - heavy.before_mib
+    );
+    println!(
+        "  service peak RSS over the whole run (VmHWM): {:.1} MiB",
         service.peak_rss_mib()
     );
     Ok(())
+}
+
+/// Rounds of 8 concurrent 10-year series for the memory figure.
+const HEAVY_ROUNDS: usize = 3;
+
+struct Heavy {
+    p50: Duration,
+    p99: Duration,
+    before_mib: f64,
+    peak_mib: f64,
+    after_mib: f64,
+}
+
+/// The 10-year DAY series: latency one at a time, then the service's
+/// memory with 8 at once (peak reset first), and its RSS a moment after.
+async fn measure_heavy_series(
+    kpi: &KpiServiceClient<
+        tonic::service::interceptor::InterceptedService<
+            Channel,
+            impl tonic::service::Interceptor + Clone + Send + 'static,
+        >,
+    >,
+    service: &kpi_service::testkit::process::ServiceProcess,
+    calls: usize,
+) -> anyhow::Result<Heavy> {
+    let series = |client: &KpiServiceClient<_>| {
+        let mut client = client.clone();
+        async move {
+            let answer = client
+                .get_kpi_series(pb::GetKpiSeriesRequest {
+                    subject: subject(true, "bench"),
+                    kpi: pb::Kpi::Calls as i32,
+                    period: Some(pb::Period {
+                        start_date: "2016-07-01".into(),
+                        end_date: "2026-06-30".into(),
+                        time_zone: "Europe/Berlin".into(),
+                    }),
+                    granularity: pb::Granularity::Day as i32,
+                })
+                .await?
+                .into_inner();
+            anyhow::ensure!(
+                answer.points.len() == 3652,
+                "{} points",
+                answer.points.len()
+            );
+            Ok(())
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before_mib = service.rss_mib();
+    let (p50, p99) = measure((calls / 10).max(10), || series(kpi)).await?;
+    service.reset_peak_rss()?;
+    for _ in 0..HEAVY_ROUNDS {
+        let round: Vec<_> = (0..8).map(|_| series(kpi)).collect();
+        for result in futures::future::join_all(round).await {
+            result?;
+        }
+    }
+    let peak_mib = service.peak_rss_mib();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_mib = service.rss_mib();
+    Ok(Heavy {
+        p50,
+        p99,
+        before_mib,
+        peak_mib,
+        after_mib,
+    })
 }
 
 /// Batches of the records of the given interaction numbers.

@@ -18,6 +18,8 @@ pub mod error;
 pub mod grpc;
 /// gRPC health driven by the real database state.
 pub mod health;
+/// Returning freed memory to the system after heavy calls.
+pub mod memory;
 /// The use cases shared by every transport: caller + typed query in,
 /// domain values out; authorization, planning and ranking live here once.
 pub mod service;

@@ -163,7 +163,7 @@ impl Scorecards {
             ));
         }
         authorize::read(&self.pool, caller, &subject).await?;
-        let _slot = if buckets.len() > HEAVY_SERIES_POINTS {
+        let heavy_slot = if buckets.len() > HEAVY_SERIES_POINTS {
             Some(self.heavy_slot().await?)
         } else {
             None
@@ -172,6 +172,7 @@ impl Scorecards {
             .queries_for(&subject, &buckets, &[kpi])
             .await?;
         let tallies = store::tallies(&self.pool, &queries, Source::Rollups).await?;
+        drop(queries);
         let points = buckets
             .into_iter()
             .zip(&tallies)
@@ -180,6 +181,10 @@ impl Scorecards {
                 value: kpi::evaluate(kpi, tally),
             })
             .collect();
+        drop(tallies);
+        if heavy_slot.is_some() {
+            crate::memory::release_free_memory();
+        }
         Ok(Series {
             period,
             currency: self.settings.reporting_currency.clone(),

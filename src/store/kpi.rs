@@ -18,8 +18,7 @@ use crate::{
         metrics::{METRICS, Metric, Tally},
         rollup::{Part, Sums, cover},
         tally::{
-            RepRef, RetentionQuery, Segment, TallyQuery, TeamMembers, chain_retention,
-            retention_order,
+            RepRef, RetentionQuery, TallyQuery, TeamMembers, chain_retention, retention_order,
         },
     },
 };
@@ -48,41 +47,32 @@ pub async fn tallies(
         Source::Rollups => chain_retention(queries),
         Source::Raw => Vec::new(),
     };
-    let mut ranges: Vec<(i32, Segment)> = Vec::new();
+    // Reps whose ranges coincide (a team without moves: all of them) form
+    // one group, bound once however many buckets name it; each range is
+    // covered by rollup parts once.
+    let mut by_range: BTreeMap<(i32, DateTime<Utc>, DateTime<Utc>), Vec<RepRef>> = BTreeMap::new();
     let mut churn_checks: Vec<(i32, &RetentionQuery)> = Vec::new();
     for (i, query) in queries.iter().enumerate() {
         let slot = i32::try_from(i).unwrap_or(i32::MAX);
-        ranges.extend(query.segments.iter().map(|s| (slot, s.clone())));
+        for segment in &query.segments {
+            by_range
+                .entry((slot, segment.from, segment.to))
+                .or_default()
+                .push(segment.rep.clone());
+        }
         if let Some(retention) = &query.retention {
             let cumulative = i32::try_from(n + i).unwrap_or(i32::MAX);
             if let Some(link) = links
                 .get(i)
                 .filter(|l| l.reuse.is_none() && l.from < retention.start)
             {
-                ranges.extend(retention.reps.iter().map(|rep| {
-                    (
-                        cumulative,
-                        Segment {
-                            rep: rep.clone(),
-                            from: link.from,
-                            to: retention.start,
-                        },
-                    )
-                }));
+                by_range
+                    .entry((cumulative, link.from, retention.start))
+                    .or_default()
+                    .extend(retention.reps.iter().cloned());
             }
             churn_checks.push((slot, retention));
         }
-    }
-
-    // Reps whose ranges coincide (a team without moves: all of them) form
-    // one group, bound once however many buckets name it; each range is
-    // covered by rollup parts once.
-    let mut by_range: BTreeMap<(i32, DateTime<Utc>, DateTime<Utc>), Vec<RepRef>> = BTreeMap::new();
-    for (slot, segment) in ranges {
-        by_range
-            .entry((slot, segment.from, segment.to))
-            .or_default()
-            .push(segment.rep);
     }
     let mut groups = Groups::default();
     let mut bucket_parts = Parts::default();
@@ -210,9 +200,9 @@ impl Groups {
     }
 }
 
-/// A group read at one level by this many parts or more is read once over
-/// their span (see `span_sums`).
-const SPAN_MIN_PARTS: usize = 24;
+/// Reading a part's range costs an index descent per rep, worth about this
+/// many rows read (see `Parts::split_spans`).
+const DESCENT_ROWS: i64 = 5;
 
 /// Signed ranges to sum, each with how many times it was added (two
 /// segments of one rep in one slot may cover the same bucket range).
@@ -247,17 +237,55 @@ impl Parts {
             .map(|(key, times)| (key, key.sign.saturating_mul(*times)))
     }
 
-    /// (The parts of (group, level) pairs with many parts, the rest.)
+    /// (The parts to read once over their span, the parts to read one by
+    /// one.) Per (group, level), in buckets of the level per rep: one by
+    /// one reads each distinct range (a descent each, plus its buckets);
+    /// the span reads every bucket from the first part to the last, once.
+    /// A daily series reads its days over the span, while the few edge hours
+    /// of a scorecard, or one hour a month of a monthly series, are read
+    /// where they are.
     fn split_spans(self) -> (Parts, Parts) {
-        let mut counts: HashMap<(u32, i16), usize> = HashMap::new();
-        for key in self.0.keys() {
-            *counts.entry((key.group, key.level)).or_default() += 1;
+        #[derive(Default)]
+        struct Cost {
+            ranges: std::collections::BTreeSet<(DateTime<Utc>, DateTime<Utc>)>,
+            first: Option<DateTime<Utc>>,
+            last: Option<DateTime<Utc>>,
         }
-        let (spanned, single) = self.0.into_iter().partition(|(key, _)| {
-            counts
-                .get(&(key.group, key.level))
-                .is_some_and(|&n| n >= SPAN_MIN_PARTS)
-        });
+        let unit_hours = |level: i16| match level {
+            1 => 1,
+            2 => 24,
+            _ => 730,
+        };
+        let mut costs: HashMap<(u32, i16), Cost> = HashMap::new();
+        for key in self.0.keys() {
+            let cost = costs.entry((key.group, key.level)).or_default();
+            cost.ranges.insert((key.from, key.to));
+            cost.first = Some(cost.first.map_or(key.from, |f| f.min(key.from)));
+            cost.last = Some(cost.last.map_or(key.to, |t| t.max(key.to)));
+        }
+        let spanned: std::collections::HashSet<(u32, i16)> = costs
+            .into_iter()
+            .filter(|((_, level), cost)| {
+                let buckets = |from: DateTime<Utc>, to: DateTime<Utc>| {
+                    (to - from).num_hours() / unit_hours(*level)
+                };
+                let one_by_one: i64 = cost
+                    .ranges
+                    .iter()
+                    .map(|&(f, t)| DESCENT_ROWS + buckets(f, t))
+                    .sum();
+                let span = match (cost.first, cost.last) {
+                    (Some(f), Some(t)) => DESCENT_ROWS + buckets(f, t),
+                    _ => i64::MAX,
+                };
+                cost.ranges.len() > 1 && span < one_by_one
+            })
+            .map(|(key, _)| key)
+            .collect();
+        let (spanned, single) = self
+            .0
+            .into_iter()
+            .partition(|(key, _)| spanned.contains(&(key.group, key.level)));
         (Parts(spanned), Parts(single))
     }
 
@@ -335,18 +363,53 @@ static ROLLUP_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The sums of parts read one by one: each distinct (group, level, range)
+/// is read once (consecutive buckets of a series share their edge ranges,
+/// a scorecard's period and previous period too), then added, signed, to
+/// every slot whose part it is.
 async fn rollup_sums(pool: &PgPool, parts: &Parts, groups: &Groups) -> Result<Vec<SumsRow>, Error> {
     if parts.0.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = parts
+    let mut distinct: BTreeMap<(u32, i16, DateTime<Utc>, DateTime<Utc>), i32> = BTreeMap::new();
+    for key in parts.0.keys() {
+        let next = i32::try_from(distinct.len()).unwrap_or(i32::MAX);
+        distinct
+            .entry((key.group, key.level, key.from, key.to))
+            .or_insert(next);
+    }
+    let mut ranges = Parts::default();
+    for (&(group, level, from, to), &index) in &distinct {
+        ranges.add(index, level, from, to, 1, group);
+    }
+    let rows = ranges
         .bind(
             groups,
             sqlx::query(sqlx::AssertSqlSafe(ROLLUP_SQL.as_str())),
         )
         .fetch_all(pool)
         .await?;
-    rows.iter().map(parse_sums).collect()
+    let mut sums_of: HashMap<i32, Sums> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let (index, sums) = parse_sums(row)?;
+        sums_of.insert(index, sums);
+    }
+    drop(rows);
+    let mut by_slot: BTreeMap<i32, Sums> = BTreeMap::new();
+    for (key, sign) in parts.weighted() {
+        let Some(sums) = distinct
+            .get(&(key.group, key.level, key.from, key.to))
+            .and_then(|index| sums_of.get(index))
+        else {
+            continue;
+        };
+        let total = by_slot.entry(key.slot).or_insert([0; METRICS.len()]);
+        let sign = i128::from(sign);
+        for (sum, value) in total.iter_mut().zip(sums) {
+            *sum += sign * value;
+        }
+    }
+    Ok(by_slot.into_iter().collect())
 }
 
 /// Per (group, level) span: the group's rollup rows in the span, summed
@@ -748,4 +811,67 @@ pub async fn rep_cards(pool: &PgPool, reps: &[String]) -> Result<HashMap<String,
         .into_iter()
         .map(|card| (card.rep_id.clone(), card))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Days, NaiveDate};
+
+    use super::*;
+    use crate::domain::period::{Period, parse_zone};
+
+    /// The rollup parts of one group's buckets (days or months, Berlin).
+    fn parts_of(days: bool) -> Parts {
+        let zone = parse_zone("Europe/Berlin").unwrap_or(chrono_tz::UTC);
+        let first = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap_or_default();
+        let mut parts = Parts::default();
+        let buckets: Vec<Period> = if days {
+            (0..365)
+                .filter_map(|d| {
+                    let day = first + Days::new(d);
+                    Period::new(day, day, zone).ok()
+                })
+                .collect()
+        } else {
+            (0..12)
+                .filter_map(|m| {
+                    let start = first.checked_add_months(chrono::Months::new(m))?;
+                    let end = start.checked_add_months(chrono::Months::new(1))? - Days::new(1);
+                    Period::new(start, end, zone).ok()
+                })
+                .collect()
+        };
+        for (slot, bucket) in buckets.iter().enumerate() {
+            for part in cover(bucket.start_time(), bucket.end_time()) {
+                if let Some(level) = part.level {
+                    let slot = i32::try_from(slot).unwrap_or(0);
+                    parts.add(slot, level as i16, part.from, part.to, part.sign, 0);
+                }
+            }
+        }
+        parts
+    }
+
+    fn levels(parts: &Parts) -> std::collections::BTreeSet<i16> {
+        parts.0.keys().map(|k| k.level).collect()
+    }
+
+    #[test]
+    fn a_daily_series_reads_its_days_over_the_span_and_a_monthly_one_reads_parts() {
+        let (spanned, single) = parts_of(true).split_spans();
+        assert!(
+            levels(&spanned).contains(&2),
+            "days are read over their span"
+        );
+        assert!(
+            levels(&single).contains(&1),
+            "the edge hours are read where they are"
+        );
+        // A monthly series: its months are read over the span too, but its
+        // edge hours (one or two a month) where they are, not a year of
+        // hours.
+        let (spanned, single) = parts_of(false).split_spans();
+        assert!(!levels(&spanned).contains(&1), "{:?}", levels(&spanned));
+        assert!(levels(&single).contains(&1));
+    }
 }
