@@ -6,7 +6,7 @@
 //! definition with its formula text per KPI), the formulas that must match
 //! it, the intervals, and their hand-worked tests read best side by side.
 
-use super::metrics::{Metric, Tally};
+use super::metrics::{Metric, MetricSet, Tally};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kpi {
@@ -484,6 +484,39 @@ pub fn needs_retention(kpi: Kpi) -> bool {
     matches!(kpi, Kpi::RetentionRate | Kpi::ChurnRate)
 }
 
+/// The sums `evaluate` reads for `kpi` (retention also reads conversions
+/// and churns: customers active at a period start are those converted
+/// before it minus those churned before it). A test checks that no other
+/// sum changes the value.
+pub fn metrics_of(kpi: Kpi) -> &'static [Metric] {
+    use Metric as M;
+    match kpi {
+        Kpi::Leads => &[M::Leads],
+        Kpi::NewCustomers => &[M::Conversions],
+        Kpi::ConversionRate => &[M::LeadsConverted, M::Leads],
+        Kpi::RetentionRate | Kpi::ChurnRate => &[M::Conversions, M::Churns],
+        Kpi::Nps => &[M::NpsPromoters, M::NpsDetractors, M::NpsResponses],
+        Kpi::Csat => &[M::CsatSatisfied, M::CsatResponses],
+        Kpi::WinRate => &[M::DealsWon, M::DealsLost],
+        Kpi::Revenue | Kpi::AverageDealSize => &[M::RevenueNanos, M::DealsWon],
+        Kpi::DealsWon => &[M::DealsWon],
+        Kpi::SalesCycleDays => &[M::CycleMicros, M::DealsWon],
+        Kpi::Interactions => &[M::Calls, M::Emails, M::Meetings, M::Messages, M::Demos],
+        Kpi::Calls => &[M::Calls],
+        Kpi::Emails => &[M::Emails],
+        Kpi::Meetings => &[M::Meetings],
+        Kpi::FirstResponseMinutes => &[M::ResponseMicros, M::RequestsResponded],
+        Kpi::RequestResolutionRate => &[M::RequestsResolved, M::RequestsOpened],
+    }
+}
+
+/// The sums any of `kpis` reads.
+pub fn metrics_for(kpis: &[Kpi]) -> MetricSet {
+    kpis.iter().fold(MetricSet::NONE, |set, kpi| {
+        set.union(MetricSet::of(metrics_of(*kpi)))
+    })
+}
+
 /// Computes `kpi` from `tally`.
 pub fn evaluate(kpi: Kpi, t: &Tally) -> KpiValue {
     use Metric as M;
@@ -688,6 +721,7 @@ pub fn competition_ranks(sorted_values: &[f64]) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::metrics::METRICS;
 
     #[test]
     fn the_catalog_lists_every_kpi_in_order_and_codes_round_trip() {
@@ -749,6 +783,27 @@ mod tests {
             method: "",
         });
         assert_eq!(clamped.high, 100.0);
+    }
+
+    #[test]
+    fn each_kpi_reads_only_its_metrics() {
+        // Every sum distinct and non-zero, so that a missing one shows.
+        let mut full = Tally::default();
+        for (i, metric) in METRICS.iter().enumerate() {
+            full.add(*metric, 1000 + 37 * i as i128);
+        }
+        full.retention.active_at_start = 900;
+        full.retention.churned = 45;
+        for kpi in Kpi::ALL {
+            let set = metrics_for(&[kpi]);
+            let mut only = full;
+            for metric in METRICS {
+                if !set.contains(metric) {
+                    only.sums[metric as usize] = 0;
+                }
+            }
+            assert_eq!(evaluate(kpi, &only), evaluate(kpi, &full), "{kpi:?}");
+        }
     }
 
     #[test]

@@ -72,6 +72,36 @@ pub const METRICS: [Metric; 22] = [
     Metric::ResponseMicros,
 ];
 
+/// A set of metrics: what a call's KPIs are made of, so that the sums of
+/// the others are not read at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricSet(u32);
+
+impl MetricSet {
+    pub const ALL: Self = Self((1 << METRICS.len()) - 1);
+    pub const NONE: Self = Self(0);
+
+    pub fn of(metrics: &[Metric]) -> Self {
+        Self(metrics.iter().fold(0, |bits, m| bits | (1 << *m as u32)))
+    }
+
+    pub fn contains(self, metric: Metric) -> bool {
+        self.0 & (1 << metric as u32) != 0
+    }
+
+    #[must_use]
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl Default for MetricSet {
+    /// Every metric: a query that says nothing reads everything.
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
 /// Exact sums of every metric (plus retention's two numbers, which are not
 /// sums over a range: see `Retention`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

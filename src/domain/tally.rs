@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     directory::{ChangePoint, intervals_in, team_at},
+    metrics::MetricSet,
     rollup::epoch,
 };
 
@@ -38,6 +39,8 @@ pub struct RetentionQuery {
 pub struct TallyQuery {
     pub segments: Vec<Segment>,
     pub retention: Option<RetentionQuery>,
+    /// The sums to read (the others stay zero); all by default.
+    pub metrics: MetricSet,
 }
 
 /// Where a retention query's count of active customers at its start
@@ -152,6 +155,7 @@ pub fn team_query(team: &TeamMembers, from: DateTime<Utc>, to: DateTime<Utc>) ->
             start: from,
             end: to,
         }),
+        metrics: MetricSet::ALL,
     }
 }
 
@@ -169,6 +173,7 @@ pub fn rep_query(rep: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> TallyQuer
             start: from,
             end: to,
         }),
+        metrics: MetricSet::ALL,
     }
 }
 
@@ -199,6 +204,7 @@ mod tests {
                 start: at(from),
                 end: at(to),
             }),
+            metrics: MetricSet::ALL,
         }
     }
 

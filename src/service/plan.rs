@@ -77,10 +77,14 @@ impl<'p> Planner<'p> {
     }
 }
 
-/// Drops the retention part of `queries` unless one of `kpis` needs it.
+/// Narrows `queries` to what `kpis` need: the sums they are made of, and
+/// the retention part only if one of them needs it.
 pub fn without_unneeded_retention(queries: &mut [TallyQuery], kpis: &[Kpi]) {
-    if !kpis.iter().any(|k| kpi::needs_retention(*k)) {
-        for query in queries {
+    let retention = kpis.iter().any(|k| kpi::needs_retention(*k));
+    let metrics = kpi::metrics_for(kpis);
+    for query in queries {
+        query.metrics = metrics;
+        if !retention {
             query.retention = None;
         }
     }

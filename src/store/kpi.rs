@@ -15,7 +15,7 @@ use crate::{
     Error,
     domain::{
         directory::ChangePoint,
-        metrics::{METRICS, Metric, Tally},
+        metrics::{METRICS, Metric, MetricSet, Tally},
         rollup::{Part, Sums, cover},
         tally::{
             RepRef, RetentionQuery, TallyQuery, TeamMembers, chain_retention, retention_order,
@@ -109,9 +109,19 @@ pub async fn tallies(
     let retention_groups = RetentionGroups::new(&churn_checks);
 
     // Independent queries: run them at once, each on its own connection.
+    // Only the sums the KPIs are made of (cumulative retention ranges read
+    // conversions and churns).
+    let metrics = queries.iter().fold(MetricSet::NONE, |set, q| {
+        let retention = if q.retention.is_some() {
+            MetricSet::of(&[Metric::Conversions, Metric::Churns])
+        } else {
+            MetricSet::NONE
+        };
+        set.union(q.metrics).union(retention)
+    });
     let (rollups, spans, raws, counted) = tokio::try_join!(
-        rollup_sums(pool, &single, &groups),
-        span_sums(pool, &spanned, &groups),
+        rollup_sums(pool, &single, &groups, metrics),
+        span_sums(pool, &spanned, &groups, metrics),
         raw_sums(pool, &raw_parts, &groups),
         retention_counts(pool, &retention_groups, source)
     )?;
@@ -185,18 +195,33 @@ impl Groups {
         group
     }
 
-    /// Every group's reps, concatenated, and each group's first and last
-    /// (1-based, inclusive) index in that array.
-    fn arrays(&self) -> (Vec<&str>, Vec<i32>, Vec<i32>) {
-        let mut reps = Vec::new();
-        let mut first = Vec::with_capacity(self.list.len());
-        let mut last = Vec::with_capacity(self.list.len());
+    /// Every group's reps, concatenated: bound once per statement.
+    fn reps(&self) -> Vec<&str> {
+        self.list.iter().flatten().map(|r| &**r).collect()
+    }
+
+    /// For each of `groups` in turn, the first and last (1-based,
+    /// inclusive) index of its reps in `reps()`.
+    fn bounds(&self, groups: impl Iterator<Item = u32>) -> (Vec<i32>, Vec<i32>) {
+        let mut starts = Vec::with_capacity(self.list.len() + 1);
+        let mut next = 1usize;
         for group in &self.list {
-            first.push(i32::try_from(reps.len() + 1).unwrap_or(i32::MAX));
-            reps.extend(group.iter().map(|r| &**r));
-            last.push(i32::try_from(reps.len()).unwrap_or(i32::MAX));
+            starts.push(next);
+            next += group.len();
         }
-        (reps, first, last)
+        starts.push(next);
+        let at = |i: usize| {
+            starts
+                .get(i)
+                .and_then(|&n| i32::try_from(n).ok())
+                .unwrap_or(0)
+        };
+        groups
+            .map(|group| {
+                let g = usize::try_from(group).unwrap_or(usize::MAX);
+                (at(g), at(g.saturating_add(1)) - 1)
+            })
+            .unzip()
     }
 }
 
@@ -296,13 +321,7 @@ impl Parts {
         groups: &'q Groups,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        let (reps, first, last) = groups.arrays();
-        let of_group = |ends: &[i32], key: &RangeKey| {
-            usize::try_from(key.group)
-                .ok()
-                .and_then(|g| ends.get(g).copied())
-                .unwrap_or(0)
-        };
+        let (first, last) = groups.bounds(self.0.keys().map(|k| k.group));
         let keys = || self.0.keys();
         query
             .bind(keys().map(|k| k.slot).collect::<Vec<_>>())
@@ -310,9 +329,9 @@ impl Parts {
             .bind(keys().map(|k| k.from).collect::<Vec<_>>())
             .bind(keys().map(|k| k.to).collect::<Vec<_>>())
             .bind(self.weighted().map(|(_, sign)| sign).collect::<Vec<_>>())
-            .bind(keys().map(|k| of_group(&first, k)).collect::<Vec<_>>())
-            .bind(keys().map(|k| of_group(&last, k)).collect::<Vec<_>>())
-            .bind(reps)
+            .bind(first)
+            .bind(last)
+            .bind(groups.reps())
     }
 }
 
@@ -343,31 +362,49 @@ fn parse_columns(row: &sqlx::postgres::PgRow, first: usize) -> Result<Sums, Erro
 
 /// Per part, an index range scan of its rollup rows (LATERAL: the planner
 /// cannot know how few parts there are and would otherwise scan the table).
-static ROLLUP_SQL: LazyLock<String> = LazyLock::new(|| {
-    let inner: Vec<String> = COLUMNS
+fn rollup_sql(metrics: MetricSet) -> String {
+    let inner: Vec<String> = METRICS
         .iter()
-        .map(|c| format!("sum(r.{c}) AS {c}"))
+        .zip(COLUMNS)
+        .filter(|(m, _)| metrics.contains(**m))
+        .map(|(_, c)| format!("sum(r.{c}) AS {c}"))
         .collect();
-    let outer: Vec<String> = COLUMNS
+    let outer: Vec<String> = METRICS
         .iter()
-        .map(|c| format!("coalesce(sum(s.{c} * c.sgn), 0)::text"))
+        .zip(COLUMNS)
+        .map(|(m, c)| {
+            if metrics.contains(*m) {
+                format!("coalesce(sum(s.{c} * c.sgn), 0)::text")
+            } else {
+                "'0'".to_owned()
+            }
+        })
         .collect();
+    let inner = if inner.is_empty() {
+        "1 AS nothing".to_owned()
+    } else {
+        inner.join(", ")
+    };
     format!(
         "{PARTS_CTE} SELECT c.slot, {} FROM parts c \
          CROSS JOIN LATERAL ( \
-             SELECT {} FROM kpi_rollups r \
+             SELECT {inner} FROM kpi_rollups r \
              WHERE r.rep_id = ANY (c.reps) AND r.level = c.lvl AND r.bucket >= c.f AND r.bucket < c.t) s \
          GROUP BY c.slot",
-        outer.join(", "),
-        inner.join(", ")
+        outer.join(", ")
     )
-});
+}
 
 /// The sums of parts read one by one: each distinct (group, level, range)
 /// is read once (consecutive buckets of a series share their edge ranges,
 /// a scorecard's period and previous period too), then added, signed, to
 /// every slot whose part it is.
-async fn rollup_sums(pool: &PgPool, parts: &Parts, groups: &Groups) -> Result<Vec<SumsRow>, Error> {
+async fn rollup_sums(
+    pool: &PgPool,
+    parts: &Parts,
+    groups: &Groups,
+    metrics: MetricSet,
+) -> Result<Vec<SumsRow>, Error> {
     if parts.0.is_empty() {
         return Ok(Vec::new());
     }
@@ -385,7 +422,7 @@ async fn rollup_sums(pool: &PgPool, parts: &Parts, groups: &Groups) -> Result<Ve
     let rows = ranges
         .bind(
             groups,
-            sqlx::query(sqlx::AssertSqlSafe(ROLLUP_SQL.as_str())),
+            sqlx::query(sqlx::AssertSqlSafe(rollup_sql(metrics))),
         )
         .fetch_all(pool)
         .await?;
@@ -414,10 +451,17 @@ async fn rollup_sums(pool: &PgPool, parts: &Parts, groups: &Groups) -> Result<Ve
 
 /// Per (group, level) span: the group's rollup rows in the span, summed
 /// over its reps per bucket (so at most one row per bucket of the span).
-static SPAN_SQL: LazyLock<String> = LazyLock::new(|| {
-    let inner: Vec<String> = COLUMNS
+fn span_sql(metrics: MetricSet) -> String {
+    let sums: Vec<String> = METRICS
         .iter()
-        .map(|c| format!("sum(r.{c})::text"))
+        .zip(COLUMNS)
+        .map(|(m, c)| {
+            if metrics.contains(*m) {
+                format!("sum(r.{c})::text")
+            } else {
+                "'0'".to_owned()
+            }
+        })
         .collect();
     format!(
         "SELECT u.g, u.lvl, r.bucket, {} \
@@ -428,14 +472,22 @@ static SPAN_SQL: LazyLock<String> = LazyLock::new(|| {
              WHERE r.rep_id = ANY (($7::text[])[u.lo:u.hi]) AND r.level = u.lvl \
                AND r.bucket >= u.f AND r.bucket < u.t) r \
          GROUP BY u.g, u.lvl, r.bucket",
-        inner.join(", ")
+        sums.join(", ")
     )
-});
+}
+
+/// One bucket's sums over a group's reps.
+type BucketSums = (DateTime<Utc>, Sums);
 
 /// The sums of many parts per (group, level), from one read of their span:
 /// the rows per bucket come back sorted, and each part adds the buckets in
 /// its range (two binary searches), signed, to its slot.
-async fn span_sums(pool: &PgPool, parts: &Parts, groups: &Groups) -> Result<Vec<SumsRow>, Error> {
+async fn span_sums(
+    pool: &PgPool,
+    parts: &Parts,
+    groups: &Groups,
+    metrics: MetricSet,
+) -> Result<Vec<SumsRow>, Error> {
     use sqlx::Row;
     if parts.0.is_empty() {
         return Ok(Vec::new());
@@ -449,14 +501,8 @@ async fn span_sums(pool: &PgPool, parts: &Parts, groups: &Groups) -> Result<Vec<
         span.0 = span.0.min(key.from);
         span.1 = span.1.max(key.to);
     }
-    let (reps, first, last) = groups.arrays();
-    let of_group = |ends: &[i32], group: u32| {
-        usize::try_from(group)
-            .ok()
-            .and_then(|g| ends.get(g).copied())
-            .unwrap_or(0)
-    };
-    let rows = sqlx::query(sqlx::AssertSqlSafe(SPAN_SQL.as_str()))
+    let (first, last) = groups.bounds(spans.keys().map(|k| k.0));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(span_sql(metrics)))
         .bind(
             spans
                 .keys()
@@ -466,22 +512,12 @@ async fn span_sums(pool: &PgPool, parts: &Parts, groups: &Groups) -> Result<Vec<
         .bind(spans.keys().map(|k| k.1).collect::<Vec<_>>())
         .bind(spans.values().map(|v| v.0).collect::<Vec<_>>())
         .bind(spans.values().map(|v| v.1).collect::<Vec<_>>())
-        .bind(
-            spans
-                .keys()
-                .map(|k| of_group(&first, k.0))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            spans
-                .keys()
-                .map(|k| of_group(&last, k.0))
-                .collect::<Vec<_>>(),
-        )
-        .bind(reps)
+        .bind(first)
+        .bind(last)
+        .bind(groups.reps())
         .fetch_all(pool)
         .await?;
-    let mut buckets: HashMap<(u32, i16), Vec<(DateTime<Utc>, Sums)>> = HashMap::new();
+    let mut buckets: HashMap<(u32, i16), Vec<BucketSums>> = HashMap::new();
     for row in &rows {
         let group: i32 = row.try_get(0)?;
         let level: i16 = row.try_get(1)?;
@@ -702,35 +738,19 @@ async fn retention_counts(
     if retention.checks.is_empty() {
         return Ok(HashMap::new());
     }
-    let (reps, first, last) = retention.groups.arrays();
-    let of_group = |ends: &[i32], group: u32| {
-        usize::try_from(group)
-            .ok()
-            .and_then(|g| ends.get(g).copied())
-            .unwrap_or(0)
-    };
     let checks = &retention.checks;
+    let (first, last) = retention.groups.bounds(checks.iter().map(|c| c.1));
     let sql = match source {
         Source::Rollups => &*RETENTION_SQL[0],
         Source::Raw => &*RETENTION_SQL[1],
     };
     let rows: Vec<(i32, i64, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(checks.iter().map(|c| c.0).collect::<Vec<_>>())
-        .bind(
-            checks
-                .iter()
-                .map(|c| of_group(&first, c.1))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            checks
-                .iter()
-                .map(|c| of_group(&last, c.1))
-                .collect::<Vec<_>>(),
-        )
+        .bind(first)
+        .bind(last)
         .bind(checks.iter().map(|c| c.2.start).collect::<Vec<_>>())
         .bind(checks.iter().map(|c| c.2.end).collect::<Vec<_>>())
-        .bind(reps)
+        .bind(retention.groups.reps())
         .fetch_all(pool)
         .await?;
     Ok(rows
