@@ -217,20 +217,14 @@ impl EmbeddedPostgres {
     }
 
     /// Creates the directories and, on first use, the cluster; then starts
-    /// it unless it runs. Serialised across processes by a lock, so two
-    /// first starts at once create one cluster. Returns whether this call
-    /// started the cluster (false: it was running).
-    pub fn prepare_and_start(&self) -> anyhow::Result<bool> {
+    /// it unless it runs (`start` adopts a running one). Serialised across
+    /// processes by a lock, so two first starts at once create one cluster.
+    pub fn prepare_and_start(&self) -> anyhow::Result<()> {
         fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("cannot create data directory {}", self.data_dir.display()))?;
         let _setup = DirLock::acquire(&self.data_dir.join("postgres.setup.lock"))?;
         self.prepare()?;
-        if let Some(pid) = self.running_pid() {
-            tracing::info!(pid, "embedded PostgreSQL is already running; using it");
-            return Ok(false);
-        }
-        self.start()?;
-        Ok(true)
+        self.start()
     }
 
     /// Whether `pgdata` holds a complete cluster (initdb writes

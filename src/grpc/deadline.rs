@@ -13,33 +13,19 @@ use std::{
     time::Duration,
 };
 
-use prost::Message;
 use tonic::Status;
 use tower::{Layer, Service};
 
 use crate::Error;
 
 /// The `/package.Service/Method` paths of the `kpi.v1` methods where
-/// neither side streams, from the descriptor set.
+/// neither side streams.
 static UNARY: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    let set =
-        prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap_or_default();
-    let mut unary = HashSet::new();
-    for file in &set.file {
-        for service in &file.service {
-            for method in &service.method {
-                if !method.client_streaming() && !method.server_streaming() {
-                    unary.insert(format!(
-                        "/{}.{}/{}",
-                        file.package(),
-                        service.name(),
-                        method.name()
-                    ));
-                }
-            }
-        }
-    }
-    unary
+    super::methods()
+        .into_iter()
+        .filter(|m| m.unary)
+        .map(|m| m.path)
+        .collect()
 });
 
 /// Whether the call deadline applies to `path` as a whole.

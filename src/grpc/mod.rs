@@ -21,6 +21,34 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/kpi_descriptor.bin"));
 
+/// One method of the `kpi.v1` API, from its descriptor set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Method {
+    /// `/package.Service/Method`, the gRPC path.
+    pub path: String,
+    /// Neither side streams.
+    pub unary: bool,
+}
+
+/// Every method of the `kpi.v1` API (the access policy and the call
+/// deadline are checked against this list).
+pub fn methods() -> Vec<Method> {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).unwrap_or_default();
+    let mut methods = Vec::new();
+    for file in &set.file {
+        for service in &file.service {
+            for method in &service.method {
+                methods.push(Method {
+                    path: format!("/{}.{}/{}", file.package(), service.name(), method.name()),
+                    unary: !method.client_streaming() && !method.server_streaming(),
+                });
+            }
+        }
+    }
+    methods
+}
+
 /// The fully qualified names of the `kpi.v1` services this server offers
 /// (health reports each of them).
 pub fn service_names() -> Vec<&'static str> {
@@ -35,25 +63,11 @@ pub fn service_names() -> Vec<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use prost::Message;
-
     use crate::domain::access::POLICY;
 
     #[test]
     fn every_method_of_the_api_has_a_policy_entry_and_every_entry_a_method() {
-        let set =
-            prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap_or_default();
-        let mut methods: Vec<String> = set
-            .file
-            .iter()
-            .flat_map(|file| {
-                file.service.iter().flat_map(move |service| {
-                    service.method.iter().map(move |method| {
-                        format!("/{}.{}/{}", file.package(), service.name(), method.name())
-                    })
-                })
-            })
-            .collect();
+        let mut methods: Vec<String> = super::methods().into_iter().map(|m| m.path).collect();
         methods.sort();
         let mut policy: Vec<String> = POLICY.iter().map(|r| r.path.to_owned()).collect();
         policy.sort();

@@ -362,6 +362,31 @@ fn parse_columns(row: &sqlx::postgres::PgRow, first: usize) -> Result<Sums, Erro
 
 /// Per part, an index range scan of its rollup rows (LATERAL: the planner
 /// cannot know how few parts there are and would otherwise scan the table).
+/// One SQL expression per metric, in `METRICS` order: `expr(column)` for
+/// the metrics in `metrics`, the constant `'0'` for the others (never read).
+fn metric_columns(metrics: MetricSet, expr: impl Fn(&str) -> String) -> Vec<String> {
+    METRICS
+        .iter()
+        .zip(COLUMNS)
+        .map(|(m, c)| {
+            if metrics.contains(*m) {
+                expr(c)
+            } else {
+                "'0'".to_owned()
+            }
+        })
+        .collect()
+}
+
+/// Adds `sums`, times `sign`, to `slot`'s total.
+fn add_signed(by_slot: &mut BTreeMap<i32, Sums>, slot: i32, sign: i32, sums: &Sums) {
+    let total = by_slot.entry(slot).or_insert([0; METRICS.len()]);
+    let sign = i128::from(sign);
+    for (sum, value) in total.iter_mut().zip(sums) {
+        *sum += sign * value;
+    }
+}
+
 fn rollup_sql(metrics: MetricSet) -> String {
     let inner: Vec<String> = METRICS
         .iter()
@@ -369,17 +394,9 @@ fn rollup_sql(metrics: MetricSet) -> String {
         .filter(|(m, _)| metrics.contains(**m))
         .map(|(_, c)| format!("sum(r.{c}) AS {c}"))
         .collect();
-    let outer: Vec<String> = METRICS
-        .iter()
-        .zip(COLUMNS)
-        .map(|(m, c)| {
-            if metrics.contains(*m) {
-                format!("coalesce(sum(s.{c} * c.sgn), 0)::text")
-            } else {
-                "'0'".to_owned()
-            }
-        })
-        .collect();
+    let outer = metric_columns(metrics, |c| {
+        format!("coalesce(sum(s.{c} * c.sgn), 0)::text")
+    });
     let inner = if inner.is_empty() {
         "1 AS nothing".to_owned()
     } else {
@@ -440,11 +457,7 @@ async fn rollup_sums(
         else {
             continue;
         };
-        let total = by_slot.entry(key.slot).or_insert([0; METRICS.len()]);
-        let sign = i128::from(sign);
-        for (sum, value) in total.iter_mut().zip(sums) {
-            *sum += sign * value;
-        }
+        add_signed(&mut by_slot, key.slot, sign, sums);
     }
     Ok(by_slot.into_iter().collect())
 }
@@ -452,17 +465,7 @@ async fn rollup_sums(
 /// Per (group, level) span: the group's rollup rows in the span, summed
 /// over its reps per bucket (so at most one row per bucket of the span).
 fn span_sql(metrics: MetricSet) -> String {
-    let sums: Vec<String> = METRICS
-        .iter()
-        .zip(COLUMNS)
-        .map(|(m, c)| {
-            if metrics.contains(*m) {
-                format!("sum(r.{c})::text")
-            } else {
-                "'0'".to_owned()
-            }
-        })
-        .collect();
+    let sums = metric_columns(metrics, |c| format!("sum(r.{c})::text"));
     format!(
         "SELECT u.g, u.lvl, r.bucket, {} \
          FROM UNNEST($1::int[], $2::smallint[], $3::timestamptz[], $4::timestamptz[], \
@@ -542,12 +545,8 @@ async fn span_sums(
         let Some(inside) = list.get(lo..hi) else {
             continue;
         };
-        let total = by_slot.entry(key.slot).or_insert([0; METRICS.len()]);
-        let sign = i128::from(sign);
         for (_, sums) in inside {
-            for (sum, value) in total.iter_mut().zip(sums) {
-                *sum += sign * value;
-            }
+            add_signed(&mut by_slot, key.slot, sign, sums);
         }
     }
     Ok(by_slot.into_iter().collect())
