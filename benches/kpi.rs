@@ -384,6 +384,10 @@ async fn main() -> anyhow::Result<()> {
         ms(heavy.p99)
     );
     println!(
+        "    1-year DAY series over the data's year (365 active days):      p50 {:.2} ms",
+        ms(heavy.dense_p50)
+    );
+    println!(
         "    8 at once, {} rounds: peak RSS {:.1} MiB (RSS before {:.1} MiB, after {:.1} MiB: {:+.1} MiB)",
         HEAVY_ROUNDS,
         heavy.peak_mib,
@@ -404,6 +408,7 @@ const HEAVY_ROUNDS: usize = 3;
 struct Heavy {
     p50: Duration,
     p99: Duration,
+    dense_p50: Duration,
     before_mib: f64,
     peak_mib: f64,
     after_mib: f64,
@@ -421,7 +426,7 @@ async fn measure_heavy_series(
     service: &kpi_service::testkit::process::ServiceProcess,
     calls: usize,
 ) -> anyhow::Result<Heavy> {
-    let series = |client: &KpiServiceClient<_>| {
+    let daily = |client: &KpiServiceClient<_>, start: &'static str, points: usize| {
         let mut client = client.clone();
         async move {
             let answer = client
@@ -429,7 +434,7 @@ async fn measure_heavy_series(
                     subject: subject(true, "bench"),
                     kpi: pb::Kpi::Calls as i32,
                     period: Some(pb::Period {
-                        start_date: "2016-07-01".into(),
+                        start_date: start.into(),
                         end_date: "2026-06-30".into(),
                         time_zone: "Europe/Berlin".into(),
                     }),
@@ -438,16 +443,20 @@ async fn measure_heavy_series(
                 .await?
                 .into_inner();
             anyhow::ensure!(
-                answer.points.len() == 3652,
+                answer.points.len() == points,
                 "{} points",
                 answer.points.len()
             );
             Ok(())
         }
     };
+    let series = |client: &KpiServiceClient<_>| daily(client, "2016-07-01", 3652);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before_mib = service.rss_mib();
     let (p50, p99) = measure((calls / 10).max(10), || series(kpi)).await?;
+    // The year the data covers, every day of it active: what each year of
+    // a long series costs when every year has activity.
+    let (dense_p50, _) = measure((calls / 10).max(10), || daily(kpi, "2025-07-01", 365)).await?;
     service.reset_peak_rss()?;
     for _ in 0..HEAVY_ROUNDS {
         let round: Vec<_> = (0..8).map(|_| series(kpi)).collect();
@@ -461,6 +470,7 @@ async fn measure_heavy_series(
     Ok(Heavy {
         p50,
         p99,
+        dense_p50,
         before_mib,
         peak_mib,
         after_mib,

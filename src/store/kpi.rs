@@ -3,7 +3,7 @@
 //! are tested against).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::LazyLock,
 };
 
@@ -16,7 +16,7 @@ use crate::{
     domain::{
         directory::ChangePoint,
         metrics::{METRICS, Metric, MetricSet, Tally},
-        rollup::{Part, Sums, cover},
+        rollup::{Level, Part, Sums, cover, floor},
         tally::{
             RepRef, RetentionQuery, TallyQuery, TeamMembers, chain_retention, retention_order,
         },
@@ -101,6 +101,13 @@ pub async fn tallies(
         }
     }
     drop(covers);
+    if source == Source::Rollups {
+        let active = active_months(pool, &groups, &bucket_parts, &raw_parts).await?;
+        if let Some(active) = active {
+            bucket_parts.retain_active(&active);
+            raw_parts.retain_active(&active);
+        }
+    }
     // A group read at one level by many parts (a series: one or more per
     // bucket) is read once over their span, summed per bucket in SQL, and
     // the buckets are added to the parts here: the rows read follow the
@@ -225,6 +232,71 @@ impl Groups {
     }
 }
 
+/// Below this many (rep, range) reads, finding the months with activity
+/// costs more than the reads it saves.
+const PRUNE_MIN_READS: usize = 2_000;
+
+/// For each group, the UTC months in which any of its reps has a month
+/// rollup row, between the first part and the last; `None` when the parts
+/// are too few to be worth it. A record contributes to the hour, day and
+/// month rollups of the instant it is credited at, so a range inside
+/// months without a row has no record to read, raw or rolled up: a
+/// 10-year daily series over a team with a year of activity reads the
+/// year (and a rep hired last spring costs nothing before it).
+///
+/// Read before the sums, like each of them on its own connection: a write
+/// acknowledged before the call began is in every one of them.
+async fn active_months(
+    pool: &PgPool,
+    groups: &Groups,
+    bucket_parts: &Parts,
+    raw_parts: &Parts,
+) -> Result<Option<Vec<BTreeSet<DateTime<Utc>>>>, Error> {
+    use sqlx::Row;
+    let keys = || bucket_parts.0.keys().chain(raw_parts.0.keys());
+    let reads: usize = keys()
+        .map(|k| groups.list.get(k.group as usize).map_or(0, Vec::len))
+        .sum();
+    if reads < PRUNE_MIN_READS {
+        return Ok(None);
+    }
+    let (Some(from), Some(to)) = (keys().map(|k| k.from).min(), keys().map(|k| k.to).max()) else {
+        return Ok(None);
+    };
+    let mut reps: Vec<&str> = groups.reps();
+    reps.sort_unstable();
+    reps.dedup();
+    let rows = sqlx::query(
+        "SELECT rep_id, bucket FROM kpi_rollups \
+         WHERE level = 3 AND rep_id = ANY ($1) AND bucket >= $2 AND bucket < $3",
+    )
+    .bind(&reps)
+    .bind(floor(Level::Month, from))
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    let mut by_rep: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
+    for row in &rows {
+        by_rep
+            .entry(row.try_get(0)?)
+            .or_default()
+            .push(row.try_get(1)?);
+    }
+    Ok(Some(
+        groups
+            .list
+            .iter()
+            .map(|reps| {
+                reps.iter()
+                    .filter_map(|rep| by_rep.get(&**rep))
+                    .flatten()
+                    .copied()
+                    .collect()
+            })
+            .collect(),
+    ))
+}
+
 /// Reading a part's range costs an index descent per rep, worth about this
 /// many rows read (see `Parts::split_spans`).
 const DESCENT_ROWS: i64 = 5;
@@ -253,6 +325,17 @@ impl Parts {
             sign,
         };
         *self.0.entry(key).or_insert(0) += 1;
+    }
+
+    /// Keeps the parts that touch a month in which their group is active
+    /// (`active_months`).
+    fn retain_active(&mut self, active: &[BTreeSet<DateTime<Utc>>]) {
+        self.0.retain(|key, _| {
+            let first = floor(Level::Month, key.from);
+            active.get(key.group as usize).is_some_and(|months| {
+                first < key.to && months.range(first..key.to).next().is_some()
+            })
+        });
     }
 
     /// Each part with its sign times its multiplicity.
@@ -869,6 +952,36 @@ mod tests {
             }
         }
         parts
+    }
+
+    #[test]
+    fn parts_in_months_without_activity_are_dropped_and_the_rest_kept() {
+        let mut parts = parts_of(true);
+        let before = parts.0.len();
+        let month = |m: u32| {
+            NaiveDate::from_ymd_opt(2025, m, 1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+                .unwrap_or_default()
+        };
+        // Active in March and April (UTC months) only.
+        let active = vec![[month(3), month(4)].into_iter().collect()];
+        parts.retain_active(&active);
+        assert!(!parts.0.is_empty() && parts.0.len() < before);
+        for key in parts.0.keys() {
+            assert!(
+                key.to > month(3) && key.from < month(5),
+                "{key:?} is outside March and April"
+            );
+        }
+        // The Berlin day of 1 March starts on 28 February UTC: its edge
+        // hours before March are in an inactive month and go, its day in
+        // March stays.
+        assert!(parts.0.keys().any(|k| k.from == month(3)));
+        // A group with no activity at all keeps nothing.
+        let mut parts = parts_of(true);
+        parts.retain_active(&[BTreeSet::new()]);
+        assert!(parts.0.is_empty());
     }
 
     fn levels(parts: &Parts) -> std::collections::BTreeSet<i16> {
