@@ -134,7 +134,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     .await?;
     let c = &summary.counts;
     println!(
-        "demo: {} records in {} batches in {:.1} s: {:.0} records/s (inserted {}, updated {}, unchanged {}, stale {})",
+        "demo: {} records in {} batches in {:.1} s: {:.0} records/s (inserted {}, updated {}, unchanged {}, stale {}, deleted {})",
         summary.records,
         summary.batches,
         summary.elapsed.as_secs_f64(),
@@ -142,7 +142,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         c.inserted,
         c.updated,
         c.unchanged,
-        c.stale
+        c.stale,
+        c.deleted
     );
     Ok(())
 }

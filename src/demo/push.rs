@@ -100,6 +100,7 @@ pub async fn push(
         summary.counts.updated += counts.updated;
         summary.counts.unchanged += counts.unchanged;
         summary.counts.stale += counts.stale;
+        summary.counts.deleted += counts.deleted;
     }
     progress.abort();
     summary.elapsed = started.elapsed();

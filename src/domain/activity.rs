@@ -261,6 +261,79 @@ versioned!(Deal, "deal");
 versioned!(Feedback, "feedback");
 versioned!(CustomerRequest, "customer_request");
 
+/// A deleted record: its id and the deletion's version (the source
+/// system's `updated_at` of the deletion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub id: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One version of a record of type `T`, as it arrives or as it is stored:
+/// the record itself, or its deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Version<T> {
+    Live(T),
+    Deleted(Tombstone),
+}
+
+/// Where a version stands among the versions of its id: by `updated_at`,
+/// and at the same `updated_at` a deletion after the record, so that a
+/// deletion removes a stored version with `updated_at` <= its own, and the
+/// record arriving after its deletion with the same `updated_at` is stale
+/// (the order the two arrive in does not change the outcome).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VersionKey {
+    pub at: DateTime<Utc>,
+    pub deleted: bool,
+}
+
+impl<T: Versioned> Version<T> {
+    pub fn id(&self) -> &str {
+        match self {
+            Version::Live(r) => r.id(),
+            Version::Deleted(t) => &t.id,
+        }
+    }
+
+    pub fn key(&self) -> VersionKey {
+        match self {
+            Version::Live(r) => VersionKey {
+                at: r.updated_at(),
+                deleted: false,
+            },
+            Version::Deleted(t) => VersionKey {
+                at: t.updated_at,
+                deleted: true,
+            },
+        }
+    }
+
+    /// The record's rep; a deletion names none.
+    pub fn rep_id(&self) -> Option<&str> {
+        self.live().map(Versioned::rep_id)
+    }
+
+    pub fn live(&self) -> Option<&T> {
+        match self {
+            Version::Live(r) => Some(r),
+            Version::Deleted(_) => None,
+        }
+    }
+
+    /// The kind of record the version arrived as, for request paths
+    /// (`deal`, or `deletion`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Version::Live(_) => T::KIND,
+            Version::Deleted(_) => DELETION_KIND,
+        }
+    }
+}
+
+/// The request path name of a deletion (`records[3].deletion.record_id`).
+pub const DELETION_KIND: &str = "deletion";
+
 /// One problem with one field of one record of a batch: the record's
 /// index in the batch, its kind (`deal`), the field (`closed_at`,
 /// `amount.currency_code`) and what is wrong. A transport turns it into
@@ -297,11 +370,11 @@ impl RecordViolation {
 /// so that the caller hears of everything at once, but nothing is written.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub customers: Vec<(usize, Customer)>,
-    pub interactions: Vec<(usize, Interaction)>,
-    pub deals: Vec<(usize, Deal)>,
-    pub feedback: Vec<(usize, Feedback)>,
-    pub requests: Vec<(usize, CustomerRequest)>,
+    pub customers: Vec<(usize, Version<Customer>)>,
+    pub interactions: Vec<(usize, Version<Interaction>)>,
+    pub deals: Vec<(usize, Version<Deal>)>,
+    pub feedback: Vec<(usize, Version<Feedback>)>,
+    pub requests: Vec<(usize, Version<CustomerRequest>)>,
     pub invalid: Vec<RecordViolation>,
 }
 
@@ -326,6 +399,7 @@ pub struct Counts {
     pub updated: u64,
     pub unchanged: u64,
     pub stale: u64,
+    pub deleted: u64,
 }
 
 impl std::ops::AddAssign for Counts {
@@ -334,12 +408,25 @@ impl std::ops::AddAssign for Counts {
         self.updated += other.updated;
         self.unchanged += other.unchanged;
         self.stale += other.stale;
+        self.deleted += other.deleted;
     }
 }
 
 impl Counts {
     pub fn total(&self) -> u64 {
-        self.inserted + self.updated + self.unchanged + self.stale
+        self.inserted + self.updated + self.unchanged + self.stale + self.deleted
+    }
+
+    /// Counts a version that becomes the current one over `previous`: a
+    /// deletion is `deleted` (whatever it removes, a tombstone included); a
+    /// record is `updated` when it replaces a record, `inserted` when
+    /// there was none (nothing stored, or a deletion: it is restored).
+    fn apply(&mut self, key: VersionKey, previous: Option<VersionKey>) {
+        match previous {
+            _ if key.deleted => self.deleted += 1,
+            Some(p) if !p.deleted => self.updated += 1,
+            _ => self.inserted += 1,
+        }
     }
 }
 
@@ -354,11 +441,13 @@ pub enum Outcome {
     Conflict,
 }
 
-pub fn classify<T: Versioned>(incoming: &T, stored: Option<&T>) -> Outcome {
+/// What an incoming version does over the stored one (see `VersionKey`
+/// for how a deletion and a record of the same `updated_at` order).
+pub fn classify<T: Versioned>(incoming: &Version<T>, stored: Option<&Version<T>>) -> Outcome {
     let Some(stored) = stored else {
         return Outcome::Insert;
     };
-    match incoming.updated_at().cmp(&stored.updated_at()) {
+    match incoming.key().cmp(&stored.key()) {
         std::cmp::Ordering::Greater => Outcome::Update,
         std::cmp::Ordering::Less => Outcome::Stale,
         std::cmp::Ordering::Equal if incoming == stored => Outcome::Unchanged,
@@ -374,39 +463,40 @@ pub fn classify<T: Versioned>(incoming: &T, stored: Option<&T>) -> Outcome {
 /// counted by `dedupe` itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct History {
-    pub before: Vec<DateTime<Utc>>,
+    pub before: Vec<VersionKey>,
     pub repeats_after: u64,
 }
 
 impl History {
     /// The counts of the winner's id as if its versions had arrived one
-    /// after another on top of the stored version (`stored`: its
-    /// `updated_at`), given what the winner itself is against the stored
-    /// version (`winner`: from `classify`).
-    pub fn counts(&self, stored: Option<DateTime<Utc>>, winner: Outcome) -> Counts {
+    /// after another on top of the stored version (`stored`: its key),
+    /// given the winner's key and what it is against the stored version
+    /// (`outcome`: from `classify`).
+    pub fn counts(
+        &self,
+        stored: Option<VersionKey>,
+        winner: VersionKey,
+        outcome: Outcome,
+    ) -> Counts {
         let mut counts = Counts::default();
         let mut current = stored;
-        for &at in &self.before {
+        for &key in &self.before {
             match current {
-                None => counts.inserted += 1,
-                Some(c) if at > c => counts.updated += 1,
-                Some(c) if at < c => counts.stale += 1,
-                Some(_) => counts.unchanged += 1,
+                Some(c) if key < c => counts.stale += 1,
+                Some(c) if key == c => counts.unchanged += 1,
+                _ => counts.apply(key, current),
             }
-            current = current.max(Some(at));
+            current = current.max(Some(key));
         }
-        // An earlier version of the batch was written first: the winner
-        // then updates it.
-        let raised = current != stored;
-        match winner {
-            Outcome::Insert | Outcome::Update if raised => counts.updated += 1,
-            Outcome::Insert => counts.inserted += 1,
-            Outcome::Update => counts.updated += 1,
+        // Earlier versions of the batch were written first: the winner
+        // then replaces the newest of them.
+        match outcome {
+            Outcome::Insert | Outcome::Update => counts.apply(winner, current),
             Outcome::Unchanged => counts.unchanged += 1,
             Outcome::Stale => counts.stale += 1,
             Outcome::Conflict => {}
         }
-        if winner == Outcome::Stale {
+        if outcome == Outcome::Stale {
             counts.stale += self.repeats_after;
         } else {
             counts.unchanged += self.repeats_after;
@@ -420,7 +510,7 @@ impl History {
 /// at their arrival are counted here; the rest of each id's versions go to
 /// its `History`, counted against the stored version by `History::counts`,
 /// so that the counts are those of the records arriving one after another.
-pub fn dedupe<T: Versioned>(mut records: Vec<(usize, T)>) -> Deduped<T> {
+pub fn dedupe<T: Versioned>(mut records: Vec<(usize, Version<T>)>) -> Deduped<T> {
     let mut counts = Counts::default();
     let mut conflicts = Vec::new();
     let mut dropped = Vec::new();
@@ -428,18 +518,18 @@ pub fn dedupe<T: Versioned>(mut records: Vec<(usize, T)>) -> Deduped<T> {
     // Sorting by (id, request index) groups each id's records in arrival
     // order without hashing or copying ids.
     records.sort_by(|a, b| a.1.id().cmp(b.1.id()).then(a.0.cmp(&b.0)));
-    let mut winners: Vec<(usize, T)> = Vec::with_capacity(records.len());
+    let mut winners: Vec<(usize, Version<T>)> = Vec::with_capacity(records.len());
     for (index, record) in records {
         match (winners.last_mut(), histories.last_mut()) {
             (Some(current), Some(history)) if current.1.id() == record.id() => {
                 let loser = match classify(&record, Some(&current.1)) {
                     // (Insert cannot happen: there is a version to compare.)
                     Outcome::Update | Outcome::Insert => {
-                        history.before.push(current.1.updated_at());
+                        history.before.push(current.1.key());
                         let repeats = usize::try_from(history.repeats_after).unwrap_or(0);
                         history
                             .before
-                            .extend(std::iter::repeat_n(current.1.updated_at(), repeats));
+                            .extend(std::iter::repeat_n(current.1.key(), repeats));
                         history.repeats_after = 0;
                         std::mem::replace(current, (index, record))
                     }
@@ -452,11 +542,13 @@ pub fn dedupe<T: Versioned>(mut records: Vec<(usize, T)>) -> Deduped<T> {
                         (index, record)
                     }
                     Outcome::Conflict => {
-                        conflicts.push(index);
+                        conflicts.push((index, record.kind()));
                         (index, record)
                     }
                 };
-                dropped.push((loser.0, loser.1.rep_id().to_owned()));
+                if let Some(rep) = loser.1.rep_id() {
+                    dropped.push((loser.0, rep.to_owned()));
+                }
             }
             _ => {
                 winners.push((index, record));
@@ -483,11 +575,11 @@ pub fn dedupe<T: Versioned>(mut records: Vec<(usize, T)>) -> Deduped<T> {
 /// What `dedupe` makes of a batch's records of one type.
 pub struct Deduped<T> {
     /// One version per id, sorted by id (the order rows are locked in).
-    pub winners: Vec<(usize, T)>,
+    pub winners: Vec<(usize, Version<T>)>,
     pub counts: Counts,
-    /// Request indexes of records that conflict with another of the same
-    /// id and `updated_at`.
-    pub conflicts: Vec<usize>,
+    /// Request indexes (and kinds) of records that conflict with another
+    /// of the same id and `updated_at`.
+    pub conflicts: Vec<(usize, &'static str)>,
     /// (request index, rep) of the records left out: their reps must
     /// exist too.
     pub dropped: Vec<(usize, String)>,
@@ -497,11 +589,11 @@ pub struct Deduped<T> {
 
 /// A batch reduced to one version per id, with what that reduction found.
 pub struct BatchPlan {
-    pub customers: Vec<(usize, Customer)>,
-    pub interactions: Vec<(usize, Interaction)>,
-    pub deals: Vec<(usize, Deal)>,
-    pub feedback: Vec<(usize, Feedback)>,
-    pub requests: Vec<(usize, CustomerRequest)>,
+    pub customers: Vec<(usize, Version<Customer>)>,
+    pub interactions: Vec<(usize, Version<Interaction>)>,
+    pub deals: Vec<(usize, Version<Deal>)>,
+    pub feedback: Vec<(usize, Version<Feedback>)>,
+    pub requests: Vec<(usize, Version<CustomerRequest>)>,
     /// The records the reduction left out, by (index, kind, rep_id): their
     /// reps must exist too.
     pub dropped: Vec<(usize, &'static str, String)>,
@@ -515,19 +607,19 @@ pub struct BatchPlan {
 }
 
 fn reduce<T: Versioned>(
-    records: Vec<(usize, T)>,
+    records: Vec<(usize, Version<T>)>,
     dropped: &mut Vec<(usize, &'static str, String)>,
     counts: &mut Counts,
     history: &mut HashMap<usize, History>,
     violations: &mut Vec<RecordViolation>,
-) -> Vec<(usize, T)> {
+) -> Vec<(usize, Version<T>)> {
     let deduped = dedupe(records);
     *counts += deduped.counts;
     history.extend(deduped.history);
-    violations.extend(deduped.conflicts.into_iter().map(|index| {
+    violations.extend(deduped.conflicts.into_iter().map(|(index, kind)| {
         RecordViolation::new(
             index,
-            T::KIND,
+            kind,
             "updated_at",
             "another record of this batch has the same id and updated_at but different content",
         )
@@ -541,13 +633,14 @@ fn reduce<T: Versioned>(
     deduped.winners
 }
 
-/// (index, kind, rep_id) of `records`.
+/// (index, kind, rep_id) of the records among `versions` (a deletion
+/// names no rep).
 fn reps_of<T: Versioned>(
-    records: &[(usize, T)],
+    versions: &[(usize, Version<T>)],
 ) -> impl Iterator<Item = (usize, &'static str, &str)> {
-    records
+    versions
         .iter()
-        .map(|(index, r)| (*index, T::KIND, r.rep_id()))
+        .filter_map(|(index, v)| v.rep_id().map(|rep| (*index, T::KIND, rep)))
 }
 
 impl BatchPlan {
@@ -597,8 +690,8 @@ mod tests {
             .unwrap_or_default()
     }
 
-    fn call(id: &str, updated: u32, duration: i32) -> Interaction {
-        Interaction {
+    fn call(id: &str, updated: u32, duration: i32) -> Version<Interaction> {
+        Version::Live(Interaction {
             id: id.into(),
             rep_id: "anna".into(),
             customer_id: None,
@@ -606,6 +699,27 @@ mod tests {
             occurred_at: at(1),
             duration_seconds: Some(duration),
             updated_at: at(updated),
+        })
+    }
+
+    fn deletion(id: &str, updated: u32) -> Version<Interaction> {
+        Version::Deleted(Tombstone {
+            id: id.into(),
+            updated_at: at(updated),
+        })
+    }
+
+    fn live(hour: u32) -> VersionKey {
+        VersionKey {
+            at: at(hour),
+            deleted: false,
+        }
+    }
+
+    fn gone(hour: u32) -> VersionKey {
+        VersionKey {
+            at: at(hour),
+            deleted: true,
         }
     }
 
@@ -626,6 +740,41 @@ mod tests {
     }
 
     #[test]
+    fn a_deletion_removes_versions_up_to_its_own_and_keeps_older_ones_out() {
+        let stored = call("i1", 5, 60);
+        // A deletion at or after the stored version removes it; before, it
+        // is stale.
+        assert_eq!(classify(&deletion("i1", 5), Some(&stored)), Outcome::Update);
+        assert_eq!(classify(&deletion("i1", 6), Some(&stored)), Outcome::Update);
+        assert_eq!(classify(&deletion("i1", 4), Some(&stored)), Outcome::Stale);
+        // Of an id never seen: kept as a tombstone.
+        assert_eq!(classify(&deletion("i1", 4), None), Outcome::Insert);
+        // After the deletion: a replay is unchanged, an older or equal
+        // version of the record stale, a newer one restores it.
+        let tombstone = deletion("i1", 5);
+        assert_eq!(
+            classify(&deletion("i1", 5), Some(&tombstone)),
+            Outcome::Unchanged
+        );
+        assert_eq!(
+            classify(&call("i1", 5, 60), Some(&tombstone)),
+            Outcome::Stale
+        );
+        assert_eq!(
+            classify(&call("i1", 4, 60), Some(&tombstone)),
+            Outcome::Stale
+        );
+        assert_eq!(
+            classify(&call("i1", 6, 60), Some(&tombstone)),
+            Outcome::Update
+        );
+        assert_eq!(
+            classify(&deletion("i1", 7), Some(&tombstone)),
+            Outcome::Update
+        );
+    }
+
+    #[test]
     fn a_batch_keeps_one_version_per_id() {
         let records = vec![
             (0, call("b", 5, 60)),
@@ -642,7 +791,7 @@ mod tests {
             history,
             ..
         } = dedupe(records);
-        let kept: Vec<_> = winners.iter().map(|(i, r)| (*i, r.id.as_str())).collect();
+        let kept: Vec<_> = winners.iter().map(|(i, r)| (*i, r.id())).collect();
         assert_eq!(kept, [(1, "a"), (2, "b")]);
         // b at 6 arrived after b at 7: stale whatever is stored.
         assert_eq!(
@@ -652,7 +801,7 @@ mod tests {
                 ..Counts::default()
             }
         );
-        assert_eq!(conflicts, [5]);
+        assert_eq!(conflicts, [(5, "interaction")]);
         assert_eq!(
             history.get(&1),
             Some(&History {
@@ -663,10 +812,39 @@ mod tests {
         assert_eq!(
             history.get(&2),
             Some(&History {
-                before: vec![at(5)],
+                before: vec![live(5)],
                 repeats_after: 0
             })
         );
+    }
+
+    #[test]
+    fn in_a_batch_a_deletion_wins_over_the_record_of_its_version() {
+        let Deduped {
+            winners,
+            counts,
+            conflicts,
+            history,
+            dropped,
+        } = dedupe(vec![
+            (0, call("a", 5, 60)),
+            (1, deletion("a", 5)),
+            (2, call("a", 5, 60)),
+        ]);
+        assert!(conflicts.is_empty());
+        assert_eq!(winners.len(), 1);
+        assert_eq!(winners.first().map(|(i, _)| *i), Some(1));
+        // The record after its deletion is stale; the record before it is
+        // in the deletion's history (and its rep must exist).
+        assert_eq!(counts.stale, 1);
+        assert_eq!(
+            history.get(&1),
+            Some(&History {
+                before: vec![live(5)],
+                repeats_after: 0
+            })
+        );
+        assert_eq!(dropped.len(), 2);
     }
 
     fn counted(inserted: u64, updated: u64, unchanged: u64, stale: u64) -> Counts {
@@ -675,6 +853,7 @@ mod tests {
             updated,
             unchanged,
             stale,
+            deleted: 0,
         }
     }
 
@@ -682,35 +861,86 @@ mod tests {
     fn versions_of_one_batch_count_as_if_they_arrived_one_after_another() {
         // v1 then v2 of a new id: inserted, then updated.
         let v1_v2 = History {
-            before: vec![at(1)],
+            before: vec![live(1)],
             repeats_after: 0,
         };
-        assert_eq!(v1_v2.counts(None, Outcome::Insert), counted(1, 1, 0, 0));
+        assert_eq!(
+            v1_v2.counts(None, live(2), Outcome::Insert),
+            counted(1, 1, 0, 0)
+        );
         // Stored at 0: both update it.
         assert_eq!(
-            v1_v2.counts(Some(at(0)), Outcome::Update),
+            v1_v2.counts(Some(live(0)), live(2), Outcome::Update),
             counted(0, 2, 0, 0)
         );
         // Stored between them: v1 stale, v2 updates.
         let v1_v3 = History {
-            before: vec![at(1)],
+            before: vec![live(1)],
             repeats_after: 2,
         };
         assert_eq!(
-            v1_v3.counts(Some(at(2)), Outcome::Update),
+            v1_v3.counts(Some(live(2)), live(3), Outcome::Update),
             counted(0, 1, 2, 1)
         );
         // Stored after both: all stale, the winner's repeats too.
         assert_eq!(
-            v1_v3.counts(Some(at(9)), Outcome::Stale),
+            v1_v3.counts(Some(live(9)), live(3), Outcome::Stale),
             counted(0, 0, 0, 4)
         );
         // v1, v1 again, v2: inserted, unchanged, updated.
         let repeat = History {
-            before: vec![at(1), at(1)],
+            before: vec![live(1), live(1)],
             repeats_after: 0,
         };
-        assert_eq!(repeat.counts(None, Outcome::Insert), counted(1, 1, 1, 0));
+        assert_eq!(
+            repeat.counts(None, live(2), Outcome::Insert),
+            counted(1, 1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn deletions_in_a_batch_count_as_if_they_arrived_one_after_another() {
+        let deleted = |n: u64| Counts {
+            deleted: n,
+            ..Counts::default()
+        };
+        // A new id, then its deletion: inserted, deleted.
+        let insert_then_delete = History {
+            before: vec![live(1)],
+            repeats_after: 0,
+        };
+        let mut expected = counted(1, 0, 0, 0);
+        expected += deleted(1);
+        assert_eq!(
+            insert_then_delete.counts(None, gone(2), Outcome::Insert),
+            expected
+        );
+        // Stored, deleted, then restored by a newer version: deleted,
+        // inserted.
+        let delete_then_restore = History {
+            before: vec![gone(2)],
+            repeats_after: 0,
+        };
+        let mut expected = counted(1, 0, 0, 0);
+        expected += deleted(1);
+        assert_eq!(
+            delete_then_restore.counts(Some(live(1)), live(3), Outcome::Update),
+            expected
+        );
+        // A deletion of an id never seen, replayed twice: deleted,
+        // unchanged, unchanged.
+        let replayed = History {
+            before: vec![],
+            repeats_after: 2,
+        };
+        let mut expected = counted(0, 0, 2, 0);
+        expected += deleted(1);
+        assert_eq!(replayed.counts(None, gone(4), Outcome::Insert), expected);
+        // A deletion replayed after it was stored: unchanged.
+        assert_eq!(
+            History::default().counts(Some(gone(4)), gone(4), Outcome::Unchanged),
+            counted(0, 0, 1, 0)
+        );
     }
 
     #[test]

@@ -20,9 +20,9 @@ use crate::{
     domain::{
         Violations,
         activity::{
-            Amount, Batch, Channel, Counts, Customer, CustomerRequest, Deal, DealStage, Feedback,
-            FeedbackKind, Interaction, MAX_BATCH_RECORDS, MAX_COMMENT_CHARS, MAX_FUTURE,
-            RecordViolation, to_micros,
+            Amount, Batch, Channel, Counts, Customer, CustomerRequest, DELETION_KIND, Deal,
+            DealStage, Feedback, FeedbackKind, Interaction, MAX_BATCH_RECORDS, MAX_COMMENT_CHARS,
+            MAX_FUTURE, RecordViolation, Tombstone, Version, to_micros,
         },
         ids::{check_id, echo},
     },
@@ -92,6 +92,7 @@ impl From<Counts> for pb::RecordCounts {
             updated: n(c.updated),
             unchanged: n(c.unchanged),
             stale: n(c.stale),
+            deleted: n(c.deleted),
         }
     }
 }
@@ -220,7 +221,7 @@ pub fn parse_batch(
                 index,
                 kind: None,
                 field: "",
-                problem: "must hold one record (customer, interaction, deal, feedback or customer_request)".to_owned(),
+                problem: "must hold one record (customer, interaction, deal, feedback, customer_request or deletion)".to_owned(),
             });
             continue;
         };
@@ -234,31 +235,54 @@ pub fn parse_batch(
             Record::Customer(r) => {
                 c.kind = "customer";
                 if let Some(r) = c.customer(r) {
-                    batch.customers.push((index, r));
+                    batch.customers.push((index, Version::Live(r)));
                 }
             }
             Record::Interaction(r) => {
                 c.kind = "interaction";
                 if let Some(r) = c.interaction(r) {
-                    batch.interactions.push((index, r));
+                    batch.interactions.push((index, Version::Live(r)));
                 }
             }
             Record::Deal(r) => {
                 c.kind = "deal";
                 if let Some(r) = c.deal(r, reporting_currency) {
-                    batch.deals.push((index, r));
+                    batch.deals.push((index, Version::Live(r)));
+                }
+            }
+            Record::Deletion(r) => {
+                c.kind = DELETION_KIND;
+                let Some((record_type, gone)) = c.deletion(r) else {
+                    continue;
+                };
+                match record_type {
+                    pb::RecordType::Customer => {
+                        batch.customers.push((index, Version::Deleted(gone)))
+                    }
+                    pb::RecordType::Interaction => {
+                        batch.interactions.push((index, Version::Deleted(gone)));
+                    }
+                    pb::RecordType::Deal => batch.deals.push((index, Version::Deleted(gone))),
+                    pb::RecordType::Feedback => {
+                        batch.feedback.push((index, Version::Deleted(gone)))
+                    }
+                    pb::RecordType::CustomerRequest => {
+                        batch.requests.push((index, Version::Deleted(gone)));
+                    }
+                    // Refused by `deletion`.
+                    pb::RecordType::Unspecified => {}
                 }
             }
             Record::Feedback(r) => {
                 c.kind = "feedback";
                 if let Some(r) = c.feedback(r) {
-                    batch.feedback.push((index, r));
+                    batch.feedback.push((index, Version::Live(r)));
                 }
             }
             Record::CustomerRequest(r) => {
                 c.kind = "customer_request";
                 if let Some(r) = c.request(r) {
-                    batch.requests.push((index, r));
+                    batch.requests.push((index, Version::Live(r)));
                 }
             }
         }
@@ -543,6 +567,32 @@ impl RecordCheck<'_> {
             comment: comment?,
             updated_at: updated_at?,
         })
+    }
+
+    /// A deletion: the record type it deletes, and its tombstone.
+    fn deletion(&mut self, r: pb::Deletion) -> Option<(pb::RecordType, Tombstone)> {
+        let record_type = self.check(
+            "record_type",
+            pb::RecordType::try_from(r.record_type)
+                .ok()
+                .filter(|t| *t != pb::RecordType::Unspecified)
+                .ok_or_else(|| {
+                    format!(
+                        "must be RECORD_TYPE_CUSTOMER, RECORD_TYPE_INTERACTION, RECORD_TYPE_DEAL, \
+                         RECORD_TYPE_FEEDBACK or RECORD_TYPE_CUSTOMER_REQUEST (got {})",
+                        r.record_type
+                    )
+                }),
+        );
+        let id = self.id("record_id", r.record_id);
+        let updated_at = self.required_time("updated_at", r.updated_at.as_ref());
+        Some((
+            record_type?,
+            Tombstone {
+                id: id?,
+                updated_at: updated_at?,
+            },
+        ))
     }
 
     fn request(&mut self, r: pb::CustomerRequest) -> Option<CustomerRequest> {

@@ -23,7 +23,7 @@ use crate::{
     Error,
     domain::{
         activity::{
-            Batch, BatchPlan, Counts, History, Outcome, RecordViolation, Versioned, classify,
+            Batch, BatchPlan, Counts, History, Outcome, RecordViolation, Version, classify,
         },
         rollup::Deltas,
     },
@@ -223,17 +223,18 @@ async fn apply(
 
 /// What a batch will write for one record type.
 struct Staged<'a, T> {
-    /// New ids (as far as the transaction can see).
-    inserts: Vec<&'a T>,
+    /// New ids (as far as the transaction can see): records and
+    /// tombstones.
+    inserts: Vec<&'a Version<T>>,
     /// Newer versions, with the stored version they replace.
-    updates: Vec<(&'a T, T)>,
+    updates: Vec<(&'a Version<T>, Version<T>)>,
 }
 
-/// Locks and reads the stored versions of `records`, classifies each
-/// record, and returns what to write.
+/// Locks and reads the stored versions of `versions`, classifies each
+/// one, and returns what to write.
 async fn stage<'a, T: Table>(
     conn: &mut PgConnection,
-    records: &'a [(usize, T)],
+    versions: &'a [(usize, Version<T>)],
     history: &HashMap<usize, History>,
     counts: &mut Counts,
     violations: &mut Vec<RecordViolation>,
@@ -242,35 +243,36 @@ async fn stage<'a, T: Table>(
         inserts: Vec::new(),
         updates: Vec::new(),
     };
-    if records.is_empty() {
+    if versions.is_empty() {
         return Ok(staged);
     }
-    let ids: Vec<&str> = records.iter().map(|(_, r)| r.id()).collect();
-    let mut stored: HashMap<String, T> = records::load::<T>(conn, &ids)
+    let ids: Vec<&str> = versions.iter().map(|(_, v)| v.id()).collect();
+    let mut stored: HashMap<String, Version<T>> = records::load::<T>(conn, &ids)
         .await?
         .into_iter()
-        .map(|r| (r.id().to_owned(), r))
+        .map(|v| (v.id().to_owned(), v))
         .collect();
-    for (index, record) in records {
-        let old = stored.remove(record.id());
-        let outcome = classify(record, old.as_ref());
+    for (index, version) in versions {
+        let old = stored.remove(version.id());
+        let outcome = classify(version, old.as_ref());
         const ALONE: History = History {
             before: Vec::new(),
             repeats_after: 0,
         };
-        *counts += history
-            .get(index)
-            .unwrap_or(&ALONE)
-            .counts(old.as_ref().map(Versioned::updated_at), outcome);
+        *counts += history.get(index).unwrap_or(&ALONE).counts(
+            old.as_ref().map(Version::key),
+            version.key(),
+            outcome,
+        );
         match outcome {
-            Outcome::Insert => staged.inserts.push(record),
+            Outcome::Insert => staged.inserts.push(version),
             Outcome::Update => {
                 if let Some(old) = old {
-                    staged.updates.push((record, old));
+                    staged.updates.push((version, old));
                 }
             }
             Outcome::Unchanged | Outcome::Stale => {}
-            Outcome::Conflict => violations.push(conflict(*index, T::KIND)),
+            Outcome::Conflict => violations.push(conflict(*index, version.kind())),
         }
     }
     Ok(staged)
@@ -298,21 +300,47 @@ impl Writer<'_> {
             inserts,
             mut updates,
         } = staged;
-        if !inserts.is_empty() {
-            records::upsert(self.conn, &inserts, false).await?;
-            for record in inserts {
+        let mut new_records = Vec::new();
+        let mut new_tombstones = Vec::new();
+        for version in inserts {
+            match version {
+                Version::Live(record) => new_records.push(record),
+                Version::Deleted(tombstone) => new_tombstones.push(tombstone),
+            }
+        }
+        if !new_records.is_empty() {
+            records::upsert(self.conn, &new_records, false).await?;
+            for record in new_records {
                 self.deltas
                     .apply(record.rep_id(), &record.contributions(), 1);
             }
         }
-        if !updates.is_empty() {
-            updates.sort_by(|a, b| a.0.id().cmp(b.0.id()));
-            let rows: Vec<&T> = updates.iter().map(|(new, _)| *new).collect();
-            records::upsert(self.conn, &rows, true).await?;
-            for (new, old) in &updates {
+        if !new_tombstones.is_empty() {
+            records::insert_tombstones::<T>(self.conn, &new_tombstones).await?;
+        }
+        if updates.is_empty() {
+            return Ok(());
+        }
+        updates.sort_by(|a, b| a.0.id().cmp(b.0.id()));
+        let mut replaced = Vec::new();
+        let mut buried = Vec::new();
+        for (new, old) in &updates {
+            if let Version::Live(old) = old {
                 self.deltas.apply(old.rep_id(), &old.contributions(), -1);
-                self.deltas.apply(new.rep_id(), &new.contributions(), 1);
             }
+            match new {
+                Version::Live(new) => {
+                    self.deltas.apply(new.rep_id(), &new.contributions(), 1);
+                    replaced.push(new);
+                }
+                Version::Deleted(tombstone) => buried.push(tombstone),
+            }
+        }
+        if !replaced.is_empty() {
+            records::upsert(self.conn, &replaced, true).await?;
+        }
+        if !buried.is_empty() {
+            records::bury::<T>(self.conn, &buried).await?;
         }
         Ok(())
     }

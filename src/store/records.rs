@@ -15,7 +15,7 @@ use sqlx::{
 use crate::domain::{
     activity::{
         Amount, Channel, Customer, CustomerRequest, Deal, DealStage, Feedback, FeedbackKind,
-        Interaction, Versioned,
+        Interaction, Tombstone, Version, Versioned,
     },
     metrics::{self, Contributions},
 };
@@ -235,16 +235,59 @@ record_table!(CustomerRequest in "customer_requests", metrics::request_contribut
     updated_at: "source_updated_at",
 });
 
-/// The stored versions of `ids`, locked for the transaction, in id order
-/// (through the primary key: see `store::activity::BEGIN_BATCH`).
-pub async fn load<T: Table>(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<T>, sqlx::Error> {
+/// The stored versions of `ids` (records and tombstones), locked for the
+/// transaction, in id order (through the primary key: see
+/// `store::activity::BEGIN_BATCH`).
+pub async fn load<T: Table>(
+    conn: &mut PgConnection,
+    ids: &[&str],
+) -> Result<Vec<Version<T>>, sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(T::sql().load.as_str()))
         .bind(ids)
         .fetch_all(conn)
         .await?
         .iter()
-        .map(T::decode)
+        .map(|row| {
+            if row.try_get::<bool, _>("deleted")? {
+                Ok(Version::Deleted(Tombstone {
+                    id: row.try_get(0)?,
+                    updated_at: row.try_get("source_updated_at")?,
+                }))
+            } else {
+                T::decode(row).map(Version::Live)
+            }
+        })
         .collect()
+}
+
+/// Stores tombstones of ids that have no stored version (sorted by id; a
+/// concurrent insert of the same id fails the statement with a unique
+/// violation, as `upsert` does).
+pub async fn insert_tombstones<T: Table>(
+    conn: &mut PgConnection,
+    tombstones: &[&Tombstone],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(T::sql().bury_new.as_str()))
+        .bind(tombstones.iter().map(|t| t.id.as_str()).collect::<Vec<_>>())
+        .bind(tombstones.iter().map(|t| t.updated_at).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Turns stored versions (locked by `load`) into tombstones: every column
+/// but the id NULL, the deletion's version kept; only versions the
+/// deletion is newer than (see `VersionKey`).
+pub async fn bury<T: Table>(
+    conn: &mut PgConnection,
+    tombstones: &[&Tombstone],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(T::sql().bury.as_str()))
+        .bind(tombstones.iter().map(|t| t.id.as_str()).collect::<Vec<_>>())
+        .bind(tombstones.iter().map(|t| t.updated_at).collect::<Vec<_>>())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Inserts `rows` (sorted by id; an id inserted meanwhile by a concurrent
@@ -272,6 +315,8 @@ pub struct TableSql {
     load: String,
     insert: String,
     replace: String,
+    bury_new: String,
+    bury: String,
 }
 
 impl TableSql {
@@ -303,7 +348,7 @@ impl TableSql {
         // believes empty.)
         let load = format!(
             "WITH r AS MATERIALIZED (SELECT min(x) AS lo, max(x) AS hi FROM unnest($1::text[]) x) \
-             SELECT {} FROM {table} WHERE {id} = ANY($1) \
+             SELECT {}, deleted FROM {table} WHERE {id} = ANY($1) \
              AND EXISTS (SELECT 1 FROM {table} s \
                          WHERE s.{id} BETWEEN (SELECT lo FROM r) AND (SELECT hi FROM r)) \
              ORDER BY {id} FOR UPDATE",
@@ -319,15 +364,36 @@ impl TableSql {
             .skip(1)
             .map(|c| format!("{c} = EXCLUDED.{c}"))
             .collect();
+        // A newer version replaces a record or restores a deleted one.
         let replace = format!(
-            "{insert} ON CONFLICT ({id}) DO UPDATE SET {}, recorded_at = now() \
+            "{insert} ON CONFLICT ({id}) DO UPDATE SET {}, deleted = false, recorded_at = now() \
              WHERE EXCLUDED.source_updated_at > cur.source_updated_at",
             sets.join(", ")
+        );
+        let bury_new = format!(
+            "INSERT INTO {table} ({id}, deleted, source_updated_at) \
+             SELECT unnest($1::text[]), true, unnest($2::timestamptz[])"
+        );
+        let cleared: Vec<String> = names
+            .iter()
+            .skip(1)
+            .filter(|c| **c != "source_updated_at")
+            .map(|c| format!("{c} = NULL"))
+            .collect();
+        // (stored version, deleted) < (deletion's version, true): a record
+        // of the same version or older, or an older tombstone.
+        let bury = format!(
+            "UPDATE {table} AS cur SET deleted = true, {}, source_updated_at = d.v, recorded_at = now() \
+             FROM unnest($1::text[], $2::timestamptz[]) AS d (id, v) \
+             WHERE cur.{id} = d.id AND (cur.source_updated_at, cur.deleted) < (d.v, true)",
+            cleared.join(", ")
         );
         Self {
             load,
             insert,
             replace,
+            bury_new,
+            bury,
         }
     }
 
@@ -347,7 +413,7 @@ mod tests {
             deals.load,
             "WITH r AS MATERIALIZED (SELECT min(x) AS lo, max(x) AS hi FROM unnest($1::text[]) x) \
              SELECT deal_id, rep_id, customer_id, currency, amount::text AS amount, stage, \
-             created_at, closed_at, source_updated_at FROM deals WHERE deal_id = ANY($1) \
+             created_at, closed_at, source_updated_at, deleted FROM deals WHERE deal_id = ANY($1) \
              AND EXISTS (SELECT 1 FROM deals s \
              WHERE s.deal_id BETWEEN (SELECT lo FROM r) AND (SELECT hi FROM r)) \
              ORDER BY deal_id FOR UPDATE"
@@ -363,6 +429,25 @@ mod tests {
             deals
                 .replace
                 .contains("ON CONFLICT (deal_id) DO UPDATE SET rep_id = EXCLUDED.rep_id")
+        );
+    }
+
+    #[test]
+    fn a_deletion_clears_every_column_but_the_id_and_keeps_its_version() {
+        let deals = Deal::sql();
+        assert_eq!(
+            deals.bury,
+            "UPDATE deals AS cur SET deleted = true, rep_id = NULL, customer_id = NULL, \
+             currency = NULL, amount = NULL, stage = NULL, created_at = NULL, closed_at = NULL, \
+             source_updated_at = d.v, recorded_at = now() \
+             FROM unnest($1::text[], $2::timestamptz[]) AS d (id, v) \
+             WHERE cur.deal_id = d.id AND (cur.source_updated_at, cur.deleted) < (d.v, true)"
+        );
+        assert!(deals.replace.contains("deleted = false"));
+        assert!(
+            deals
+                .bury_new
+                .starts_with("INSERT INTO deals (deal_id, deleted, source_updated_at)")
         );
     }
 

@@ -197,6 +197,21 @@ impl pb::CustomerRequest {
     }
 }
 
+/// The deletion of record `id` of `record_type` at version `at`.
+pub fn deletion(
+    record_type: pb::RecordType,
+    id: impl Into<String>,
+    at: DateTime<Utc>,
+) -> pb::ActivityRecord {
+    pb::ActivityRecord {
+        record: Some(Record::Deletion(pb::Deletion {
+            record_type: record_type as i32,
+            record_id: id.into(),
+            updated_at: Some(timestamp(at)),
+        })),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

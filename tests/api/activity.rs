@@ -71,12 +71,13 @@ fn mixed_batch() -> Vec<pb::ActivityRecord> {
     ]
 }
 
-fn counts(inserted: i64, updated: i64, unchanged: i64, stale: i64) -> pb::RecordCounts {
+pub(crate) fn counts(inserted: i64, updated: i64, unchanged: i64, stale: i64) -> pb::RecordCounts {
     pb::RecordCounts {
         inserted,
         updated,
         unchanged,
         stale,
+        deleted: 0,
     }
 }
 

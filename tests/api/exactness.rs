@@ -70,6 +70,56 @@ fn corrected(record: &pb::ActivityRecord, n: usize) -> Option<pb::ActivityRecord
     })
 }
 
+/// A record's type, id and version (`updated_at`).
+fn identity(
+    record: &pb::ActivityRecord,
+) -> Option<(pb::RecordType, String, prost_types::Timestamp)> {
+    use pb::RecordType as T;
+    Some(match record.record.as_ref()? {
+        Record::Customer(r) => (T::Customer, r.customer_id.clone(), r.updated_at?),
+        Record::Interaction(r) => (T::Interaction, r.interaction_id.clone(), r.updated_at?),
+        Record::Deal(r) => (T::Deal, r.deal_id.clone(), r.updated_at?),
+        Record::Feedback(r) => (T::Feedback, r.feedback_id.clone(), r.updated_at?),
+        Record::CustomerRequest(r) => (T::CustomerRequest, r.request_id.clone(), r.updated_at?),
+        Record::Deletion(_) => return None,
+    })
+}
+
+/// The record's deletion, `seconds` after its original version.
+fn deletion_of(record: &pb::ActivityRecord, seconds: i64) -> Option<pb::ActivityRecord> {
+    let (record_type, id, version) = identity(record)?;
+    Some(pb::ActivityRecord {
+        record: Some(Record::Deletion(pb::Deletion {
+            record_type: record_type as i32,
+            record_id: id,
+            updated_at: Some(prost_types::Timestamp {
+                seconds: version.seconds + seconds,
+                nanos: 0,
+            }),
+        })),
+    })
+}
+
+/// The record as it was first sent, `seconds` after its original version.
+fn reversioned(record: &pb::ActivityRecord, seconds: i64) -> Option<pb::ActivityRecord> {
+    let bump = |ts: &mut Option<prost_types::Timestamp>| {
+        if let Some(t) = ts.as_mut() {
+            t.seconds += seconds;
+            t.nanos = 0;
+        }
+    };
+    let mut record = record.clone();
+    match record.record.as_mut()? {
+        Record::Customer(r) => bump(&mut r.updated_at),
+        Record::Interaction(r) => bump(&mut r.updated_at),
+        Record::Deal(r) => bump(&mut r.updated_at),
+        Record::Feedback(r) => bump(&mut r.updated_at),
+        Record::CustomerRequest(r) => bump(&mut r.updated_at),
+        Record::Deletion(_) => return None,
+    }
+    Some(record)
+}
+
 #[tokio::test]
 async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
     let app = TestApp::spawn().await;
@@ -104,6 +154,47 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
         assert_eq!(counts.updated as usize, chunk.len());
     }
     assert!(all.len() > 3000, "only {} records", all.len());
+    // Delete every seventh record (after its correction), restore every
+    // third of those with a newer version, send stale deletions of every
+    // eleventh and delete ids never seen: the rollups must follow.
+    let deletions: Vec<_> = all
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| n % 7 == 3)
+        .filter_map(|(_, r)| deletion_of(r, 86_400 * 60))
+        .collect();
+    for chunk in deletions.chunks(1000) {
+        let counts = app.record(chunk.to_vec()).await.unwrap();
+        assert_eq!(counts.deleted as usize, chunk.len());
+    }
+    let restored: Vec<_> = all
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| n % 21 == 3)
+        .filter_map(|(_, r)| reversioned(r, 86_400 * 90))
+        .collect();
+    let stale: Vec<_> = all
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| n % 11 == 5)
+        .filter_map(|(_, r)| deletion_of(r, -86_400))
+        .collect();
+    let ghosts: Vec<_> = (0..20)
+        .map(|n| {
+            kpi_service::testkit::records::deletion(
+                pb::RecordType::Deal,
+                format!("ghost-{n}"),
+                now - chrono::TimeDelta::days(1),
+            )
+        })
+        .collect();
+    let counts = app.record(restored.clone()).await.unwrap();
+    assert_eq!(counts.inserted as usize, restored.len());
+    for chunk in stale.chunks(1000) {
+        let counts = app.record(chunk.to_vec()).await.unwrap();
+        assert_eq!(counts.stale as usize, chunk.len());
+    }
+    assert_eq!(app.record(ghosts).await.unwrap().deleted, 20);
 
     let zones = [
         "UTC",

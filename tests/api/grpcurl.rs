@@ -98,6 +98,29 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
         fetched.contains("\"displayName\": \"Anna Svensson\""),
         "{fetched}"
     );
+    // The README's deal, then its deletion, in grpcurl's JSON.
+    let recorded = grpcurl(
+        &service.addr,
+        &[
+            "-H",
+            &header,
+            "-d",
+            r#"{"records": [{"deal": {"deal_id": "crm-deal-77", "rep_id": "anna", "customer_id": "acme", "amount": {"currency_code": "USD", "units": 12500, "nanos": 500000000}, "stage": "DEAL_STAGE_WON", "created_at": "2026-09-01T09:00:00Z", "closed_at": "2026-11-03T16:30:00Z", "updated_at": "2026-11-03T16:30:00Z"}}]}"#,
+        ],
+        &["kpi.v1.ActivityService/RecordActivities"],
+    );
+    assert!(recorded.contains("\"inserted\": \"1\""), "{recorded}");
+    let deleted = grpcurl(
+        &service.addr,
+        &[
+            "-H",
+            &header,
+            "-d",
+            r#"{"records": [{"deletion": {"record_type": "RECORD_TYPE_DEAL", "record_id": "crm-deal-77", "updated_at": "2026-11-20T08:00:00Z"}}]}"#,
+        ],
+        &["kpi.v1.ActivityService/RecordActivities"],
+    );
+    assert!(deleted.contains("\"deleted\": \"1\""), "{deleted}");
 
     // If the embedded PostgreSQL dies, the service starts it again.
     let pg = EmbeddedPostgres::new(&data_dir).unwrap();

@@ -3,6 +3,7 @@
 
 mod access;
 mod activity;
+mod deletions;
 mod directory;
 mod durability;
 mod embedded;
