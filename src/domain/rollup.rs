@@ -55,6 +55,17 @@ pub fn ceil(level: Level, at: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
+/// Whether [from, to) touches one of `months` (UTC month starts, as the
+/// month rollup buckets).
+pub fn touches_month(
+    months: &std::collections::BTreeSet<DateTime<Utc>>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> bool {
+    let first = floor(Level::Month, from);
+    first < to && months.range(first..to).next().is_some()
+}
+
 /// A signed part of a range: bucket starts of one level in [from, to), or
 /// (level `None`) raw records credited in [from, to); `sign` -1 parts are
 /// subtracted.
@@ -275,6 +286,43 @@ fn push_nonzero(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_touches_the_months_it_overlaps_and_no_other() {
+        let t = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default()
+        };
+        let months: std::collections::BTreeSet<_> =
+            [t("2026-03-01T00:00:00Z"), t("2026-05-01T00:00:00Z")].into();
+        // Berlin's 1 April starts on 31 March UTC: it touches March.
+        assert!(touches_month(
+            &months,
+            t("2026-03-31T22:00:00Z"),
+            t("2026-04-01T22:00:00Z")
+        ));
+        assert!(!touches_month(
+            &months,
+            t("2026-04-01T00:00:00Z"),
+            t("2026-05-01T00:00:00Z")
+        ));
+        assert!(touches_month(
+            &months,
+            t("2026-04-30T22:00:00Z"),
+            t("2026-05-01T00:00:01Z")
+        ));
+        assert!(!touches_month(
+            &months,
+            t("2026-06-01T00:00:00Z"),
+            t("2026-06-01T00:00:00Z")
+        ));
+        assert!(!touches_month(
+            &months,
+            t("2026-02-27T00:00:00Z"),
+            t("2026-03-01T00:00:00Z")
+        ));
+    }
 
     fn utc(raw: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(raw)

@@ -14,11 +14,16 @@ use crate::{
         ids::TeamId,
         kpi::{self, Kpi},
         period::Period,
+        rollup::touches_month,
         tally::{TallyQuery, TeamMembers, rep_query, team_query},
         target::Subject,
     },
     store::kpi as store,
 };
+
+/// From this many periods (a daily series of two months and more), the
+/// periods without activity are not planned (see `Planner::queries_for`).
+const SKIP_QUIET_MIN_PERIODS: usize = 60;
 
 /// Builds tally queries, reading each team's membership once however many
 /// subjects and periods of one call name it (ListTargets: one per target).
@@ -53,22 +58,63 @@ impl<'p> Planner<'p> {
     /// The tally queries of `subject` over each period. Retention
     /// (customers active at each period start) is computed only if one of
     /// `kpis` needs it.
+    ///
+    /// With many periods and no retention, the periods in which none of
+    /// the subject's reps has any activity are not planned at all: their
+    /// tallies are zero (one read of the month rollups says which; see
+    /// `store::kpi::active_months_of`). A 10-year daily series over a team
+    /// with a year of activity then costs the year. Retention cannot skip
+    /// them: customers converted before a quiet period are active in it.
     pub async fn queries_for(
         &mut self,
         subject: &Subject,
         periods: &[Period],
         kpis: &[Kpi],
     ) -> Result<Vec<TallyQuery>, Error> {
+        let pool = self.pool;
+        let skip_quiet = periods.len() >= SKIP_QUIET_MIN_PERIODS
+            && !kpis.iter().any(|k| kpi::needs_retention(*k));
+        let span = periods
+            .iter()
+            .map(Period::start_time)
+            .min()
+            .zip(periods.iter().map(Period::end_time).max())
+            .filter(|_| skip_quiet);
         let mut queries: Vec<TallyQuery> = match subject {
-            Subject::Rep(rep) => periods
-                .iter()
-                .map(|p| rep_query(rep.as_str(), p.start_time(), p.end_time()))
-                .collect(),
-            Subject::Team(team) => {
-                let team = self.team(team).await?;
+            Subject::Rep(rep) => {
+                let active = match span {
+                    Some((from, to)) => {
+                        Some(store::active_months_of(pool, &[rep.as_str()], from, to).await?)
+                    }
+                    None => None,
+                };
                 periods
                     .iter()
-                    .map(|p| team_query(team, p.start_time(), p.end_time()))
+                    .map(|p| match &active {
+                        Some(months) if !touches_month(months, p.start_time(), p.end_time()) => {
+                            TallyQuery::default()
+                        }
+                        _ => rep_query(rep.as_str(), p.start_time(), p.end_time()),
+                    })
+                    .collect()
+            }
+            Subject::Team(team) => {
+                let team = self.team(team).await?;
+                let active = match span {
+                    Some((from, to)) => {
+                        let reps: Vec<&str> = team.histories.iter().map(|(r, _)| &**r).collect();
+                        Some(store::active_months_of(pool, &reps, from, to).await?)
+                    }
+                    None => None,
+                };
+                periods
+                    .iter()
+                    .map(|p| match &active {
+                        Some(months) if !touches_month(months, p.start_time(), p.end_time()) => {
+                            TallyQuery::default()
+                        }
+                        _ => team_query(team, p.start_time(), p.end_time()),
+                    })
                     .collect()
             }
         };

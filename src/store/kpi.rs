@@ -16,7 +16,7 @@ use crate::{
     domain::{
         directory::ChangePoint,
         metrics::{METRICS, Metric, MetricSet, Tally},
-        rollup::{Level, Part, Sums, cover, floor},
+        rollup::{Level, Part, Sums, cover, floor, touches_month},
         tally::{
             RepRef, RetentionQuery, TallyQuery, TeamMembers, chain_retention, retention_order,
         },
@@ -238,21 +238,13 @@ const PRUNE_MIN_READS: usize = 2_000;
 
 /// For each group, the UTC months in which any of its reps has a month
 /// rollup row, between the first part and the last; `None` when the parts
-/// are too few to be worth it. A record contributes to the hour, day and
-/// month rollups of the instant it is credited at, so a range inside
-/// months without a row has no record to read, raw or rolled up: a
-/// 10-year daily series over a team with a year of activity reads the
-/// year (and a rep hired last spring costs nothing before it).
-///
-/// Read before the sums, like each of them on its own connection: a write
-/// acknowledged before the call began is in every one of them.
+/// are too few to be worth it (see `active_months_by_rep`).
 async fn active_months(
     pool: &PgPool,
     groups: &Groups,
     bucket_parts: &Parts,
     raw_parts: &Parts,
 ) -> Result<Option<Vec<BTreeSet<DateTime<Utc>>>>, Error> {
-    use sqlx::Row;
     let keys = || bucket_parts.0.keys().chain(raw_parts.0.keys());
     let reads: usize = keys()
         .map(|k| groups.list.get(k.group as usize).map_or(0, Vec::len))
@@ -266,22 +258,7 @@ async fn active_months(
     let mut reps: Vec<&str> = groups.reps();
     reps.sort_unstable();
     reps.dedup();
-    let rows = sqlx::query(
-        "SELECT rep_id, bucket FROM kpi_rollups \
-         WHERE level = 3 AND rep_id = ANY ($1) AND bucket >= $2 AND bucket < $3",
-    )
-    .bind(&reps)
-    .bind(floor(Level::Month, from))
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
-    let mut by_rep: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
-    for row in &rows {
-        by_rep
-            .entry(row.try_get(0)?)
-            .or_default()
-            .push(row.try_get(1)?);
-    }
+    let by_rep = active_months_by_rep(pool, &reps, from, to).await?;
     Ok(Some(
         groups
             .list
@@ -295,6 +272,57 @@ async fn active_months(
             })
             .collect(),
     ))
+}
+
+/// The UTC months touching [from, to) in which any of `reps` has
+/// activity (see `active_months_by_rep`).
+pub async fn active_months_of(
+    pool: &PgPool,
+    reps: &[&str],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<BTreeSet<DateTime<Utc>>, Error> {
+    Ok(active_months_by_rep(pool, reps, from, to)
+        .await?
+        .into_values()
+        .flatten()
+        .collect())
+}
+
+/// Per rep, the UTC months touching [from, to) in which it has a month
+/// rollup row. A record contributes to the hour, day and month rollups of
+/// the instant it is credited at, so a range inside months without a row
+/// has no record to read, raw or rolled up: a 10-year daily series over a
+/// team with a year of activity reads the year (and a rep hired last
+/// spring costs nothing before it). A row whose sums went back to zero
+/// stays, which only keeps a month in.
+///
+/// Read before the sums, like each of them on its own connection: a write
+/// acknowledged before the call began is in every one of them.
+async fn active_months_by_rep(
+    pool: &PgPool,
+    reps: &[&str],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<HashMap<String, Vec<DateTime<Utc>>>, Error> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT rep_id, bucket FROM kpi_rollups \
+         WHERE level = 3 AND rep_id = ANY ($1) AND bucket >= $2 AND bucket < $3",
+    )
+    .bind(reps)
+    .bind(floor(Level::Month, from))
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    let mut by_rep: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
+    for row in &rows {
+        by_rep
+            .entry(row.try_get(0)?)
+            .or_default()
+            .push(row.try_get(1)?);
+    }
+    Ok(by_rep)
 }
 
 /// Reading a part's range costs an index descent per rep, worth about this
@@ -331,10 +359,9 @@ impl Parts {
     /// (`active_months`).
     fn retain_active(&mut self, active: &[BTreeSet<DateTime<Utc>>]) {
         self.0.retain(|key, _| {
-            let first = floor(Level::Month, key.from);
-            active.get(key.group as usize).is_some_and(|months| {
-                first < key.to && months.range(first..key.to).next().is_some()
-            })
+            active
+                .get(key.group as usize)
+                .is_some_and(|months| touches_month(months, key.from, key.to))
         });
     }
 

@@ -545,6 +545,68 @@ async fn dst_days_in_new_york_and_berlin_count_their_own_hours() {
     );
 }
 
+/// A daily series long enough that the days without activity are not
+/// planned (none of the subject's reps active in their months) gives, day
+/// by day, what a scorecard of that day gives; retention (which cannot
+/// skip quiet days) too.
+#[tokio::test]
+async fn a_long_daily_series_skips_quiet_months_and_keeps_every_value() {
+    let (_app, mut kpi, _) = sales_org().await;
+    let period = |start: &str, end: &str| {
+        Some(pb::Period {
+            start_date: start.into(),
+            end_date: end.into(),
+            time_zone: "Europe/Berlin".into(),
+        })
+    };
+    let mut checked = 0;
+    let mut nonzero = 0;
+    for subject in [team_subject("region"), rep_subject("anna")] {
+        for kpi_id in [
+            pb::Kpi::Interactions,
+            pb::Kpi::WinRate,
+            pb::Kpi::RetentionRate,
+        ] {
+            let points = kpi
+                .get_kpi_series(pb::GetKpiSeriesRequest {
+                    subject: subject.clone(),
+                    kpi: kpi_id as i32,
+                    period: period("2025-11-01", "2026-07-31"),
+                    granularity: pb::Granularity::Day as i32,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .points;
+            assert_eq!(points.len(), 273);
+            for point in points {
+                let day = kpi
+                    .get_scorecard(pb::GetScorecardRequest {
+                        subject: subject.clone(),
+                        period: period(&point.start_date, &point.end_date),
+                        kpis: vec![kpi_id as i32],
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .entries;
+                let expected = value(&day, kpi_id);
+                let got = point.value.unwrap();
+                assert_eq!(
+                    (&got.numerator, &got.denominator, got.value),
+                    (&expected.numerator, &expected.denominator, expected.value),
+                    "{kpi_id:?} on {}",
+                    point.start_date
+                );
+                checked += 1;
+                nonzero += usize::from(got.numerator != "0");
+            }
+        }
+    }
+    assert_eq!(checked, 2 * 3 * 273);
+    assert!(nonzero > 20, "only {nonzero} days with activity");
+}
+
 #[tokio::test]
 async fn a_monthly_series_computes_each_point_from_its_own_parts() {
     let (_app, mut kpi, _) = sales_org().await;
