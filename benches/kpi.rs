@@ -258,7 +258,7 @@ async fn measure_all(
     let (naive_p50, _) = measure(naive_calls, || {
         let queries = queries.clone();
         async move {
-            store::tallies(pool, &queries, Source::Raw).await?;
+            store::tallies(pool, &queries, Source::Raw, "USD").await?;
             Ok(())
         }
     })

@@ -22,9 +22,11 @@ use crate::{
         kpi::KpiApi,
         pb::{
             activity_service_server::ActivityServiceServer,
-            directory_service_server::DirectoryServiceServer, kpi_service_server::KpiServiceServer,
-            target_service_server::TargetServiceServer,
+            directory_service_server::DirectoryServiceServer,
+            exchange_rate_service_server::ExchangeRateServiceServer,
+            kpi_service_server::KpiServiceServer, target_service_server::TargetServiceServer,
         },
+        rates::RatesApi,
     },
     health::DatabaseHealth,
     service::{KpiSettings, Services},
@@ -441,6 +443,9 @@ impl Application {
             .add_service(KpiServiceServer::new(KpiApi::new(
                 services.clone(),
                 settings.time_zone,
+            )))
+            .add_service(ExchangeRateServiceServer::new(RatesApi::new(
+                services.clone(),
             )))
             .add_service(TargetServiceServer::new(TargetApi::new(
                 services,

@@ -151,6 +151,8 @@ pub const POLICY: &[Rule] = &[
     rule("/kpi.v1.TargetService/SetTarget", Need::Admin, true),
     rule("/kpi.v1.TargetService/ListTargets", READ, false),
     rule("/kpi.v1.TargetService/DeleteTarget", Need::Admin, true),
+    rule("/kpi.v1.ExchangeRateService/SetExchangeRates", INGEST, true),
+    rule("/kpi.v1.ExchangeRateService/ListExchangeRates", READ, false),
 ];
 
 /// Services anyone may call without a key (probes and tooling).

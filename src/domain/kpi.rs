@@ -6,7 +6,10 @@
 //! definition with its formula text per KPI), the formulas that must match
 //! it, the intervals, and their hand-worked tests read best side by side.
 
-use super::metrics::{Metric, MetricSet, Tally};
+use super::{
+    metrics::{Metric, MetricSet, Tally},
+    money::MissingRates,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kpi {
@@ -213,7 +216,7 @@ pub const CATALOG: [Definition; 18] = [
         unit: Unit::Money,
         direction: Direction::HigherIsBetter,
         shape: Shape::Total,
-        formula: "sum of amounts of WON deals closed in the period (credited at closed_at), exact",
+        formula: "sum of amounts of WON deals closed in the period (credited at closed_at), each converted into the reporting currency at the rate of its currency in effect at closed_at, exact; deals without a rate are left out and counted in missing_rates",
     },
     Definition {
         kpi: Kpi::DealsWon,
@@ -231,7 +234,7 @@ pub const CATALOG: [Definition; 18] = [
         unit: Unit::Money,
         direction: Direction::HigherIsBetter,
         shape: Shape::Mean,
-        formula: "REVENUE / DEALS_WON",
+        formula: "REVENUE / (DEALS_WON whose amount could be converted), rounded to the nano",
     },
     Definition {
         kpi: Kpi::SalesCycleDays,
@@ -328,6 +331,13 @@ pub struct KpiValue {
     pub interval: Option<Interval>,
     pub promoters: i64,
     pub detractors: i64,
+    /// REVENUE and AVERAGE_DEAL_SIZE: won deals left out for want of an
+    /// exchange rate at their closed_at (they still count in DEALS_WON,
+    /// WIN_RATE and SALES_CYCLE_DAYS).
+    pub unconverted_deals: i64,
+    /// Which currencies lack a rate, and since when (filled in by the
+    /// service when `unconverted_deals` > 0).
+    pub missing_rates: Option<MissingRates>,
 }
 
 const Z95: f64 = 1.959_963_984_540_054;
@@ -415,6 +425,8 @@ fn count_value(kpi: Kpi, n: i128) -> KpiValue {
         interval: None,
         promoters: 0,
         detractors: 0,
+        unconverted_deals: 0,
+        missing_rates: None,
     }
 }
 
@@ -430,6 +442,8 @@ fn undefined(kpi: Kpi, numerator: String, reason: &'static str) -> KpiValue {
         interval: None,
         promoters: 0,
         detractors: 0,
+        unconverted_deals: 0,
+        missing_rates: None,
     }
 }
 
@@ -448,6 +462,8 @@ fn proportion(kpi: Kpi, yes: i128, n: i128, reason: &'static str) -> KpiValue {
         interval: wilson(yes, n),
         promoters: 0,
         detractors: 0,
+        unconverted_deals: 0,
+        missing_rates: None,
     }
 }
 
@@ -475,6 +491,8 @@ fn mean_of_micros(
         interval: None,
         promoters: 0,
         detractors: 0,
+        unconverted_deals: 0,
+        missing_rates: None,
     }
 }
 
@@ -498,7 +516,7 @@ pub fn metrics_of(kpi: Kpi) -> &'static [Metric] {
         Kpi::Nps => &[M::NpsPromoters, M::NpsDetractors, M::NpsResponses],
         Kpi::Csat => &[M::CsatSatisfied, M::CsatResponses],
         Kpi::WinRate => &[M::DealsWon, M::DealsLost],
-        Kpi::Revenue | Kpi::AverageDealSize => &[M::RevenueNanos, M::DealsWon],
+        Kpi::Revenue | Kpi::AverageDealSize => &[M::RevenueNanos, M::DealsWon, M::WonUnconverted],
         Kpi::DealsWon => &[M::DealsWon],
         Kpi::SalesCycleDays => &[M::CycleMicros, M::DealsWon],
         Kpi::Interactions => &[M::Calls, M::Emails, M::Meetings, M::Messages, M::Demos],
@@ -538,12 +556,14 @@ pub fn evaluate(kpi: Kpi, t: &Tally) -> KpiValue {
         Kpi::Revenue => {
             let nanos = t.get(M::RevenueNanos);
             let fits = fits_money(nanos);
+            let unconverted = t.get(M::WonUnconverted);
             KpiValue {
                 value: fits.then_some(nanos as f64 / 1e9),
                 undefined_reason: (!fits).then_some(TOO_LARGE_FOR_MONEY),
                 money_nanos: fits.then_some(nanos),
                 numerator: nanos_text(nanos),
-                sample_size: i64::try_from(t.get(M::DealsWon)).unwrap_or(i64::MAX),
+                sample_size: i64::try_from(t.get(M::DealsWon) - unconverted).unwrap_or(i64::MAX),
+                unconverted_deals: i64::try_from(unconverted).unwrap_or(i64::MAX),
                 ..count_value(kpi, 0)
             }
         }
@@ -612,12 +632,24 @@ pub fn evaluate(kpi: Kpi, t: &Tally) -> KpiValue {
                 interval: nps_interval(p, d, n),
                 promoters: i64::try_from(p).unwrap_or(i64::MAX),
                 detractors: i64::try_from(d).unwrap_or(i64::MAX),
+                unconverted_deals: 0,
+                missing_rates: None,
             }
         }
         Kpi::AverageDealSize => {
-            let (revenue, won) = (t.get(M::RevenueNanos), t.get(M::DealsWon));
+            // Over the won deals whose amount could be converted.
+            let unconverted = t.get(M::WonUnconverted);
+            let (revenue, won) = (t.get(M::RevenueNanos), t.get(M::DealsWon) - unconverted);
             if won <= 0 {
-                return undefined(kpi, nanos_text(revenue), "no deals won in the period");
+                let reason = if unconverted > 0 {
+                    "no deal won in the period has an exchange rate at its closed_at"
+                } else {
+                    "no deals won in the period"
+                };
+                return KpiValue {
+                    unconverted_deals: i64::try_from(unconverted).unwrap_or(i64::MAX),
+                    ..undefined(kpi, nanos_text(revenue), reason)
+                };
             }
             let mean = div_round(revenue, won);
             let fits = fits_money(mean);
@@ -632,6 +664,8 @@ pub fn evaluate(kpi: Kpi, t: &Tally) -> KpiValue {
                 interval: None,
                 promoters: 0,
                 detractors: 0,
+                unconverted_deals: i64::try_from(unconverted).unwrap_or(i64::MAX),
+                missing_rates: None,
             }
         }
         Kpi::SalesCycleDays => mean_of_micros(

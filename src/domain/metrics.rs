@@ -4,9 +4,11 @@
 
 use chrono::{DateTime, Utc};
 
-use super::activity::{
-    Amount, Channel, Customer, CustomerRequest, Deal, DealStage, Feedback, FeedbackKind,
-    Interaction,
+use super::{
+    activity::{
+        Channel, Customer, CustomerRequest, Deal, DealStage, Feedback, FeedbackKind, Interaction,
+    },
+    money::RateBook,
 };
 
 /// The sums every KPI is computed from, one per column of the rollups.
@@ -29,10 +31,14 @@ pub enum Metric {
     /// Deals closed (closed_at in the range) as WON.
     DealsWon,
     DealsLost,
-    /// Sum of the amounts of WON deals, in billionths (nanos).
+    /// Sum of the amounts of WON deals converted into the reporting
+    /// currency (at the rate in effect at closed_at), in billionths (nanos).
     RevenueNanos,
     /// Sum of closed_at - created_at of WON deals, in microseconds.
     CycleMicros,
+    /// WON deals whose currency has no exchange rate at their closed_at:
+    /// in DealsWon, not in RevenueNanos.
+    WonUnconverted,
     NpsResponses,
     NpsPromoters,
     NpsDetractors,
@@ -47,7 +53,7 @@ pub enum Metric {
     ResponseMicros,
 }
 
-pub const METRICS: [Metric; 22] = [
+pub const METRICS: [Metric; 23] = [
     Metric::Calls,
     Metric::Emails,
     Metric::Meetings,
@@ -61,6 +67,7 @@ pub const METRICS: [Metric; 22] = [
     Metric::DealsLost,
     Metric::RevenueNanos,
     Metric::CycleMicros,
+    Metric::WonUnconverted,
     Metric::NpsResponses,
     Metric::NpsPromoters,
     Metric::NpsDetractors,
@@ -106,7 +113,7 @@ impl Default for MetricSet {
 /// sums over a range: see `Retention`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
-    pub sums: [i128; 22],
+    pub sums: [i128; METRICS.len()],
     pub retention: Retention,
 }
 
@@ -181,10 +188,6 @@ fn micros(from: DateTime<Utc>, to: DateTime<Utc>) -> i128 {
     i128::from((to - from).num_microseconds().unwrap_or(i64::MAX))
 }
 
-pub fn amount_nanos(amount: Amount) -> i128 {
-    i128::from(amount.units()) * 1_000_000_000 + i128::from(amount.nanos())
-}
-
 pub fn interaction_contributions(r: &Interaction) -> Contributions {
     let metric = match r.channel {
         Channel::Call => Metric::Calls,
@@ -208,11 +211,17 @@ pub fn customer_contributions(r: &Customer) -> Contributions {
     out
 }
 
-pub fn deal_contributions(r: &Deal) -> Contributions {
+/// A deal's contributions, its amount converted with `rates` (a won deal
+/// without a rate at its closed_at counts as `WonUnconverted` instead of
+/// revenue).
+pub fn deal_contributions(r: &Deal, rates: &RateBook) -> Contributions {
     match (r.stage, r.closed_at) {
         (DealStage::Won, Some(closed)) => Contributions::of(&[
             (closed, Metric::DealsWon, 1),
-            (closed, Metric::RevenueNanos, amount_nanos(r.amount)),
+            match rates.converted(r) {
+                Some(nanos) => (closed, Metric::RevenueNanos, nanos),
+                None => (closed, Metric::WonUnconverted, 1),
+            },
             (closed, Metric::CycleMicros, micros(r.created_at, closed)),
         ]),
         (DealStage::Lost, Some(closed)) => Contributions::of(&[(closed, Metric::DealsLost, 1)]),

@@ -7,6 +7,7 @@ pub mod directory;
 pub mod ids;
 pub mod kpi;
 pub mod metrics;
+pub mod money;
 pub mod paging;
 pub mod period;
 pub mod report;

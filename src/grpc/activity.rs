@@ -24,7 +24,8 @@ use crate::{
             DealStage, Feedback, FeedbackKind, Interaction, MAX_BATCH_RECORDS, MAX_COMMENT_CHARS,
             MAX_FUTURE, RecordViolation, Tombstone, Version, to_micros,
         },
-        ids::{check_id, echo},
+        ids::check_id,
+        money::check_currency,
     },
     service::Services,
 };
@@ -79,7 +80,7 @@ impl ActivityApi {
 
     async fn record(&self, records: Vec<pb::ActivityRecord>) -> Result<Counts, Error> {
         let ingest = &self.services.ingest;
-        let batch = parse_batch(records, Utc::now(), ingest.reporting_currency())?;
+        let batch = parse_batch(records, Utc::now())?;
         ingest.record(batch).await
     }
 }
@@ -193,11 +194,7 @@ impl ActivityService for ActivityApi {
 /// the database checks can still run on the former and the caller hears of
 /// everything at once. Fails outright only when the batch has no records
 /// or too many.
-pub fn parse_batch(
-    records: Vec<pb::ActivityRecord>,
-    now: DateTime<Utc>,
-    reporting_currency: &str,
-) -> Result<Batch, Error> {
+pub fn parse_batch(records: Vec<pb::ActivityRecord>, now: DateTime<Utc>) -> Result<Batch, Error> {
     let mut v = Violations::new();
     if records.is_empty() {
         v.add("records", "must not be empty");
@@ -246,7 +243,7 @@ pub fn parse_batch(
             }
             Record::Deal(r) => {
                 c.kind = "deal";
-                if let Some(r) = c.deal(r, reporting_currency) {
+                if let Some(r) = c.deal(r) {
                     batch.deals.push((index, Version::Live(r)));
                 }
             }
@@ -449,7 +446,7 @@ impl RecordCheck<'_> {
         })
     }
 
-    fn deal(&mut self, r: pb::Deal, reporting_currency: &str) -> Option<Deal> {
+    fn deal(&mut self, r: pb::Deal) -> Option<Deal> {
         let id = self.id("deal_id", r.deal_id);
         let rep_id = self.id("rep_id", r.rep_id);
         let customer_id = self.optional_id("customer_id", r.customer_id);
@@ -459,18 +456,9 @@ impl RecordCheck<'_> {
                 (None, None)
             }
             Some(money) => {
-                let currency = if money.currency_code == reporting_currency {
-                    Some(money.currency_code.clone())
-                } else {
-                    self.add(
-                        "amount.currency_code",
-                        format!(
-                            "must be the reporting currency {reporting_currency} (got {})",
-                            echo(&money.currency_code)
-                        ),
-                    );
-                    None
-                };
+                let currency = self
+                    .check("amount.currency_code", check_currency(&money.currency_code))
+                    .map(|()| money.currency_code.clone());
                 let amount = self.check("amount", Amount::new(money.units, money.nanos));
                 (currency, amount)
             }

@@ -97,6 +97,7 @@ mod tests {
         assert!(is_unary("/kpi.v1.ActivityService/RecordActivities"));
         assert!(!is_unary("/kpi.v1.ActivityService/StreamActivities"));
         assert!(!is_unary("/grpc.health.v1.Health/Watch"));
-        assert_eq!(UNARY.len(), 14);
+        assert!(is_unary("/kpi.v1.ExchangeRateService/SetExchangeRates"));
+        assert_eq!(UNARY.len(), 16);
     }
 }

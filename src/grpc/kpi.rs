@@ -159,6 +159,18 @@ fn value_to_pb(v: &KpiValue, currency: &str) -> pb::KpiValue {
         }),
         promoters: v.promoters,
         detractors: v.detractors,
+        missing_rates: (v.unconverted_deals > 0).then(|| pb::MissingRates {
+            deals: v.unconverted_deals,
+            currency_codes: v
+                .missing_rates
+                .as_ref()
+                .map(|m| m.currencies.clone())
+                .unwrap_or_default(),
+            earliest_closed_at: v
+                .missing_rates
+                .as_ref()
+                .map(|m| super::convert::timestamp(m.earliest_closed_at)),
+        }),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod deadline;
 pub mod directory;
 pub mod kpi;
+pub mod rates;
 pub mod status;
 pub mod targets;
 
@@ -58,6 +59,7 @@ pub fn service_names() -> Vec<&'static str> {
         <pb::activity_service_server::ActivityServiceServer<activity::ActivityApi> as NamedService>::NAME,
         <pb::kpi_service_server::KpiServiceServer<kpi::KpiApi> as NamedService>::NAME,
         <pb::target_service_server::TargetServiceServer<targets::TargetApi> as NamedService>::NAME,
+        <pb::exchange_rate_service_server::ExchangeRateServiceServer<rates::RatesApi> as NamedService>::NAME,
     ]
 }
 

@@ -27,7 +27,7 @@ impl Ingest {
         }
     }
 
-    /// The currency deals must be in.
+    /// The currency KPIs report money in.
     pub fn reporting_currency(&self) -> &str {
         &self.reporting_currency
     }
@@ -36,6 +36,12 @@ impl Ingest {
     /// parsing, `batch.invalid`, or by the database) nothing is written and
     /// all of them are returned together (`Error::InvalidRecords`).
     pub async fn record(&self, batch: Batch) -> Result<Counts, Error> {
-        store::record_batch(&self.pool, &self.known_reps, batch).await
+        store::record_batch(
+            &self.pool,
+            &self.known_reps,
+            &self.reporting_currency,
+            batch,
+        )
+        .await
     }
 }

@@ -84,7 +84,12 @@ impl Leaderboards {
             members.iter().map(|rep| rep_query(rep, from, to)).collect();
         without_unneeded_retention(&mut queries, &[kpi]);
         let (tallies, targets) = tokio::try_join!(
-            store::tallies(&self.pool, &queries, Source::Rollups),
+            store::tallies(
+                &self.pool,
+                &queries,
+                Source::Rollups,
+                &self.settings.reporting_currency
+            ),
             targets_store::for_period(&self.pool, "rep", &members, &period)
         )?;
         let targets: HashMap<String, f64> = targets
@@ -107,6 +112,18 @@ impl Leaderboards {
                 rep_id,
             });
         }
+        let values = candidates
+            .iter_mut()
+            .enumerate()
+            .map(|(i, c)| (i, &mut c.value))
+            .collect();
+        super::explain_unconverted(
+            &self.pool,
+            &self.settings.reporting_currency,
+            &queries,
+            values,
+        )
+        .await?;
         let min_sample = min_sample.unwrap_or_else(|| kpi::default_min_sample(kpi));
         Ok(Leaderboard {
             period,

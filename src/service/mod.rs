@@ -15,8 +15,40 @@ pub mod ingest;
 pub mod keys;
 pub mod leaderboard;
 pub mod plan;
+pub mod rates;
 pub mod scorecard;
 pub mod targets;
+
+/// Says, on each money KPI value that leaves won deals out for want of an
+/// exchange rate, which currencies and since when (`values`: each value
+/// with the index of its query in `queries`). One query for all of them,
+/// and none when no value leaves anything out.
+pub async fn explain_unconverted(
+    pool: &PgPool,
+    reporting: &str,
+    queries: &[crate::domain::tally::TallyQuery],
+    values: Vec<(usize, &mut crate::domain::kpi::KpiValue)>,
+) -> Result<(), crate::Error> {
+    let values: Vec<_> = values
+        .into_iter()
+        .filter(|(_, v)| v.unconverted_deals > 0)
+        .collect();
+    if values.is_empty() {
+        return Ok(());
+    }
+    let mut slots: Vec<usize> = values.iter().map(|(slot, _)| *slot).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    let wanted: Vec<_> = slots
+        .iter()
+        .filter_map(|slot| queries.get(*slot).map(|q| (*slot, q)))
+        .collect();
+    let missing = crate::store::kpi::missing_rates(pool, reporting, &wanted).await?;
+    for (slot, value) in values {
+        value.missing_rates = missing.get(&slot).cloned();
+    }
+    Ok(())
+}
 
 /// Settings the KPI use cases need.
 #[derive(Debug, Clone)]
@@ -39,6 +71,7 @@ pub struct Services {
     pub scorecards: scorecard::Scorecards,
     pub leaderboards: leaderboard::Leaderboards,
     pub targets: targets::Targets,
+    pub rates: rates::Rates,
 }
 
 impl Services {
@@ -49,7 +82,8 @@ impl Services {
             ingest: ingest::Ingest::new(pool.clone(), settings.reporting_currency.clone()),
             scorecards: scorecard::Scorecards::new(pool.clone(), settings.clone()),
             leaderboards: leaderboard::Leaderboards::new(pool.clone(), settings.clone()),
-            targets: targets::Targets::new(pool),
+            targets: targets::Targets::new(pool.clone(), settings.reporting_currency.clone()),
+            rates: rates::Rates::new(pool, settings.reporting_currency.clone()),
         }
     }
 }

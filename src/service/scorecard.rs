@@ -104,7 +104,12 @@ impl Scorecards {
             .await?;
         let subject_ids = [subject.id().to_owned()];
         let (tallies, targets) = tokio::try_join!(
-            store::tallies(&self.pool, &queries, Source::Rollups),
+            store::tallies(
+                &self.pool,
+                &queries,
+                Source::Rollups,
+                &self.settings.reporting_currency
+            ),
             targets_store::for_period(&self.pool, subject.kind(), &subject_ids, &period)
         )?;
         let (Some(now_tally), Some(before_tally)) = (tallies.first(), tallies.get(1)) else {
@@ -115,7 +120,7 @@ impl Scorecards {
         };
         let elapsed = period.elapsed_fraction(Utc::now());
         let as_of = today(period.zone()).clamp(period.start(), period.end());
-        let entries = kpis
+        let mut entries: Vec<ScorecardEntry> = kpis
             .iter()
             .map(|kpi| {
                 let current = kpi::evaluate(*kpi, now_tally);
@@ -136,6 +141,17 @@ impl Scorecards {
                 }
             })
             .collect();
+        let values = entries
+            .iter_mut()
+            .flat_map(|e| [(0, &mut e.current), (1, &mut e.previous)])
+            .collect();
+        super::explain_unconverted(
+            &self.pool,
+            &self.settings.reporting_currency,
+            &queries,
+            values,
+        )
+        .await?;
         Ok(Scorecard {
             subject,
             period,
@@ -171,9 +187,14 @@ impl Scorecards {
         let queries = Planner::new(&self.pool)
             .queries_for(&subject, &buckets, &[kpi])
             .await?;
-        let tallies = store::tallies(&self.pool, &queries, Source::Rollups).await?;
-        drop(queries);
-        let points = buckets
+        let tallies = store::tallies(
+            &self.pool,
+            &queries,
+            Source::Rollups,
+            &self.settings.reporting_currency,
+        )
+        .await?;
+        let mut points: Vec<SeriesPoint> = buckets
             .into_iter()
             .zip(&tallies)
             .map(|(bucket, tally)| SeriesPoint {
@@ -181,6 +202,19 @@ impl Scorecards {
                 value: kpi::evaluate(kpi, tally),
             })
             .collect();
+        let values = points
+            .iter_mut()
+            .enumerate()
+            .map(|(i, p)| (i, &mut p.value))
+            .collect();
+        super::explain_unconverted(
+            &self.pool,
+            &self.settings.reporting_currency,
+            &queries,
+            values,
+        )
+        .await?;
+        drop(queries);
         drop(tallies);
         if heavy_slot.is_some() {
             crate::memory::release_free_memory();

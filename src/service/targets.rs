@@ -22,11 +22,15 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Targets {
     pool: PgPool,
+    reporting_currency: String,
 }
 
 impl Targets {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, reporting_currency: String) -> Self {
+        Self {
+            pool,
+            reporting_currency,
+        }
     }
 
     /// Sets a target; the same KPI, subject and dates replace the old value.
@@ -83,7 +87,13 @@ impl Targets {
                 full.elapsed_fraction(at),
             ));
         }
-        let tallies = store::tallies(&self.pool, &queries, Source::Rollups).await?;
+        let tallies = store::tallies(
+            &self.pool,
+            &queries,
+            Source::Rollups,
+            &self.reporting_currency,
+        )
+        .await?;
         Ok(targets
             .into_iter()
             .zip(plans)

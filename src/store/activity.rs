@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{PgConnection, PgPool};
 
 use super::{
+    rates,
     records::{self, Table},
     rollup,
 };
@@ -25,6 +26,7 @@ use crate::{
         activity::{
             Batch, BatchPlan, Counts, History, Outcome, RecordViolation, Version, classify,
         },
+        money::RateBook,
         rollup::Deltas,
     },
 };
@@ -79,12 +81,13 @@ impl KnownReps {
 pub async fn record_batch(
     pool: &PgPool,
     known_reps: &KnownReps,
+    reporting: &str,
     batch: Batch,
 ) -> Result<Counts, Error> {
     let plan = BatchPlan::new(batch);
     let mut attempt = 1;
     loop {
-        match apply(pool, known_reps, &plan).await {
+        match apply(pool, known_reps, reporting, &plan).await {
             Ok(Ok(mut counts)) => {
                 counts += plan.counts;
                 return Ok(counts);
@@ -128,6 +131,7 @@ fn is_retryable(err: &sqlx::Error) -> bool {
 async fn apply(
     pool: &PgPool,
     known_reps: &KnownReps,
+    reporting: &str,
     plan: &BatchPlan,
 ) -> Result<Result<Counts, Vec<RecordViolation>>, sqlx::Error> {
     let mut tx = pool.begin_with(BEGIN_BATCH).await?;
@@ -206,10 +210,24 @@ async fn apply(
         return Ok(Err(violations)); // dropping the transaction rolls it back
     }
 
+    // Deals convert at the rates the rollups reflect: read under the
+    // shared rates lock, held until commit (see `store::rates`).
+    let rates = if deals.inserts.is_empty() && deals.updates.is_empty() {
+        RateBook::new(reporting)
+    } else {
+        rates::lock_shared(&mut tx).await?;
+        let written = deals
+            .inserts
+            .iter()
+            .copied()
+            .chain(deals.updates.iter().flat_map(|(new, old)| [*new, old]));
+        rates::book_for(&mut tx, reporting, written.filter_map(Version::live)).await?
+    };
     let mut deltas = Deltas::default();
     let mut w = Writer {
         conn: &mut tx,
         deltas: &mut deltas,
+        rates: &rates,
     };
     w.write(customers).await?;
     w.write(interactions).await?;
@@ -292,6 +310,7 @@ fn conflict(index: usize, kind: &'static str) -> RecordViolation {
 struct Writer<'c> {
     conn: &'c mut PgConnection,
     deltas: &'c mut Deltas,
+    rates: &'c RateBook,
 }
 
 impl Writer<'_> {
@@ -312,7 +331,7 @@ impl Writer<'_> {
             records::upsert(self.conn, &new_records, false).await?;
             for record in new_records {
                 self.deltas
-                    .apply(record.rep_id(), &record.contributions(), 1);
+                    .apply(record.rep_id(), &record.contributions(self.rates), 1);
             }
         }
         if !new_tombstones.is_empty() {
@@ -326,11 +345,13 @@ impl Writer<'_> {
         let mut buried = Vec::new();
         for (new, old) in &updates {
             if let Version::Live(old) = old {
-                self.deltas.apply(old.rep_id(), &old.contributions(), -1);
+                self.deltas
+                    .apply(old.rep_id(), &old.contributions(self.rates), -1);
             }
             match new {
                 Version::Live(new) => {
-                    self.deltas.apply(new.rep_id(), &new.contributions(), 1);
+                    self.deltas
+                        .apply(new.rep_id(), &new.contributions(self.rates), 1);
                     replaced.push(new);
                 }
                 Version::Deleted(tombstone) => buried.push(tombstone),

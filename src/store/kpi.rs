@@ -16,6 +16,7 @@ use crate::{
     domain::{
         directory::ChangePoint,
         metrics::{METRICS, Metric, MetricSet, Tally},
+        money::MissingRates,
         rollup::{Level, Part, Sums, cover, floor, touches_month},
         tally::{
             RepRef, RetentionQuery, TallyQuery, TeamMembers, chain_retention, retention_order,
@@ -36,6 +37,7 @@ pub async fn tallies(
     pool: &PgPool,
     queries: &[TallyQuery],
     source: Source,
+    reporting: &str,
 ) -> Result<Vec<Tally>, Error> {
     let n = queries.len();
     // Slots 0..n: the queries' ranges; n..2n: cumulative ranges before each
@@ -129,7 +131,7 @@ pub async fn tallies(
     let (rollups, spans, raws, counted) = tokio::try_join!(
         rollup_sums(pool, &single, &groups, metrics),
         span_sums(pool, &spanned, &groups, metrics),
-        raw_sums(pool, &raw_parts, &groups),
+        raw_sums(pool, &raw_parts, &groups, reporting),
         retention_counts(pool, &retention_groups, source)
     )?;
     let mut all = vec![Tally::default(); 2 * n];
@@ -687,6 +689,19 @@ static RAW_SQL: LazyLock<String> = LazyLock::new(|| {
         "coalesce(sum({}) FILTER (WHERE d.stage = 2), 0)",
         micros("d.created_at", "d.closed_at")
     );
+    // A won deal's amount in the reporting currency ($9: rate 1), at the
+    // rate of its currency dated on or before closed_at's UTC date, rounded
+    // once to the nano, half to even: PostgreSQL's own arithmetic, apart
+    // from the service's (domain::money), so that each checks the other.
+    let deals_from = "FROM deals d \
+        LEFT JOIN LATERAL (SELECT CASE WHEN d.currency = $9 THEN 1::numeric ELSE ( \
+            SELECT r.rate FROM exchange_rates r \
+            WHERE r.currency = d.currency AND r.effective_date <= (d.closed_at AT TIME ZONE 'UTC')::date \
+            ORDER BY r.effective_date DESC LIMIT 1) END AS rate) dr ON true \
+        LEFT JOIN LATERAL (SELECT d.amount * dr.rate * 1000000000 AS y) dy ON true \
+        LEFT JOIN LATERAL (SELECT trunc(dy.y) + CASE WHEN dy.y - trunc(dy.y) > 0.5 \
+            OR (dy.y - trunc(dy.y) = 0.5 AND mod(trunc(dy.y), 2) = 1) THEN 1 ELSE 0 END AS nanos) dc ON true \
+        WHERE d.rep_id = ANY (e.reps) AND d.closed_at >= e.f AND d.closed_at < e.t";
     let response = format!(
         "coalesce(sum({}) FILTER (WHERE q.first_response_at IS NOT NULL), 0)",
         micros("q.opened_at", "q.first_response_at")
@@ -726,11 +741,15 @@ static RAW_SQL: LazyLock<String> = LazyLock::new(|| {
                 (M::DealsLost, "count(*) FILTER (WHERE d.stage = 3)"),
                 (
                     M::RevenueNanos,
-                    "coalesce(sum((d.amount * 1000000000)::numeric(40, 0)) FILTER (WHERE d.stage = 2), 0)",
+                    "coalesce(sum(dc.nanos) FILTER (WHERE d.stage = 2), 0)",
                 ),
                 (M::CycleMicros, cycle.as_str()),
+                (
+                    M::WonUnconverted,
+                    "count(*) FILTER (WHERE d.stage = 2 AND dr.rate IS NULL)",
+                ),
             ],
-            "FROM deals d WHERE d.rep_id = ANY (e.reps) AND d.closed_at >= e.f AND d.closed_at < e.t",
+            deals_from,
         ),
         part(
             &[
@@ -778,15 +797,79 @@ static RAW_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-async fn raw_sums(pool: &PgPool, parts: &Parts, groups: &Groups) -> Result<Vec<SumsRow>, Error> {
+async fn raw_sums(
+    pool: &PgPool,
+    parts: &Parts,
+    groups: &Groups,
+    reporting: &str,
+) -> Result<Vec<SumsRow>, Error> {
     if parts.0.is_empty() {
         return Ok(Vec::new());
     }
     let rows = parts
         .bind(groups, sqlx::query(sqlx::AssertSqlSafe(RAW_SQL.as_str())))
+        .bind(reporting)
         .fetch_all(pool)
         .await?;
     rows.iter().map(parse_sums).collect()
+}
+
+/// For the queries at `slots` (their index in the caller's list): the
+/// currencies of their won deals without an exchange rate at closed_at,
+/// and the earliest such closed_at. Read from the deals themselves (the
+/// rollups count them, `Metric::WonUnconverted`, but not by currency).
+pub async fn missing_rates(
+    pool: &PgPool,
+    reporting: &str,
+    slots: &[(usize, &TallyQuery)],
+) -> Result<HashMap<usize, MissingRates>, Error> {
+    use sqlx::Row;
+    let mut slot_ids = Vec::new();
+    let mut reps = Vec::new();
+    let mut froms = Vec::new();
+    let mut tos = Vec::new();
+    for (slot, query) in slots {
+        for segment in &query.segments {
+            slot_ids.push(i32::try_from(*slot).unwrap_or(i32::MAX));
+            reps.push(&*segment.rep);
+            froms.push(segment.from);
+            tos.push(segment.to);
+        }
+    }
+    if slot_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query(
+        "SELECT s.slot, d.currency, min(d.closed_at) \
+         FROM unnest($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS s (slot, rep, f, t) \
+         JOIN deals d ON d.rep_id = s.rep AND d.closed_at >= s.f AND d.closed_at < s.t \
+         WHERE d.stage = 2 AND d.currency <> $5 AND NOT EXISTS ( \
+             SELECT 1 FROM exchange_rates r \
+             WHERE r.currency = d.currency AND r.effective_date <= (d.closed_at AT TIME ZONE 'UTC')::date) \
+         GROUP BY s.slot, d.currency ORDER BY s.slot, d.currency",
+    )
+    .bind(&slot_ids)
+    .bind(&reps)
+    .bind(&froms)
+    .bind(&tos)
+    .bind(reporting)
+    .fetch_all(pool)
+    .await?;
+    let mut out: HashMap<usize, MissingRates> = HashMap::new();
+    for row in &rows {
+        let slot: i32 = row.try_get(0)?;
+        let currency: String = row.try_get(1)?;
+        let earliest: DateTime<Utc> = row.try_get(2)?;
+        let entry = out
+            .entry(usize::try_from(slot).unwrap_or(usize::MAX))
+            .or_insert_with(|| MissingRates {
+                currencies: Vec::new(),
+                earliest_closed_at: earliest,
+            });
+        entry.currencies.push(currency);
+        entry.earliest_closed_at = entry.earliest_closed_at.min(earliest);
+    }
+    Ok(out)
 }
 
 /// Per slot of a retention query: the customers converted before its start

@@ -16,6 +16,7 @@ pub mod activity;
 pub mod directory;
 pub mod keys;
 pub mod kpi;
+pub mod rates;
 pub mod records;
 pub mod rollup;
 pub mod targets;

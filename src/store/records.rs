@@ -18,6 +18,7 @@ use crate::domain::{
         Interaction, Tombstone, Version, Versioned,
     },
     metrics::{self, Contributions},
+    money::RateBook,
 };
 
 /// How a field's type is stored: its SQL type, the value bound for it
@@ -148,15 +149,16 @@ pub trait Table: Versioned + Sized + 'static {
     fn bind(args: &mut PgArguments, rows: &[&Self]) -> Result<(), sqlx::Error>;
     /// A record from a row of `TableSql::load`.
     fn decode(row: &PgRow) -> Result<Self, sqlx::Error>;
-    /// What the record adds to the KPI sums.
-    fn contributions(&self) -> Contributions;
+    /// What the record adds to the KPI sums (a deal's amount converted
+    /// with `rates`).
+    fn contributions(&self, rates: &RateBook) -> Contributions;
 }
 
 /// Declares a record table once: the type, the table, the function giving
 /// its KPI contributions, and `field: "column"` for every column in order
 /// (the id first, the version last).
 macro_rules! record_table {
-    ($ty:ident in $table:literal, $contributions:path, { $($field:ident: $column:literal),+ $(,)? }) => {
+    ($ty:ident in $table:literal, $contributions:expr, { $($field:ident: $column:literal),+ $(,)? }) => {
         impl Table for $ty {
             fn sql() -> &'static TableSql {
                 static SQL: LazyLock<TableSql> = LazyLock::new(|| {
@@ -176,14 +178,14 @@ macro_rules! record_table {
                 })
             }
 
-            fn contributions(&self) -> Contributions {
-                $contributions(self)
+            fn contributions(&self, rates: &RateBook) -> Contributions {
+                $contributions(self, rates)
             }
         }
     };
 }
 
-record_table!(Customer in "customers", metrics::customer_contributions, {
+record_table!(Customer in "customers", |r: &Customer, _: &RateBook| metrics::customer_contributions(r), {
     id: "customer_id",
     rep_id: "rep_id",
     lead_at: "lead_at",
@@ -192,7 +194,7 @@ record_table!(Customer in "customers", metrics::customer_contributions, {
     updated_at: "source_updated_at",
 });
 
-record_table!(Interaction in "interactions", metrics::interaction_contributions, {
+record_table!(Interaction in "interactions", |r: &Interaction, _: &RateBook| metrics::interaction_contributions(r), {
     id: "interaction_id",
     rep_id: "rep_id",
     customer_id: "customer_id",
@@ -214,7 +216,7 @@ record_table!(Deal in "deals", metrics::deal_contributions, {
     updated_at: "source_updated_at",
 });
 
-record_table!(Feedback in "feedback", metrics::feedback_contributions, {
+record_table!(Feedback in "feedback", |r: &Feedback, _: &RateBook| metrics::feedback_contributions(r), {
     id: "feedback_id",
     rep_id: "rep_id",
     customer_id: "customer_id",
@@ -225,7 +227,7 @@ record_table!(Feedback in "feedback", metrics::feedback_contributions, {
     updated_at: "source_updated_at",
 });
 
-record_table!(CustomerRequest in "customer_requests", metrics::request_contributions, {
+record_table!(CustomerRequest in "customer_requests", |r: &CustomerRequest, _: &RateBook| metrics::request_contributions(r), {
     id: "request_id",
     rep_id: "rep_id",
     customer_id: "customer_id",
@@ -312,6 +314,8 @@ pub async fn upsert<T: Table>(
 /// an upsert that replaces older versions. Rows are written as one array
 /// per column, unnested in the select list (no per-column tuplestore).
 pub struct TableSql {
+    /// (name, SQL type) of every column, the id first.
+    columns: Vec<(String, String)>,
     load: String,
     insert: String,
     replace: String,
@@ -389,12 +393,28 @@ impl TableSql {
             cleared.join(", ")
         );
         Self {
+            columns: columns
+                .iter()
+                .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+                .collect(),
             load,
             insert,
             replace,
             bury_new,
             bury,
         }
+    }
+
+    /// The columns `decode` reads, of the table aliased `alias`.
+    pub fn columns(&self, alias: &str) -> String {
+        self.columns
+            .iter()
+            .map(|(name, ty)| match ty.as_str() {
+                "numeric" => format!("{alias}.{name}::text AS {name}"),
+                _ => format!("{alias}.{name}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn write(&self, replace: bool) -> &str {

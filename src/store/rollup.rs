@@ -24,6 +24,7 @@ pub const COLUMNS: [&str; METRICS.len()] = [
     "deals_lost",
     "revenue_nanos",
     "cycle_micros",
+    "won_unconverted",
     "nps_responses",
     "nps_promoters",
     "nps_detractors",
@@ -45,8 +46,8 @@ pub fn is_numeric(metric: Metric) -> bool {
 
 /// The metrics each kind of record feeds, as ranges of `METRICS`: a batch
 /// upserts only the groups it changes (an interaction batch writes 5
-/// columns, not 22).
-const GROUPS: [std::ops::Range<usize>; 5] = [0..5, 5..9, 9..13, 13..18, 18..22];
+/// columns, not 23).
+const GROUPS: [std::ops::Range<usize>; 5] = [0..5, 5..9, 9..14, 14..19, 19..23];
 
 /// The metrics (indexes into `METRICS`) of the groups in `mask` (bit i:
 /// `GROUPS[i]`), in the order the statement names and binds them.

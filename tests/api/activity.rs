@@ -416,7 +416,7 @@ fn invalid_records() -> Vec<(pb::ActivityRecord, &'static str)> {
         (
             d(&|r| {
                 r.amount = Some(pb::Money {
-                    currency_code: "EUR".into(),
+                    currency_code: "EURO".into(),
                     units: 5,
                     nanos: 0,
                 })

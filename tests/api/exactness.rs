@@ -59,6 +59,10 @@ fn corrected(record: &pb::ActivityRecord, n: usize) -> Option<pb::ActivityRecord
         Record::Deal(mut r) => {
             if let Some(amount) = r.amount.as_mut() {
                 amount.units += 1;
+                // Other currencies (CHF without a rate until late), and
+                // nanos that exercise the rounding.
+                amount.currency_code = ["EUR", "GBP", "CHF", "USD"][n % 4].into();
+                amount.nanos = i32::try_from(n * 7_654_321 % 1_000_000_000).unwrap();
             }
             r.updated_at = bump(&r.updated_at);
             Record::Deal(r)
@@ -149,10 +153,46 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
         .filter(|(n, _)| n % 5 == 0)
         .filter_map(|(n, r)| corrected(r, n))
         .collect();
+    // EUR rates before the deals move to EUR, GBP after (the re-conversion
+    // path), CHF only from day 75 (earlier CHF deals stay unconverted),
+    // then a correction of EUR's second rate.
+    let mut rates = kpi_service::grpc::pb::exchange_rate_service_client::ExchangeRateServiceClient::with_interceptor(
+        app.channel.clone(),
+        crate::helpers::Bearer::new(&app.admin_key),
+    );
+    let day = |d: i64| {
+        (start + chrono::TimeDelta::days(d))
+            .date_naive()
+            .to_string()
+    };
+    let mut set_rates = async |list: &[(&str, String, &str)]| {
+        let rates_list = list
+            .iter()
+            .map(|(c, d, r)| pb::ExchangeRate {
+                currency_code: (*c).into(),
+                effective_date: d.clone(),
+                rate: (*r).into(),
+            })
+            .collect();
+        rates
+            .set_exchange_rates(pb::SetExchangeRatesRequest { rates: rates_list })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    set_rates(&[("EUR", day(-400), "1.0845"), ("EUR", day(60), "1.0912345")]).await;
     for chunk in corrections.chunks(1000) {
         let counts = app.record(chunk.to_vec()).await.unwrap();
         assert_eq!(counts.updated as usize, chunk.len());
     }
+    let gbp = set_rates(&[
+        ("GBP", day(-400), "1.2673915"),
+        ("CHF", day(75), "0.9876543"),
+    ])
+    .await;
+    assert!(gbp.deals_reconverted > 0, "{gbp:?}");
+    let eur = set_rates(&[("EUR", day(60), "1.0912346")]).await;
+    assert!(eur.deals_reconverted > 0, "{eur:?}");
     assert!(all.len() > 3000, "only {} records", all.len());
     // Delete every seventh record (after its correction), restore every
     // third of those with a newer version, send stale deletions of every
@@ -260,10 +300,10 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
                 }
             }
         }
-        let fast = store::tallies(&app.db, &queries, Source::Rollups)
+        let fast = store::tallies(&app.db, &queries, Source::Rollups, "USD")
             .await
             .unwrap();
-        let slow = store::tallies(&app.db, &queries, Source::Raw)
+        let slow = store::tallies(&app.db, &queries, Source::Raw, "USD")
             .await
             .unwrap();
         assert_eq!(fast.len(), slow.len());
@@ -278,6 +318,11 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
             slow.iter()
                 .any(|t| t.retention.active_at_start > 0 && t.retention.churned > 0),
             "no retention counted in {zone}"
+        );
+        assert!(
+            slow.iter()
+                .any(|t| t.get(kpi_service::domain::metrics::Metric::WonUnconverted) > 0),
+            "no deal without a rate in {zone}"
         );
         checked += queries.len();
     }

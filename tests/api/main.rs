@@ -3,6 +3,7 @@
 
 mod access;
 mod activity;
+mod currencies;
 mod deletions;
 mod directory;
 mod durability;
