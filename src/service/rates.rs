@@ -36,7 +36,8 @@ impl Rates {
 
     /// Sets validated rates (distinct currency and date, none in the
     /// reporting currency). Rates hold for the whole organisation: a key
-    /// limited to a team may not set them.
+    /// limited to a team may not set them (only read keys can be limited
+    /// today, and the policy keeps them out; this holds if that changes).
     pub async fn set(
         &self,
         caller: &Principal,

@@ -43,7 +43,7 @@ const BEGIN_BATCH: &str =
 
 /// How often a batch is retried after a deadlock or serialization failure
 /// before the error reaches the caller.
-const MAX_ATTEMPTS: u32 = 5;
+pub(super) const MAX_ATTEMPTS: u32 = 5;
 
 /// Reps known to exist. Reps are never deleted, so once seen they need no
 /// further lookup: a batch queries only the reps it names that are not
@@ -120,7 +120,7 @@ pub fn backoff(attempt: u32, unit: f64) -> std::time::Duration {
 /// Deadlocks, serialization failures, and unique violations: a concurrent
 /// batch inserted one of our new ids first (the insert waited for it to
 /// commit); the retry finds its version and classifies against it.
-fn is_retryable(err: &sqlx::Error) -> bool {
+pub(super) fn is_retryable(err: &sqlx::Error) -> bool {
     matches!(
         err,
         sqlx::Error::Database(db)

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool, Row as _};
 
-use super::{records::Table, rollup};
+use super::{activity, records::Table, rollup};
 use crate::{
     Error,
     domain::{
@@ -100,11 +100,32 @@ pub struct SetOutcome {
 /// transaction, every won deal whose rate changes with them: its revenue
 /// in the rollups is moved from the old conversion (or from "no rate") to
 /// the new one.
+///
+/// Retried like a batch after a deadlock or serialization failure
+/// (`store::activity`), with the same jittered backoff.
 pub async fn set(
     pool: &PgPool,
     reporting: &str,
     entries: &[RateEntry],
 ) -> Result<SetOutcome, Error> {
+    let mut attempt = 1;
+    loop {
+        match set_once(pool, reporting, entries).await {
+            Err(err) if activity::is_retryable(&err) && attempt < activity::MAX_ATTEMPTS => {
+                tokio::time::sleep(activity::backoff(attempt, rand::random::<f64>())).await;
+                attempt += 1;
+            }
+            Err(err) => return Err(err.into()),
+            Ok(outcome) => return Ok(outcome),
+        }
+    }
+}
+
+async fn set_once(
+    pool: &PgPool,
+    reporting: &str,
+    entries: &[RateEntry],
+) -> Result<SetOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(RATES_LOCK)
