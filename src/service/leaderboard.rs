@@ -117,13 +117,9 @@ impl Leaderboards {
             .enumerate()
             .map(|(i, c)| (i, &mut c.value))
             .collect();
-        super::explain_unconverted(
-            &self.pool,
-            &self.settings.reporting_currency,
-            &queries,
-            values,
-        )
-        .await?;
+        self.settings
+            .explain_unconverted(&self.pool, &queries, values)
+            .await?;
         let min_sample = min_sample.unwrap_or_else(|| kpi::default_min_sample(kpi));
         Ok(Leaderboard {
             period,

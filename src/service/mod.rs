@@ -19,37 +19,6 @@ pub mod rates;
 pub mod scorecard;
 pub mod targets;
 
-/// Says, on each money KPI value that leaves won deals out for want of an
-/// exchange rate, which currencies and since when (`values`: each value
-/// with the index of its query in `queries`). One query for all of them,
-/// and none when no value leaves anything out.
-pub async fn explain_unconverted(
-    pool: &PgPool,
-    reporting: &str,
-    queries: &[crate::domain::tally::TallyQuery],
-    values: Vec<(usize, &mut crate::domain::kpi::KpiValue)>,
-) -> Result<(), crate::Error> {
-    let values: Vec<_> = values
-        .into_iter()
-        .filter(|(_, v)| v.unconverted_deals > 0)
-        .collect();
-    if values.is_empty() {
-        return Ok(());
-    }
-    let mut slots: Vec<usize> = values.iter().map(|(slot, _)| *slot).collect();
-    slots.sort_unstable();
-    slots.dedup();
-    let wanted: Vec<_> = slots
-        .iter()
-        .filter_map(|slot| queries.get(*slot).map(|q| (*slot, q)))
-        .collect();
-    let missing = crate::store::kpi::missing_rates(pool, reporting, &wanted).await?;
-    for (slot, value) in values {
-        value.missing_rates = missing.get(&slot).cloned();
-    }
-    Ok(())
-}
-
 /// Settings the KPI use cases need.
 #[derive(Debug, Clone)]
 pub struct KpiSettings {
@@ -60,6 +29,40 @@ pub struct KpiSettings {
     /// Heavy calls (series of more than `scorecard::HEAVY_SERIES_POINTS`
     /// points) that may run at once in this process.
     pub max_heavy_calls: usize,
+}
+
+impl KpiSettings {
+    /// Says, on each money KPI value that leaves won deals out for want of an
+    /// exchange rate, which currencies and since when (`values`: each value
+    /// with the index of its query in `queries`). One query for all of them,
+    /// and none when no value leaves anything out.
+    pub async fn explain_unconverted(
+        &self,
+        pool: &PgPool,
+        queries: &[crate::domain::tally::TallyQuery],
+        values: Vec<(usize, &mut crate::domain::kpi::KpiValue)>,
+    ) -> Result<(), crate::Error> {
+        let values: Vec<_> = values
+            .into_iter()
+            .filter(|(_, v)| v.unconverted_deals > 0)
+            .collect();
+        if values.is_empty() {
+            return Ok(());
+        }
+        let mut slots: Vec<usize> = values.iter().map(|(slot, _)| *slot).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let wanted: Vec<_> = slots
+            .iter()
+            .filter_map(|slot| queries.get(*slot).map(|q| (*slot, q)))
+            .collect();
+        let missing =
+            crate::store::kpi::missing_rates(pool, &self.reporting_currency, &wanted).await?;
+        for (slot, value) in values {
+            value.missing_rates = missing.get(&slot).cloned();
+        }
+        Ok(())
+    }
 }
 
 /// Every use case, built once per process and cloned into each transport

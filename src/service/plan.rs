@@ -80,44 +80,31 @@ impl<'p> Planner<'p> {
             .min()
             .zip(periods.iter().map(Period::end_time).max())
             .filter(|_| skip_quiet);
-        let mut queries: Vec<TallyQuery> = match subject {
-            Subject::Rep(rep) => {
-                let active = match span {
-                    Some((from, to)) => {
-                        Some(store::active_months_of(pool, &[rep.as_str()], from, to).await?)
-                    }
-                    None => None,
-                };
-                periods
-                    .iter()
-                    .map(|p| match &active {
-                        Some(months) if !touches_month(months, p.start_time(), p.end_time()) => {
-                            TallyQuery::default()
-                        }
-                        _ => rep_query(rep.as_str(), p.start_time(), p.end_time()),
-                    })
-                    .collect()
-            }
-            Subject::Team(team) => {
-                let team = self.team(team).await?;
-                let active = match span {
-                    Some((from, to)) => {
-                        let reps: Vec<&str> = team.histories.iter().map(|(r, _)| &**r).collect();
-                        Some(store::active_months_of(pool, &reps, from, to).await?)
-                    }
-                    None => None,
-                };
-                periods
-                    .iter()
-                    .map(|p| match &active {
-                        Some(months) if !touches_month(months, p.start_time(), p.end_time()) => {
-                            TallyQuery::default()
-                        }
-                        _ => team_query(team, p.start_time(), p.end_time()),
-                    })
-                    .collect()
-            }
+        let team = match subject {
+            Subject::Team(team) => Some(self.team(team).await?),
+            Subject::Rep(_) => None,
         };
+        let active = match span {
+            Some((from, to)) => {
+                let reps: Vec<&str> = team.map_or_else(
+                    || vec![subject.id()],
+                    |team| team.histories.iter().map(|(r, _)| &**r).collect(),
+                );
+                Some(store::active_months_of(pool, &reps, from, to).await?)
+            }
+            None => None,
+        };
+        let mut queries: Vec<TallyQuery> = periods
+            .iter()
+            .map(|p| {
+                let (from, to) = (p.start_time(), p.end_time());
+                match (&active, team) {
+                    (Some(months), _) if !touches_month(months, from, to) => TallyQuery::default(),
+                    (_, Some(team)) => team_query(team, from, to),
+                    (_, None) => rep_query(subject.id(), from, to),
+                }
+            })
+            .collect();
         without_unneeded_retention(&mut queries, kpis);
         Ok(queries)
     }

@@ -145,13 +145,9 @@ impl Scorecards {
             .iter_mut()
             .flat_map(|e| [(0, &mut e.current), (1, &mut e.previous)])
             .collect();
-        super::explain_unconverted(
-            &self.pool,
-            &self.settings.reporting_currency,
-            &queries,
-            values,
-        )
-        .await?;
+        self.settings
+            .explain_unconverted(&self.pool, &queries, values)
+            .await?;
         Ok(Scorecard {
             subject,
             period,
@@ -207,13 +203,9 @@ impl Scorecards {
             .enumerate()
             .map(|(i, p)| (i, &mut p.value))
             .collect();
-        super::explain_unconverted(
-            &self.pool,
-            &self.settings.reporting_currency,
-            &queries,
-            values,
-        )
-        .await?;
+        self.settings
+            .explain_unconverted(&self.pool, &queries, values)
+            .await?;
         drop(queries);
         drop(tallies);
         if heavy_slot.is_some() {
