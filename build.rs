@@ -1,5 +1,6 @@
 //! Compiles `proto/` with the pure-Rust `protox` (no system `protoc`) and
-//! writes the encoded descriptor set that server reflection serves.
+//! writes the encoded descriptor set that server reflection serves, and the
+//! proto3 JSON mapping of the messages (pbjson).
 
 use std::{env, fs, path::PathBuf};
 
@@ -25,9 +26,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out_dir.join("kpi_descriptor.bin"), fds.encode_to_vec())?;
 
+    // The proto3 JSON mapping (serde) of every kpi.v1 message, for the
+    // importer's NDJSON and the HTTP face; the well-known types come from
+    // pbjson-types, which has theirs.
+    pbjson_build::Builder::new()
+        .register_descriptors(&fds.encode_to_vec())?
+        .build(&[".kpi"])?;
+
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
         .compile_fds(fds)?;
     Ok(())
 }

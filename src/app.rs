@@ -44,6 +44,7 @@ pub async fn run_cli(cli: Cli) -> anyhow::Result<()> {
         None => serve(cli.settings).await,
         Some(Command::Serve(settings)) => serve(settings).await,
         Some(Command::Demo(options)) => crate::demo::run(options).await,
+        Some(Command::Import(options)) => crate::import::run(options).await,
         Some(Command::Keys(command)) => {
             let db = Database::open(command.database(), Opener::Command("keys")).await?;
             let result = match store::migrate(&db.pool).await {

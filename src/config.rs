@@ -43,6 +43,9 @@ pub enum Command {
     /// Fill a running service with a generated organisation and a year of
     /// activity, through its gRPC API (deterministic for a seed).
     Demo(crate::demo::DemoOptions),
+    /// Backfill from CRM exports: NDJSON and CSV files pushed through the
+    /// API (teams and reps first), bad records to a reject file.
+    Import(crate::import::ImportOptions),
     /// Manage API keys (in the service's database).
     #[command(subcommand)]
     Keys(KeysCommand),

@@ -40,11 +40,13 @@ pub enum Error {
     },
 
     /// A client stream stopped at a failing batch: the cause's code, with
-    /// `committed_batches` in the ErrorInfo metadata (and, for invalid
-    /// batches, the reason BATCH_REJECTED) so the caller can resume.
+    /// `committed_batches` and their counts (`inserted`, `updated`, ...) in
+    /// the ErrorInfo metadata (and, for invalid batches, the reason
+    /// BATCH_REJECTED) so the caller can resume and still add up.
     #[error("batch {committed_batches} failed: {cause}")]
     StreamInterrupted {
         committed_batches: u64,
+        committed: crate::domain::activity::Counts,
         cause: Box<Error>,
     },
 

@@ -4,6 +4,8 @@
 pub mod access;
 /// Builds the server from config, serves until a signal, drains with a deadline.
 pub mod app;
+/// What the command-line clients share: target, key, TLS channel.
+pub mod client;
 /// Every setting, typed, from flags and environment.
 pub mod config;
 /// The demo and load generator (`kpi-service demo`).
@@ -18,6 +20,8 @@ pub mod error;
 pub mod grpc;
 /// gRPC health driven by the real database state.
 pub mod health;
+/// Backfill from CRM exports (`kpi-service import`).
+pub mod import;
 /// Returning freed memory to the system after heavy calls.
 pub mod memory;
 /// The use cases shared by every transport: caller + typed query in,

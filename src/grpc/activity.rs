@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use prost_types::Timestamp;
+use pbjson_types::Timestamp;
 use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status, Streaming};
 
@@ -130,9 +130,10 @@ impl ActivityService for ActivityApi {
         let mut shutdown = self.limits.shutdown.clone();
         let mut counts = Counts::default();
         let mut batches: u64 = 0;
-        let interrupted = |batches: u64, cause: Error| -> Status {
+        let interrupted = |batches: u64, committed: Counts, cause: Error| -> Status {
             Error::StreamInterrupted {
                 committed_batches: batches,
+                committed,
                 cause: Box::new(cause),
             }
             .into()
@@ -142,7 +143,7 @@ impl ActivityService for ActivityApi {
             // shutdown, whichever comes first.
             let message = loop {
                 if let Some(cause) = self.interruption(&caller, &shutdown) {
-                    return Err(interrupted(batches, cause));
+                    return Err(interrupted(batches, counts, cause));
                 }
                 tokio::select! {
                     () = changed(&mut shutdown) => {}
@@ -166,7 +167,7 @@ impl ActivityService for ActivityApi {
             };
             // The key is checked again right before the batch counts.
             if let Some(cause) = self.interruption(&caller, &shutdown) {
-                return Err(interrupted(batches, cause));
+                return Err(interrupted(batches, counts, cause));
             }
             let limit = self.limits.batch_timeout;
             let recorded = match tokio::time::timeout(limit, self.record(message.records)).await {
@@ -178,7 +179,7 @@ impl ActivityService for ActivityApi {
                     counts += batch_counts;
                     batches += 1;
                 }
-                Err(cause) => return Err(interrupted(batches, cause)),
+                Err(cause) => return Err(interrupted(batches, counts, cause)),
             }
         }
         Ok(Response::new(pb::StreamActivitiesResponse {

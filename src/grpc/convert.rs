@@ -2,7 +2,7 @@
 //! request is validating it: every violation is collected with its path.
 
 use chrono::{DateTime, Utc};
-use prost_types::Timestamp;
+use pbjson_types::Timestamp;
 
 use super::pb;
 use crate::{

@@ -16,6 +16,7 @@ pub mod targets;
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod pb {
     tonic::include_proto!("kpi.v1");
+    include!(concat!(env!("OUT_DIR"), "/kpi.v1.serde.rs"));
 }
 
 /// Encoded descriptors of every `kpi.v1` file, served by reflection.

@@ -113,6 +113,7 @@ fn parts(err: &Error) -> (Code, String, String, ErrorDetails, HashMap<String, St
         ),
         Error::StreamInterrupted {
             committed_batches,
+            committed,
             cause,
         } => {
             let (code, reason, message, inner_details, inner_metadata) = parts(cause);
@@ -122,6 +123,15 @@ fn parts(err: &Error) -> (Code, String, String, ErrorDetails, HashMap<String, St
                 "committed_batches".to_owned(),
                 committed_batches.to_string(),
             );
+            for (name, count) in [
+                ("inserted", committed.inserted),
+                ("updated", committed.updated),
+                ("unchanged", committed.unchanged),
+                ("stale", committed.stale),
+                ("deleted", committed.deleted),
+            ] {
+                metadata.insert(name.to_owned(), count.to_string());
+            }
             let reason = if code == Code::InvalidArgument {
                 "BATCH_REJECTED".to_owned()
             } else {

@@ -7,7 +7,7 @@ use kpi_service::{
     grpc::pb,
     testkit::records::{self, usd},
 };
-use prost_types::Timestamp;
+use pbjson_types::Timestamp;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -307,6 +307,14 @@ async fn a_stream_that_fails_at_batch_5_keeps_batches_1_to_4() {
         info.metadata.get("committed_batches").map(String::as_str),
         Some("4")
     );
+    // ... and what those four batches did, so the caller's sums add up.
+    assert_eq!(
+        info.metadata.get("inserted").map(String::as_str),
+        Some("400")
+    );
+    for other in ["updated", "unchanged", "stale", "deleted"] {
+        assert_eq!(info.metadata.get(other).map(String::as_str), Some("0"));
+    }
     let fields: Vec<_> = details
         .bad_request()
         .unwrap()

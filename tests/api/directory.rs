@@ -74,7 +74,7 @@ async fn bad_input_lists_every_violation_and_writes_nothing() {
             email: "not-an-address".into(),
             active: None,
             team_id: "bad\u{7}team".into(),
-            team_effective_time: Some(prost_types::Timestamp {
+            team_effective_time: Some(pbjson_types::Timestamp {
                 seconds: 0,
                 nanos: -5,
             }),

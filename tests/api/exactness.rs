@@ -19,8 +19,7 @@ use crate::helpers::TestApp;
 
 fn options() -> DemoOptions {
     DemoOptions {
-        target: None,
-        data_dir: std::path::PathBuf::new(),
+        client: Default::default(),
         seed: 7,
         reps: 6,
         days: 150,
@@ -28,14 +27,13 @@ fn options() -> DemoOptions {
         interactions_per_day: 5.0,
         concurrency: 1,
         batch_size: 1000,
-        key: None,
     }
 }
 
 /// A CRM correction: a newer version with other content.
 fn corrected(record: &pb::ActivityRecord, n: usize) -> Option<pb::ActivityRecord> {
-    let bump = |ts: &Option<prost_types::Timestamp>| {
-        ts.map(|t| prost_types::Timestamp {
+    let bump = |ts: &Option<pbjson_types::Timestamp>| {
+        ts.map(|t| pbjson_types::Timestamp {
             seconds: t.seconds + 86_400 * 30,
             nanos: 0,
         })
@@ -43,7 +41,7 @@ fn corrected(record: &pb::ActivityRecord, n: usize) -> Option<pb::ActivityRecord
     let record = match record.record.clone()? {
         Record::Interaction(mut r) => {
             r.channel = (r.channel % 5) + 1;
-            r.occurred_at = r.occurred_at.map(|t| prost_types::Timestamp {
+            r.occurred_at = r.occurred_at.map(|t| pbjson_types::Timestamp {
                 seconds: t.seconds + 3 * 3600 + 15 * 60,
                 nanos: 0,
             });
@@ -77,7 +75,7 @@ fn corrected(record: &pb::ActivityRecord, n: usize) -> Option<pb::ActivityRecord
 /// A record's type, id and version (`updated_at`).
 fn identity(
     record: &pb::ActivityRecord,
-) -> Option<(pb::RecordType, String, prost_types::Timestamp)> {
+) -> Option<(pb::RecordType, String, pbjson_types::Timestamp)> {
     use pb::RecordType as T;
     Some(match record.record.as_ref()? {
         Record::Customer(r) => (T::Customer, r.customer_id.clone(), r.updated_at?),
@@ -96,7 +94,7 @@ fn deletion_of(record: &pb::ActivityRecord, seconds: i64) -> Option<pb::Activity
         record: Some(Record::Deletion(pb::Deletion {
             record_type: record_type as i32,
             record_id: id,
-            updated_at: Some(prost_types::Timestamp {
+            updated_at: Some(pbjson_types::Timestamp {
                 seconds: version.seconds + seconds,
                 nanos: 0,
             }),
@@ -106,7 +104,7 @@ fn deletion_of(record: &pb::ActivityRecord, seconds: i64) -> Option<pb::Activity
 
 /// The record as it was first sent, `seconds` after its original version.
 fn reversioned(record: &pb::ActivityRecord, seconds: i64) -> Option<pb::ActivityRecord> {
-    let bump = |ts: &mut Option<prost_types::Timestamp>| {
+    let bump = |ts: &mut Option<pbjson_types::Timestamp>| {
         if let Some(t) = ts.as_mut() {
             t.seconds += seconds;
             t.nanos = 0;

@@ -199,6 +199,8 @@ pub type Authed = InterceptedService<Channel, Bearer>;
 pub struct TestApp {
     /// The database URL the server uses.
     pub url: String,
+    /// `http://127.0.0.1:PORT`, for clients in other processes.
+    pub endpoint: String,
     pub directory: DirectoryServiceClient<Authed>,
     pub activity: ActivityServiceClient<Authed>,
     /// The admin key the clients use.
@@ -269,6 +271,7 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"));
         let app = Self {
             url: url.clone(),
+            endpoint: format!("http://{addr}"),
             directory: DirectoryServiceClient::with_interceptor(
                 channel.clone(),
                 Bearer::new(&admin_key),
@@ -474,7 +477,7 @@ pub fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
 }
 
 /// The same as a protobuf timestamp.
-pub fn ts(rfc3339: &str) -> prost_types::Timestamp {
+pub fn ts(rfc3339: &str) -> pbjson_types::Timestamp {
     kpi_service::grpc::convert::timestamp(at(rfc3339))
 }
 
@@ -537,7 +540,7 @@ pub fn run_grpcurl(args: &[&str]) -> (bool, String) {
 }
 
 /// A timestamp as microseconds since the epoch (0 when absent), to compare.
-pub fn micros(at: &Option<prost_types::Timestamp>) -> i64 {
+pub fn micros(at: &Option<pbjson_types::Timestamp>) -> i64 {
     at.as_ref()
         .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos / 1000))
 }

@@ -244,7 +244,7 @@ async fn hostile_batches_name_their_record_and_field_and_store_nothing() {
     };
     let after_chrono = {
         let mut call = records::interaction("i2", "anna", pb::Channel::Call, t);
-        call.updated_at = Some(prost_types::Timestamp {
+        call.updated_at = Some(pbjson_types::Timestamp {
             seconds: 9_300_000_000,
             nanos: 0,
         });

@@ -12,6 +12,7 @@ mod exactness;
 mod grpcurl;
 mod helpers;
 mod hostile;
+mod import;
 mod kpi;
 mod server;
 mod streams;
