@@ -459,3 +459,83 @@ async fn the_examples_in_the_import_docs_import_cleanly_and_agree() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn an_interrupted_import_run_again_finishes_the_job_without_counting_twice() {
+    const RECORDS: usize = 30_000;
+    let app = TestApp::spawn().await;
+    app.upsert_team("t1", "Team 1", "").await.unwrap();
+    app.rep_in("anna", "t1").await;
+    let dir = Workdir::new();
+    let mut lines = String::new();
+    for i in 0..RECORDS {
+        lines.push_str(&format!(
+            r#"{{"interaction": {{"interactionId": "i{i:05}", "repId": "anna", "channel": "CHANNEL_CALL", "occurredAt": "2025-01-10T09:00:00Z", "updatedAt": "2025-01-10T09:00:00Z"}}}}"#
+        ));
+        lines.push('\n');
+    }
+    let file = dir.file("calls.ndjson", &lines);
+    let rejects = dir.0.join("rejects.ndjson");
+    let rejects = rejects.to_string_lossy().into_owned();
+    let args = [
+        "--rejects",
+        rejects.as_str(),
+        "--batch-size",
+        "100",
+        "--concurrency",
+        "1",
+    ];
+
+    // Interrupt it (Ctrl-C) once some of it is stored.
+    let child = Command::new(env!("CARGO_BIN_EXE_kpi-service"))
+        .args(["import", "--target", &app.endpoint, "--key", &app.admin_key])
+        .args(args)
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap().to_string();
+    while app.count("interactions").await == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let first = child.wait_with_output().await.unwrap();
+    let first_out = text(&first.stdout);
+    let count = |summary: &str, name: &str| -> usize {
+        summary
+            .split([',', ':'])
+            .find_map(|part| part.trim().strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {summary}"))
+    };
+    let first_inserted = count(&first_out, "inserted");
+    match first.status.code() {
+        // Interrupted: it says so, and counted only part.
+        Some(130) => {
+            assert!(text(&first.stderr).contains("run the same import again"));
+            assert!(first_inserted < RECORDS, "{first_out}");
+        }
+        // A fast machine may finish before the signal lands.
+        Some(0) => assert_eq!(first_inserted, RECORDS, "{first_out}"),
+        other => panic!("exit {other:?}: {first_out}\n{}", text(&first.stderr)),
+    }
+
+    // Again: everything lands once; what the first run committed is
+    // unchanged (at least what it counted; a batch in flight at the signal
+    // may have committed without being counted).
+    let again = import(&app, &app.admin_key, &args, &[file.as_path()]).await;
+    let again_out = text(&again.stdout);
+    assert_eq!(again.status.code(), Some(0), "{again_out}");
+    let (inserted, unchanged) = (
+        count(&again_out, "inserted"),
+        count(&again_out, "unchanged"),
+    );
+    assert_eq!(inserted + unchanged, RECORDS, "{again_out}");
+    assert!(unchanged >= first_inserted, "{first_out}\n{again_out}");
+    assert_eq!(app.count("interactions").await, RECORDS as i64);
+}
