@@ -150,6 +150,7 @@ fn period(zone: &str) -> Option<pb::Period> {
         start_date: "2026-04-01".into(),
         end_date: "2026-06-30".into(),
         time_zone: zone.into(),
+        ..Default::default()
     })
 }
 
@@ -212,6 +213,7 @@ async fn measure_all(
                         start_date: "2025-07-01".into(),
                         end_date: "2026-06-30".into(),
                         time_zone: "Europe/Berlin".into(),
+                        ..Default::default()
                     }),
                     granularity: pb::Granularity::Month as i32,
                 })
@@ -437,6 +439,7 @@ async fn measure_heavy_series(
                         start_date: start.into(),
                         end_date: "2026-06-30".into(),
                         time_zone: "Europe/Berlin".into(),
+                        ..Default::default()
                     }),
                     granularity: pb::Granularity::Day as i32,
                 })

@@ -203,9 +203,220 @@ pub fn buckets(period: &Period, granularity: Granularity, fiscal_start_month: u3
     out
 }
 
+/// A calendar unit a relative period counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalendarUnit {
+    Day,
+    /// ISO week, Monday to Sunday.
+    Week,
+    Month,
+    /// Fiscal quarter.
+    Quarter,
+    /// Fiscal year (the calendar year when the fiscal year starts in
+    /// January).
+    Year,
+}
+
+/// The most days `LAST_N_DAYS` may span (ten years, the longest period).
+pub const MAX_LAST_N_DAYS: u32 = 3650;
+
+/// A period given relative to today in its time zone, resolved into dates
+/// at each evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relative {
+    /// The unit that contains today (all of it, also the days to come).
+    Current(CalendarUnit),
+    /// The unit before that.
+    Previous(CalendarUnit),
+    /// The `n` days ending with today.
+    LastDays(u32),
+}
+
+/// A period as asked for: fixed dates, or relative to today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeriodSpec {
+    Fixed(Period),
+    Relative { relative: Relative, zone: Tz },
+}
+
+impl PeriodSpec {
+    /// The dates this spec means at instant `now`.
+    pub fn resolve(&self, now: DateTime<Utc>, fiscal_start_month: u32) -> Period {
+        match *self {
+            Self::Fixed(period) => period,
+            Self::Relative { relative, zone } => relative.resolve(
+                now.with_timezone(&zone).date_naive(),
+                zone,
+                fiscal_start_month,
+            ),
+        }
+    }
+
+    pub fn is_relative(&self) -> bool {
+        matches!(self, Self::Relative { .. })
+    }
+}
+
+impl Relative {
+    /// Checks `LastDays`' count.
+    pub fn last_days(n: i64) -> Result<Self, String> {
+        u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_LAST_N_DAYS).contains(n))
+            .map(Self::LastDays)
+            .ok_or_else(|| format!("must be 1 to {MAX_LAST_N_DAYS} (got {n})"))
+    }
+
+    /// The dates on local day `today` in `zone`.
+    pub fn resolve(self, today: NaiveDate, zone: Tz, fiscal_start_month: u32) -> Period {
+        let (start, end) = match self {
+            Self::Current(unit) => unit_around(today, unit, fiscal_start_month),
+            Self::Previous(unit) => {
+                let (start, _) = unit_around(today, unit, fiscal_start_month);
+                unit_around(start - Days::new(1), unit, fiscal_start_month)
+            }
+            Self::LastDays(n) => (today - Days::new(u64::from(n.max(1)) - 1), today),
+        };
+        Period { start, end, zone }
+    }
+}
+
+/// The first and last day of the `unit` containing `date`.
+fn unit_around(
+    date: NaiveDate,
+    unit: CalendarUnit,
+    fiscal_start_month: u32,
+) -> (NaiveDate, NaiveDate) {
+    let (start, next) = match unit {
+        CalendarUnit::Day => (date, date + Days::new(1)),
+        CalendarUnit::Week | CalendarUnit::Month | CalendarUnit::Quarter => {
+            let granularity = match unit {
+                CalendarUnit::Week => Granularity::Week,
+                CalendarUnit::Month => Granularity::Month,
+                _ => Granularity::Quarter,
+            };
+            let start = bucket_start(date, granularity, fiscal_start_month);
+            (start, next_bucket(start, granularity))
+        }
+        CalendarUnit::Year => {
+            let offset = (date.month() + 12 - fiscal_start_month.clamp(1, 12)) % 12;
+            let start = date.with_day(1).unwrap_or(date) - Months::new(offset);
+            (start, start + Months::new(12))
+        }
+    };
+    (start, next - Days::new(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn day(raw: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(raw, "%Y-%m-%d").unwrap_or_default()
+    }
+
+    fn dates(relative: Relative, today: &str, fiscal: u32) -> (String, String) {
+        let p = relative.resolve(day(today), Tz::UTC, fiscal);
+        (p.start().to_string(), p.end().to_string())
+    }
+
+    #[test]
+    fn relative_periods_resolve_around_today() {
+        use CalendarUnit::*;
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        // Wednesday 2026-12-02.
+        let today = "2026-12-02";
+        assert_eq!(dates(Relative::Current(Day), today, 1), pair(today, today));
+        assert_eq!(
+            dates(Relative::Previous(Day), today, 1),
+            pair("2026-12-01", "2026-12-01")
+        );
+        assert_eq!(
+            dates(Relative::Current(Week), today, 1),
+            pair("2026-11-30", "2026-12-06")
+        );
+        assert_eq!(
+            dates(Relative::Previous(Week), today, 1),
+            pair("2026-11-23", "2026-11-29")
+        );
+        assert_eq!(
+            dates(Relative::Current(Month), today, 1),
+            pair("2026-12-01", "2026-12-31")
+        );
+        assert_eq!(
+            dates(Relative::Previous(Month), today, 1),
+            pair("2026-11-01", "2026-11-30")
+        );
+        assert_eq!(
+            dates(Relative::Current(Quarter), today, 1),
+            pair("2026-10-01", "2026-12-31")
+        );
+        assert_eq!(
+            dates(Relative::Previous(Quarter), today, 1),
+            pair("2026-07-01", "2026-09-30")
+        );
+        assert_eq!(
+            dates(Relative::Current(Year), today, 1),
+            pair("2026-01-01", "2026-12-31")
+        );
+        assert_eq!(
+            dates(Relative::Previous(Year), today, 1),
+            pair("2025-01-01", "2025-12-31")
+        );
+        assert_eq!(
+            dates(Relative::LastDays(7), today, 1),
+            pair("2026-11-26", today)
+        );
+        assert_eq!(dates(Relative::LastDays(1), today, 1), pair(today, today));
+        // A fiscal year from February: Q4 is Nov-Jan, the year Feb-Jan.
+        assert_eq!(
+            dates(Relative::Current(Quarter), today, 2),
+            pair("2026-11-01", "2027-01-31")
+        );
+        assert_eq!(
+            dates(Relative::Previous(Quarter), today, 2),
+            pair("2026-08-01", "2026-10-31")
+        );
+        assert_eq!(
+            dates(Relative::Current(Year), today, 2),
+            pair("2026-02-01", "2027-01-31")
+        );
+        assert_eq!(
+            dates(Relative::Current(Year), "2026-01-15", 2),
+            pair("2025-02-01", "2026-01-31")
+        );
+        assert_eq!(
+            dates(Relative::Previous(Month), "2026-03-31", 1),
+            pair("2026-02-01", "2026-02-28")
+        );
+        // A week across a year boundary.
+        assert_eq!(
+            dates(Relative::Current(Week), "2027-01-01", 1),
+            pair("2026-12-28", "2027-01-03")
+        );
+        assert!(Relative::last_days(0).is_err());
+        assert!(Relative::last_days(i64::from(MAX_LAST_N_DAYS) + 1).is_err());
+    }
+
+    #[test]
+    fn a_relative_period_is_today_in_its_own_zone() {
+        // 23:30 UTC on 30 November is already 1 December in Berlin.
+        let now = DateTime::parse_from_rfc3339("2026-11-30T23:30:00Z")
+            .map(|t| t.to_utc())
+            .unwrap_or_default();
+        let berlin: Tz = "Europe/Berlin".parse().unwrap_or(Tz::UTC);
+        let month = |zone| {
+            let p = PeriodSpec::Relative {
+                relative: Relative::Current(CalendarUnit::Month),
+                zone,
+            }
+            .resolve(now, 1);
+            (p.start().to_string(), p.start_time())
+        };
+        assert_eq!(month(berlin).0, "2026-12-01");
+        assert_eq!(month(berlin).1.to_rfc3339(), "2026-11-30T23:00:00+00:00");
+        assert_eq!(month(Tz::UTC).0, "2026-11-01");
+    }
 
     #[test]
     fn dates_outside_the_accepted_range_are_rejected_not_overflowed() {

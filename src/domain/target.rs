@@ -97,6 +97,9 @@ pub struct TargetFilter {
     pub kpi: Option<Kpi>,
     /// Only targets whose period contains this day.
     pub active_on: Option<NaiveDate>,
+    /// Only targets of exactly this period (dates and zone), e.g. the
+    /// current quarter.
+    pub period: Option<crate::domain::period::PeriodSpec>,
     /// Progress through the end of this day (default: today in each
     /// target's zone, up to now).
     pub as_of: Option<NaiveDate>,

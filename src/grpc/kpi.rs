@@ -15,7 +15,7 @@ use crate::{
         Violations,
         ids::{RepId, TeamId},
         kpi::{self as math, CATALOG, Direction, Kpi, KpiValue, Progress, Unit},
-        period::{self, Granularity, Period},
+        period::{self, CalendarUnit, Granularity, Period, PeriodSpec, Relative},
         report::{LeaderboardEntry, ScorecardEntry},
         target::{Subject, Target, TargetProgress},
     },
@@ -123,6 +123,104 @@ pub fn parse_period(
     v.check(format!("{prefix}end_date"), Period::new(start, end, zone))
 }
 
+/// Fixed dates, or a relative period (resolved when the call runs), naming
+/// fields under `prefix`.
+pub fn parse_period_spec(
+    v: &mut Violations,
+    prefix: &str,
+    p: &pb::Period,
+    default_zone: Tz,
+) -> Option<PeriodSpec> {
+    if p.relative == 0 {
+        if p.last_n_days != 0 {
+            v.add(
+                format!("{prefix}last_n_days"),
+                "is only for relative RELATIVE_PERIOD_LAST_N_DAYS",
+            );
+        }
+        return parse_period(
+            v,
+            prefix,
+            &p.start_date,
+            &p.end_date,
+            &p.time_zone,
+            default_zone,
+        )
+        .map(PeriodSpec::Fixed);
+    }
+    for (field, value) in [("start_date", &p.start_date), ("end_date", &p.end_date)] {
+        if !value.is_empty() {
+            v.add(
+                format!("{prefix}{field}"),
+                "must be empty with a relative period",
+            );
+        }
+    }
+    let zone = if p.time_zone.is_empty() {
+        Some(default_zone)
+    } else {
+        v.check(
+            format!("{prefix}time_zone"),
+            period::parse_zone(&p.time_zone),
+        )
+    };
+    let relative = v.check(format!("{prefix}relative"), relative_from_pb(p.relative));
+    let relative = match relative? {
+        Some(unit_relative) => {
+            if p.last_n_days != 0 {
+                v.add(
+                    format!("{prefix}last_n_days"),
+                    "is only for relative RELATIVE_PERIOD_LAST_N_DAYS",
+                );
+            }
+            unit_relative
+        }
+        None => v.check(
+            format!("{prefix}last_n_days"),
+            Relative::last_days(i64::from(p.last_n_days)),
+        )?,
+    };
+    Some(PeriodSpec::Relative {
+        relative,
+        zone: zone?,
+    })
+}
+
+/// A relative period from its enum value: `Some` for the calendar units,
+/// `None` for LAST_N_DAYS (its count is another field).
+fn relative_from_pb(n: i32) -> Result<Option<Relative>, String> {
+    use CalendarUnit::{Day, Month, Quarter, Week, Year};
+    use pb::RelativePeriod as R;
+    Ok(Some(match R::try_from(n) {
+        Ok(R::CurrentDay) => Relative::Current(Day),
+        Ok(R::CurrentWeek) => Relative::Current(Week),
+        Ok(R::CurrentMonth) => Relative::Current(Month),
+        Ok(R::CurrentQuarter) => Relative::Current(Quarter),
+        Ok(R::CurrentYear) => Relative::Current(Year),
+        Ok(R::PreviousDay) => Relative::Previous(Day),
+        Ok(R::PreviousWeek) => Relative::Previous(Week),
+        Ok(R::PreviousMonth) => Relative::Previous(Month),
+        Ok(R::PreviousQuarter) => Relative::Previous(Quarter),
+        Ok(R::PreviousYear) => Relative::Previous(Year),
+        Ok(R::LastNDays) => return Ok(None),
+        Ok(R::Unspecified) | Err(_) => {
+            return Err(format!("must be a RELATIVE_PERIOD_ value (got {n})"));
+        }
+    }))
+}
+
+/// The request's relative period, echoed in the answer's ResolvedPeriod.
+fn relative_asked(period: Option<&pb::Period>) -> i32 {
+    period.map_or(0, |p| p.relative)
+}
+
+fn resolved_as(p: &Period, relative: i32) -> pb::ResolvedPeriod {
+    pb::ResolvedPeriod {
+        relative,
+        ..resolved(p)
+    }
+}
+
 fn resolved(p: &Period) -> pb::ResolvedPeriod {
     pb::ResolvedPeriod {
         start_date: p.start().to_string(),
@@ -130,6 +228,7 @@ fn resolved(p: &Period) -> pb::ResolvedPeriod {
         time_zone: p.zone().name().to_owned(),
         start_time: Some(timestamp(p.start_time())),
         end_time: Some(timestamp(p.end_time())),
+        relative: 0,
     }
 }
 
@@ -237,16 +336,8 @@ fn granularity(n: i32) -> Result<Granularity, String> {
 }
 
 impl KpiApi {
-    fn period_of(&self, v: &mut Violations, period: Option<pb::Period>) -> Option<Period> {
-        let p = period.unwrap_or_default();
-        parse_period(
-            v,
-            "period.",
-            &p.start_date,
-            &p.end_date,
-            &p.time_zone,
-            self.default_zone,
-        )
+    fn period_of(&self, v: &mut Violations, period: Option<pb::Period>) -> Option<PeriodSpec> {
+        parse_period_spec(v, "period.", &period.unwrap_or_default(), self.default_zone)
     }
 
     fn scorecard_query(
@@ -351,11 +442,12 @@ impl KpiService for KpiApi {
         request: Request<pb::GetScorecardRequest>,
     ) -> Result<Response<pb::GetScorecardResponse>, Status> {
         let caller = principal(&request)?;
+        let relative = relative_asked(request.get_ref().period.as_ref());
         let query = self.scorecard_query(request.into_inner())?;
         let card = self.services.scorecards.scorecard(&caller, query).await?;
         Ok(Response::new(pb::GetScorecardResponse {
             subject: Some(subject_to_pb(&card.subject)),
-            period: Some(resolved(&card.period)),
+            period: Some(resolved_as(&card.period, relative)),
             previous_period: Some(resolved(&card.previous_period)),
             entries: card
                 .entries
@@ -370,10 +462,11 @@ impl KpiService for KpiApi {
         request: Request<pb::GetKpiSeriesRequest>,
     ) -> Result<Response<pb::GetKpiSeriesResponse>, Status> {
         let caller = principal(&request)?;
+        let relative = relative_asked(request.get_ref().period.as_ref());
         let query = self.series_query(request.into_inner())?;
         let series = self.services.scorecards.series(&caller, query).await?;
         Ok(Response::new(pb::GetKpiSeriesResponse {
-            period: Some(resolved(&series.period)),
+            period: Some(resolved_as(&series.period, relative)),
             points: series
                 .points
                 .iter()
@@ -391,6 +484,7 @@ impl KpiService for KpiApi {
         request: Request<pb::GetLeaderboardRequest>,
     ) -> Result<Response<pb::GetLeaderboardResponse>, Status> {
         let caller = principal(&request)?;
+        let relative = relative_asked(request.get_ref().period.as_ref());
         let query = self.leaderboard_query(request.into_inner())?;
         let board = self
             .services
@@ -399,7 +493,7 @@ impl KpiService for KpiApi {
             .await?;
         let currency = board.currency;
         Ok(Response::new(pb::GetLeaderboardResponse {
-            period: Some(resolved(&board.period)),
+            period: Some(resolved_as(&board.period, relative)),
             entries: board
                 .entries
                 .into_iter()

@@ -66,7 +66,7 @@ fn optional<T>(
     }
 }
 
-fn target_filter(req: &pb::ListTargetsRequest) -> Result<TargetFilter, Error> {
+fn target_filter(req: &pb::ListTargetsRequest, default_zone: Tz) -> Result<TargetFilter, Error> {
     let mut v = Violations::new();
     let subject = match &req.subject {
         Some(s) if s.subject.is_some() => parse_subject(&mut v, "subject", Some(s)).map(Some),
@@ -79,11 +79,16 @@ fn target_filter(req: &pb::ListTargetsRequest) -> Result<TargetFilter, Error> {
     };
     let active_on = optional(&mut v, "active_on", &req.active_on, period::parse_date);
     let as_of = optional(&mut v, "as_of", &req.as_of, period::parse_date);
+    let period = match &req.period {
+        Some(p) => super::kpi::parse_period_spec(&mut v, "period.", p, default_zone).map(Some),
+        None => Some(None),
+    };
     v.finish(|| {
         Some(TargetFilter {
             subject: subject?,
             kpi: kpi?,
             active_on: active_on?,
+            period: period?,
             as_of: as_of?,
         })
     })
@@ -108,7 +113,7 @@ impl TargetService for TargetApi {
         request: Request<pb::ListTargetsRequest>,
     ) -> Result<Response<pb::ListTargetsResponse>, Status> {
         let caller = principal(&request)?;
-        let filter = target_filter(request.get_ref())?;
+        let filter = target_filter(request.get_ref(), self.default_zone)?;
         let targets = self.services.targets.list(&caller, filter).await?;
         Ok(Response::new(pb::ListTargetsResponse {
             targets: targets

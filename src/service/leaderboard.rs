@@ -12,7 +12,7 @@ use crate::{
         directory::intervals_in,
         ids::{RepId, TeamId},
         kpi::{self, Kpi},
-        period::Period,
+        period::PeriodSpec,
         report::{Candidate, Leaderboard, rank},
         tally::{TallyQuery, rep_query},
     },
@@ -27,7 +27,7 @@ use crate::{
 pub struct LeaderboardQuery {
     pub kpi: Kpi,
     pub team: TeamId,
-    pub period: Period,
+    pub period: PeriodSpec,
     /// Rates and means with a smaller sample are listed unranked; default
     /// `kpi::default_min_sample`.
     pub min_sample: Option<i64>,
@@ -61,6 +61,7 @@ impl Leaderboards {
             min_sample,
             limit,
         } = query;
+        let period = self.settings.resolve(&period);
         authorize::team(caller, &team)?;
         let mut planner = Planner::new(&self.pool);
         let team = planner.team(&team).await?;

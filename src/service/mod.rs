@@ -32,6 +32,15 @@ pub struct KpiSettings {
 }
 
 impl KpiSettings {
+    /// The dates of a period as asked for, now (a relative period against
+    /// today in its zone; fiscal units by `fiscal_year_start_month`).
+    pub fn resolve(
+        &self,
+        spec: &crate::domain::period::PeriodSpec,
+    ) -> crate::domain::period::Period {
+        spec.resolve(chrono::Utc::now(), self.fiscal_year_start_month)
+    }
+
     /// Says, on each money KPI value that leaves won deals out for want of an
     /// exchange rate, which currencies and since when (`values`: each value
     /// with the index of its query in `queries`). One query for all of them,
@@ -85,7 +94,7 @@ impl Services {
             ingest: ingest::Ingest::new(pool.clone(), settings.reporting_currency.clone()),
             scorecards: scorecard::Scorecards::new(pool.clone(), settings.clone()),
             leaderboards: leaderboard::Leaderboards::new(pool.clone(), settings.clone()),
-            targets: targets::Targets::new(pool.clone(), settings.reporting_currency.clone()),
+            targets: targets::Targets::new(pool.clone(), settings.clone()),
             rates: rates::Rates::new(pool, settings.reporting_currency.clone()),
         }
     }

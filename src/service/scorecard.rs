@@ -13,7 +13,7 @@ use crate::{
     access::Principal,
     domain::{
         kpi::{self, Kpi},
-        period::{self, Granularity, Period},
+        period::{self, Granularity, PeriodSpec},
         report::{Scorecard, ScorecardEntry, Series, SeriesPoint},
         target::{Subject, TargetProgress},
     },
@@ -34,7 +34,8 @@ const HEAVY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct ScorecardQuery {
     pub subject: Subject,
-    pub period: Period,
+    /// Resolved (relative periods: against today) when the call runs.
+    pub period: PeriodSpec,
     /// The KPIs to show, in this order; empty: every KPI.
     pub kpis: Vec<Kpi>,
 }
@@ -44,7 +45,7 @@ pub struct ScorecardQuery {
 pub struct SeriesQuery {
     pub subject: Subject,
     pub kpi: Kpi,
-    pub period: Period,
+    pub period: PeriodSpec,
     pub granularity: Granularity,
 }
 
@@ -91,6 +92,7 @@ impl Scorecards {
             period,
             kpis,
         } = query;
+        let period = self.settings.resolve(&period);
         let kpis = if kpis.is_empty() {
             Kpi::ALL.to_vec()
         } else {
@@ -164,6 +166,7 @@ impl Scorecards {
             period,
             granularity,
         } = query;
+        let period = self.settings.resolve(&period);
         let buckets = period::buckets(&period, granularity, self.settings.fiscal_year_start_month);
         if buckets.len() > MAX_SERIES_POINTS {
             return Err(Error::invalid(

@@ -1,9 +1,11 @@
 //! Targets per KPI, subject and period, and progress against them.
 
+use std::sync::Arc;
+
 use chrono::{Days, Utc};
 use sqlx::PgPool;
 
-use super::{authorize, plan::Planner, plan::today};
+use super::{KpiSettings, authorize, plan::Planner, plan::today};
 use crate::{
     Error,
     access::Principal,
@@ -22,15 +24,12 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct Targets {
     pool: PgPool,
-    reporting_currency: String,
+    settings: Arc<KpiSettings>,
 }
 
 impl Targets {
-    pub fn new(pool: PgPool, reporting_currency: String) -> Self {
-        Self {
-            pool,
-            reporting_currency,
-        }
+    pub fn new(pool: PgPool, settings: Arc<KpiSettings>) -> Self {
+        Self { pool, settings }
     }
 
     /// Sets a target; the same KPI, subject and dates replace the old value.
@@ -51,8 +50,14 @@ impl Targets {
         if let Some(subject) = &filter.subject {
             authorize::subject(&self.pool, caller, subject).await?;
         }
-        let targets =
-            targets_store::list(&self.pool, &filter, authorize::visible_teams(caller)).await?;
+        let period = filter.period.map(|spec| self.settings.resolve(&spec));
+        let targets = targets_store::list(
+            &self.pool,
+            &filter,
+            period.as_ref(),
+            authorize::visible_teams(caller),
+        )
+        .await?;
 
         let mut planner = Planner::new(&self.pool);
         let mut queries = Vec::new();
@@ -91,7 +96,7 @@ impl Targets {
             &self.pool,
             &queries,
             Source::Rollups,
-            &self.reporting_currency,
+            &self.settings.reporting_currency,
         )
         .await?;
         Ok(targets

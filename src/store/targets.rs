@@ -103,6 +103,7 @@ pub async fn set(pool: &PgPool, target: &NewTarget) -> Result<Target, Error> {
 pub async fn list(
     pool: &PgPool,
     filter: &TargetFilter,
+    period: Option<&Period>,
     visible: Option<Vec<String>>,
 ) -> Result<Vec<Target>, Error> {
     let rows: Vec<TargetRow> = sqlx::query_as(concat!(
@@ -113,6 +114,8 @@ pub async fn list(
         WHERE ($1::text IS NULL OR (t.subject_kind = $1 AND t.subject_id = $2))
           AND ($3::text IS NULL OR t.kpi = $3)
           AND ($4::date IS NULL OR (t.start_date <= $4 AND t.end_date >= $4))
+          AND ($7::date IS NULL
+               OR (t.start_date = $7 AND t.end_date = $8 AND t.time_zone = $9))
           AND ($5::text[] IS NULL
                OR (t.subject_kind = 'team' AND t.subject_id = ANY($5))
                OR (t.subject_kind = 'rep' AND (
@@ -130,6 +133,9 @@ pub async fn list(
     .bind(filter.active_on)
     .bind(visible)
     .bind(Kpi::ALL.map(Kpi::code).to_vec())
+    .bind(period.map(Period::start))
+    .bind(period.map(Period::end))
+    .bind(period.map(|p| p.zone().name()))
     .fetch_all(pool)
     .await?;
     targets(rows)

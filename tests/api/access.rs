@@ -77,6 +77,7 @@ async fn call(channel: Channel, token: Option<&str>, rpc: Rpc) -> Code {
             start_date: "2026-04-01".into(),
             end_date: "2026-06-30".into(),
             time_zone: String::new(),
+            ..Default::default()
         })
     };
     let team = || {
@@ -703,6 +704,7 @@ async fn kpi_and_target_rpcs_follow_roles_and_team_scopes() {
             start_date: "2026-04-01".into(),
             end_date: "2026-06-30".into(),
             time_zone: String::new(),
+            ..Default::default()
         })
     };
     let subject = |team: bool, id: &str| {

@@ -20,6 +20,7 @@ fn q2() -> Option<pb::Period> {
         start_date: "2026-04-01".into(),
         end_date: "2026-06-30".into(),
         time_zone: "UTC".into(),
+        ..Default::default()
     })
 }
 

@@ -121,6 +121,22 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
         &["kpi.v1.ActivityService/RecordActivities"],
     );
     assert!(deleted.contains("\"deleted\": \"1\""), "{deleted}");
+    // The README's relative period: this quarter, whatever today is.
+    let quarter = grpcurl(
+        &service.addr,
+        &[
+            "-H",
+            &header,
+            "-d",
+            r#"{"subject": {"rep_id": "anna"}, "period": {"relative": "RELATIVE_PERIOD_CURRENT_QUARTER", "time_zone": "Europe/Berlin"}, "kpis": ["KPI_DEALS_WON"]}"#,
+        ],
+        &["kpi.v1.KpiService/GetScorecard"],
+    );
+    assert!(
+        quarter.contains("\"relative\": \"RELATIVE_PERIOD_CURRENT_QUARTER\"")
+            && quarter.contains("\"startDate\""),
+        "{quarter}"
+    );
 
     // If the embedded PostgreSQL dies, the service starts it again.
     let pg = EmbeddedPostgres::new(&data_dir).unwrap();

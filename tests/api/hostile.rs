@@ -92,6 +92,7 @@ impl Attacker {
             start_date: start.into(),
             end_date: end.into(),
             time_zone: zone.into(),
+            ..Default::default()
         })
     }
 }
@@ -433,6 +434,7 @@ async fn hostile_kpi_and_target_requests_answer_their_field_and_the_service_keep
             kpi: 0,
             active_on: "2026-02-30".into(),
             as_of: "+262142-12-31".into(),
+            period: None,
         })
         .await;
     a.expect(

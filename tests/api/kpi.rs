@@ -254,6 +254,7 @@ pub(crate) fn q2() -> Option<pb::Period> {
         start_date: "2026-04-01".into(),
         end_date: "2026-06-30".into(),
         time_zone: "UTC".into(),
+        ..Default::default()
     })
 }
 
@@ -477,6 +478,7 @@ async fn teams_pool_their_members_and_credit_the_team_of_the_moment() {
             start_date: "2026-04-01".into(),
             end_date: "2026-05-01".into(),
             time_zone: "UTC".into(),
+            ..Default::default()
         }),
     )
     .await;
@@ -496,6 +498,7 @@ async fn daily_counts(
             start_date: start.into(),
             end_date: end.into(),
             time_zone: zone.into(),
+            ..Default::default()
         }),
         granularity: pb::Granularity::Day as i32,
     })
@@ -557,6 +560,7 @@ async fn a_long_daily_series_skips_quiet_months_and_keeps_every_value() {
             start_date: start.into(),
             end_date: end.into(),
             time_zone: "Europe/Berlin".into(),
+            ..Default::default()
         })
     };
     let mut checked = 0;
@@ -749,6 +753,7 @@ async fn bad_kpi_requests_name_their_fields() {
                 start_date: "2026-02-30".into(),
                 end_date: "2026-01-01".into(),
                 time_zone: "Mars/Olympus".into(),
+                ..Default::default()
             }),
             kpis: vec![0],
         })
@@ -770,6 +775,7 @@ async fn bad_kpi_requests_name_their_fields() {
                 start_date: "2026-02-01".into(),
                 end_date: "2026-01-01".into(),
                 time_zone: String::new(),
+                ..Default::default()
             }),
             kpis: vec![],
         })
@@ -783,6 +789,7 @@ async fn bad_kpi_requests_name_their_fields() {
                 start_date: "2016-01-01".into(),
                 end_date: "2026-01-01".into(),
                 time_zone: String::new(),
+                ..Default::default()
             }),
             kpis: vec![],
         })
@@ -846,6 +853,7 @@ async fn dates_outside_1900_to_2199_are_invalid_arguments_and_the_service_keeps_
             start_date: start.into(),
             end_date: end.into(),
             time_zone: "Pacific/Kiritimati".into(),
+            ..Default::default()
         })
     };
     let both = ["period.start_date", "period.end_date"];

@@ -14,6 +14,7 @@ mod helpers;
 mod hostile;
 mod import;
 mod kpi;
+mod relative;
 mod server;
 mod streams;
 mod targets;

@@ -197,6 +197,7 @@ async fn ten_year_series(mut kpi: KpiClient) -> Result<pb::GetKpiSeriesResponse,
             start_date: "2016-01-01".into(),
             end_date: "2025-12-31".into(),
             time_zone: "Europe/Berlin".into(),
+            ..Default::default()
         }),
         granularity: pb::Granularity::Day as i32,
     })

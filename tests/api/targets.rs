@@ -93,6 +93,7 @@ async fn targets_carry_attainment_and_pace() {
             kpi: pb::Kpi::DealsWon as i32,
             active_on: "2026-05-16".into(),
             as_of: "2026-05-16".into(),
+            period: None,
         })
         .await
         .unwrap()
