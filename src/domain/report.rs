@@ -4,7 +4,7 @@
 
 use crate::domain::{
     ids::RepId,
-    kpi::{self, Direction, Kpi, KpiValue, Shape},
+    kpi::{self, Direction, Interval, Kpi, KpiValue, Shape},
     period::Period,
     target::{Subject, Target, TargetProgress},
 };
@@ -63,6 +63,17 @@ pub struct LeaderboardEntry {
     pub value: KpiValue,
     /// actual / target when the rep has a target for this period.
     pub attainment: Option<f64>,
+    /// Ranked, with a 95% interval that overlaps the interval of the entry
+    /// ranked just above: the data cannot tell the two apart.
+    pub statistically_tied_with_previous: bool,
+}
+
+/// Whether two 95% intervals share a point.
+fn overlap(a: Option<&Interval>, b: Option<&Interval>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.low <= b.high && b.low <= a.high,
+        _ => false,
+    }
 }
 
 /// A rep's value before ranking.
@@ -122,6 +133,7 @@ pub fn rank(
         rank,
         not_ranked_reason: reason,
         value: c.value,
+        statistically_tied_with_previous: false,
     };
     let mut entries: Vec<LeaderboardEntry> = ranked
         .into_iter()
@@ -133,6 +145,16 @@ pub fn rank(
                 .map(|(c, reason)| entry(c, None, Some(reason))),
         )
         .collect();
+    for i in 1..entries.len() {
+        let (above, this) = entries.split_at_mut(i);
+        if let (Some(above), Some(this)) = (above.last(), this.first_mut())
+            && above.rank.is_some()
+            && this.rank.is_some()
+        {
+            this.statistically_tied_with_previous =
+                overlap(above.value.interval.as_ref(), this.value.interval.as_ref());
+        }
+    }
     if limit > 0 {
         entries.truncate(limit);
     }
@@ -181,6 +203,61 @@ mod tests {
         assert_eq!(got, vec![("a", Some(1)), ("b", Some(1)), ("c", Some(3))]);
         assert_eq!(entries[0].attainment, Some(1.25));
         assert_eq!(entries[2].attainment, Some(0.5));
+    }
+
+    fn win_rate(won: i128, lost: i128) -> Tally {
+        let mut t = Tally::default();
+        t.add(Metric::DealsWon, won);
+        t.add(Metric::DealsLost, lost);
+        t
+    }
+
+    #[test]
+    fn ranked_rates_say_when_their_interval_overlaps_the_one_above() {
+        // Wilson 95% at n = 100: 60% is 50.2-69.1, 55% is 45.2-64.4 (they
+        // overlap: a tie), 10% is 5.5-17.4 (clearly below 55%).
+        let entries = rank(
+            Kpi::WinRate,
+            vec![
+                candidate("c", Kpi::WinRate, &win_rate(10, 90)),
+                candidate("a", Kpi::WinRate, &win_rate(60, 40)),
+                candidate("b", Kpi::WinRate, &win_rate(55, 45)),
+                candidate("d", Kpi::WinRate, &win_rate(1, 0)),
+            ],
+            10,
+            0,
+        );
+        let got: Vec<(&str, Option<i32>, bool)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.rep_id.as_str(),
+                    e.rank,
+                    e.statistically_tied_with_previous,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", Some(1), false),
+                ("b", Some(2), true),
+                ("c", Some(3), false),
+                // Unranked (sample 1): never tied.
+                ("d", None, false),
+            ]
+        );
+        // Counts have no interval: never tied, even when equal.
+        let counts = rank(
+            Kpi::DealsWon,
+            vec![
+                candidate("a", Kpi::DealsWon, &won(5)),
+                candidate("b", Kpi::DealsWon, &won(5)),
+            ],
+            0,
+            0,
+        );
+        assert!(counts.iter().all(|e| !e.statistically_tied_with_previous));
     }
 
     #[test]

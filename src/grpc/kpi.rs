@@ -320,6 +320,7 @@ fn leaderboard_entry_to_pb(e: LeaderboardEntry, currency: &str) -> pb::Leaderboa
         attainment: e.attainment,
         value: Some(value_to_pb(&e.value, currency)),
         rep_id: e.rep_id.to_string(),
+        statistically_tied_with_previous: e.statistically_tied_with_previous,
     }
 }
 

@@ -720,6 +720,14 @@ async fn a_leaderboard_ranks_with_ties_and_lists_small_samples_after() {
         .entries;
     let shown: Vec<_> = wins.iter().map(|e| (e.rep_id.as_str(), e.rank)).collect();
     assert_eq!(shown, [("bob", 1), ("anna", 2), ("cara", 0), ("dan", 0)]);
+    // 1 of 1 (Wilson 20.7-100%) and 2 of 3 (20.8-93.9%) overlap: the data
+    // cannot tell bob from anna, and the board says so.
+    let tied: Vec<_> = wins
+        .iter()
+        .map(|e| e.statistically_tied_with_previous)
+        .collect();
+    assert_eq!(tied, [false, true, false, false]);
+    assert!(calls.iter().all(|e| !e.statistically_tied_with_previous));
 
     // Lower is better for the sales cycle: bob (2 days) before anna (35).
     let cycle = kpi
