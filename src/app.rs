@@ -405,6 +405,9 @@ impl Application {
                 fiscal_year_start_month: settings.fiscal_year_start_month,
                 reporting_currency: settings.reporting_currency.clone(),
                 max_heavy_calls: usize::from(settings.max_heavy_calls),
+                cache_bytes: usize::try_from(settings.cache_mib)
+                    .unwrap_or(0)
+                    .saturating_mul(1 << 20),
             },
         );
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();

@@ -200,6 +200,13 @@ pub struct Settings {
     /// time a burst of them can take.
     #[arg(long, env = "KPI_MAX_HEAVY_CALLS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_heavy_calls: u16,
+
+    /// Memory for the result cache of scorecards, series and leaderboards
+    /// (MiB, estimated from the answers' sizes; 0 turns it off). Answers
+    /// are never stale: each hit checks in PostgreSQL that nothing it read
+    /// changed since.
+    #[arg(long, env = "KPI_CACHE_MIB", default_value_t = 64)]
+    pub cache_mib: u32,
 }
 
 impl Settings {

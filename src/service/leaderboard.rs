@@ -4,7 +4,12 @@ use std::{collections::HashMap, sync::Arc};
 
 use sqlx::PgPool;
 
-use super::{KpiSettings, authorize, plan::Planner, plan::without_unneeded_retention};
+use super::{
+    KpiSettings, authorize,
+    cache::{self, Caches, Stamp},
+    plan::Planner,
+    plan::without_unneeded_retention,
+};
 use crate::{
     Error,
     access::Principal,
@@ -39,11 +44,16 @@ pub struct LeaderboardQuery {
 pub struct Leaderboards {
     pool: PgPool,
     settings: Arc<KpiSettings>,
+    caches: Arc<Caches>,
 }
 
 impl Leaderboards {
-    pub fn new(pool: PgPool, settings: Arc<KpiSettings>) -> Self {
-        Self { pool, settings }
+    pub fn new(pool: PgPool, settings: Arc<KpiSettings>, caches: Arc<Caches>) -> Self {
+        Self {
+            pool,
+            settings,
+            caches,
+        }
     }
 
     /// Every rep who was in the team (or a sub-team) at some time in the
@@ -63,6 +73,16 @@ impl Leaderboards {
         } = query;
         let period = self.settings.resolve(&period);
         authorize::team(caller, &team)?;
+        // A scoped key sees fewer reps: its scope is part of the question.
+        let key = format!(
+            "{kpi:?}|{team:?}|{period:?}|{min_sample:?}|{limit}|{:?}",
+            caller.scope
+        );
+        if let Some(board) = self.caches.leaderboards.get(&self.pool, &key).await? {
+            return Ok(Leaderboard::clone(&board));
+        }
+        let mut stamp = Stamp::default();
+        stamp.read(&self.pool, cache::global_scopes()).await?;
         let mut planner = Planner::new(&self.pool);
         let team = planner.team(&team).await?;
         let (from, to) = (period.start_time(), period.end_time());
@@ -84,6 +104,7 @@ impl Leaderboards {
         let mut queries: Vec<TallyQuery> =
             members.iter().map(|rep| rep_query(rep, from, to)).collect();
         without_unneeded_retention(&mut queries, &[kpi]);
+        stamp.read(&self.pool, cache::rep_scopes(&queries)).await?;
         let (tallies, targets) = tokio::try_join!(
             store::tallies(
                 &self.pool,
@@ -122,10 +143,15 @@ impl Leaderboards {
             .explain_unconverted(&self.pool, &queries, values)
             .await?;
         let min_sample = min_sample.unwrap_or_else(|| kpi::default_min_sample(kpi));
-        Ok(Leaderboard {
+        let board = Leaderboard {
             period,
             currency: self.settings.reporting_currency.clone(),
             entries: rank(kpi, candidates, min_sample, limit),
-        })
+        };
+        let bytes = 1024 * (board.entries.len() + 1);
+        self.caches
+            .leaderboards
+            .insert(key, stamp, Arc::new(board.clone()), bytes);
+        Ok(board)
     }
 }

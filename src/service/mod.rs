@@ -10,6 +10,7 @@ use chrono_tz::Tz;
 use sqlx::PgPool;
 
 pub mod authorize;
+pub mod cache;
 pub mod directory;
 pub mod ingest;
 pub mod keys;
@@ -29,6 +30,8 @@ pub struct KpiSettings {
     /// Heavy calls (series of more than `scorecard::HEAVY_SERIES_POINTS`
     /// points) that may run at once in this process.
     pub max_heavy_calls: usize,
+    /// Estimated bytes of answers the result cache may hold (0: none).
+    pub cache_bytes: usize,
 }
 
 impl KpiSettings {
@@ -89,11 +92,12 @@ pub struct Services {
 impl Services {
     pub fn new(pool: PgPool, settings: KpiSettings) -> Self {
         let settings = Arc::new(settings);
+        let caches = Arc::new(cache::Caches::new(settings.cache_bytes));
         Self {
             directory: directory::Directory::new(pool.clone()),
             ingest: ingest::Ingest::new(pool.clone(), settings.reporting_currency.clone()),
-            scorecards: scorecard::Scorecards::new(pool.clone(), settings.clone()),
-            leaderboards: leaderboard::Leaderboards::new(pool.clone(), settings.clone()),
+            scorecards: scorecard::Scorecards::new(pool.clone(), settings.clone(), caches.clone()),
+            leaderboards: leaderboard::Leaderboards::new(pool.clone(), settings.clone(), caches),
             targets: targets::Targets::new(pool.clone(), settings.clone()),
             rates: rates::Rates::new(pool, settings.reporting_currency.clone()),
         }

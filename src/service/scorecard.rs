@@ -7,15 +7,20 @@ use chrono::Utc;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::{KpiSettings, authorize, plan::Planner, plan::today};
+use super::{
+    KpiSettings, authorize,
+    cache::{self, Caches, Stamp},
+    plan::Planner,
+    plan::today,
+};
 use crate::{
     Error,
     access::Principal,
     domain::{
-        kpi::{self, Kpi},
-        period::{self, Granularity, PeriodSpec},
+        kpi::{self, Kpi, KpiValue},
+        period::{self, Granularity, Period, PeriodSpec},
         report::{Scorecard, ScorecardEntry, Series, SeriesPoint},
-        target::{Subject, TargetProgress},
+        target::{Subject, Target, TargetProgress},
     },
     store::{
         kpi::{self as store, Source},
@@ -54,15 +59,30 @@ pub struct Scorecards {
     pool: PgPool,
     settings: Arc<KpiSettings>,
     heavy: Arc<Semaphore>,
+    caches: Arc<Caches>,
+}
+
+/// A target's progress on a KPI's current value, as of now.
+fn progress_now(kpi: Kpi, target: &Target, current: &KpiValue, period: &Period) -> TargetProgress {
+    TargetProgress {
+        progress: kpi::progress(
+            kpi,
+            target.value,
+            current.value,
+            period.elapsed_fraction(Utc::now()),
+        ),
+        as_of: today(period.zone()).clamp(period.start(), period.end()),
+    }
 }
 
 impl Scorecards {
-    pub fn new(pool: PgPool, settings: Arc<KpiSettings>) -> Self {
+    pub fn new(pool: PgPool, settings: Arc<KpiSettings>, caches: Arc<Caches>) -> Self {
         let heavy = Arc::new(Semaphore::new(settings.max_heavy_calls.max(1)));
         Self {
             pool,
             settings,
             heavy,
+            caches,
         }
     }
 
@@ -100,10 +120,26 @@ impl Scorecards {
         };
         authorize::read(&self.pool, caller, &subject).await?;
 
+        // Answered from memory when nothing it read changed; the pace of a
+        // target moves with the clock, so it is worked out again.
+        let key = format!("{subject:?}|{period:?}|{kpis:?}");
+        if let Some(card) = self.caches.scorecards.get(&self.pool, &key).await? {
+            let mut card = Scorecard::clone(&card);
+            for entry in &mut card.entries {
+                if let Some((target, progress)) = &mut entry.target {
+                    *progress =
+                        progress_now(entry.current.kpi, target, &entry.current, &card.period);
+                }
+            }
+            return Ok(card);
+        }
+        let mut stamp = Stamp::default();
+        stamp.read(&self.pool, cache::global_scopes()).await?;
         let previous = period.previous();
         let queries = Planner::new(&self.pool)
             .queries_for(&subject, &[period, previous], &kpis)
             .await?;
+        stamp.read(&self.pool, cache::rep_scopes(&queries)).await?;
         let subject_ids = [subject.id().to_owned()];
         let (tallies, targets) = tokio::try_join!(
             store::tallies(
@@ -120,8 +156,6 @@ impl Scorecards {
                 tallies.len()
             )));
         };
-        let elapsed = period.elapsed_fraction(Utc::now());
-        let as_of = today(period.zone()).clamp(period.start(), period.end());
         let mut entries: Vec<ScorecardEntry> = kpis
             .iter()
             .map(|kpi| {
@@ -129,10 +163,7 @@ impl Scorecards {
                 let previous = kpi::evaluate(*kpi, before_tally);
                 let change = current.value.zip(previous.value).map(|(a, b)| a - b);
                 let target = targets.iter().find(|t| t.kpi == *kpi).map(|t| {
-                    let progress = TargetProgress {
-                        progress: kpi::progress(*kpi, t.value, current.value, elapsed),
-                        as_of,
-                    };
+                    let progress = progress_now(*kpi, t, &current, &period);
                     (t.clone(), progress)
                 });
                 ScorecardEntry {
@@ -150,13 +181,18 @@ impl Scorecards {
         self.settings
             .explain_unconverted(&self.pool, &queries, values)
             .await?;
-        Ok(Scorecard {
+        let card = Scorecard {
             subject,
             period,
             previous_period: previous,
             currency: self.settings.reporting_currency.clone(),
             entries,
-        })
+        };
+        let bytes = 2048 * (card.entries.len() + 1);
+        self.caches
+            .scorecards
+            .insert(key, stamp, Arc::new(card.clone()), bytes);
+        Ok(card)
     }
 
     pub async fn series(&self, caller: &Principal, query: SeriesQuery) -> Result<Series, Error> {
@@ -178,6 +214,12 @@ impl Scorecards {
             ));
         }
         authorize::read(&self.pool, caller, &subject).await?;
+        let key = format!("{subject:?}|{kpi:?}|{period:?}|{granularity:?}");
+        if let Some(series) = self.caches.series.get(&self.pool, &key).await? {
+            return Ok(Series::clone(&series));
+        }
+        let mut stamp = Stamp::default();
+        stamp.read(&self.pool, cache::global_scopes()).await?;
         let heavy_slot = if buckets.len() > HEAVY_SERIES_POINTS {
             Some(self.heavy_slot().await?)
         } else {
@@ -186,6 +228,7 @@ impl Scorecards {
         let queries = Planner::new(&self.pool)
             .queries_for(&subject, &buckets, &[kpi])
             .await?;
+        stamp.read(&self.pool, cache::rep_scopes(&queries)).await?;
         let tallies = store::tallies(
             &self.pool,
             &queries,
@@ -214,10 +257,15 @@ impl Scorecards {
         if heavy_slot.is_some() {
             crate::memory::release_free_memory();
         }
-        Ok(Series {
+        let series = Series {
             period,
             currency: self.settings.reporting_currency.clone(),
             points,
-        })
+        };
+        let bytes = 768 * (series.points.len() + 1);
+        self.caches
+            .series
+            .insert(key, stamp, Arc::new(series.clone()), bytes);
+        Ok(series)
     }
 }

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::{PgConnection, PgPool};
 
 use super::{
-    rates,
+    changes, rates,
     records::{self, Table},
     rollup,
 };
@@ -234,7 +234,8 @@ async fn apply(
     w.write(deals).await?;
     w.write(feedback).await?;
     w.write(requests).await?;
-    rollup::apply(&mut tx, deltas).await?;
+    let change = rollup::apply(&mut tx, deltas).await?;
+    changes::publish(&mut tx, &change).await?;
     tx.commit().await?;
     Ok(Ok(counts))
 }

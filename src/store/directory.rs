@@ -127,8 +127,14 @@ pub async fn upsert_team(pool: &PgPool, team: &TeamUpsert) -> Result<Team, Error
     .bind(team.parent.as_ref().map(TeamId::as_str))
     .fetch_one(&mut *tx)
     .await?;
+    super::changes::publish(&mut tx, &directory_change()).await?;
     tx.commit().await?;
     Ok(row.into())
+}
+
+/// Any directory write: teams, reps, memberships.
+fn directory_change() -> super::changes::Change {
+    super::changes::Change::new(vec![super::changes::DIRECTORY.to_owned()], None)
 }
 
 pub async fn get_team(pool: &PgPool, team_id: &str) -> Result<Option<Team>, Error> {
@@ -358,6 +364,7 @@ pub async fn upsert_rep(pool: &PgPool, rep: &RepUpsert) -> Result<Rep, Error> {
             "rep {rep_id} vanished inside its own transaction"
         ))
     })?;
+    super::changes::publish(&mut tx, &directory_change()).await?;
     tx.commit().await?;
     Ok(stored)
 }

@@ -13,6 +13,7 @@ use sqlx::{
 use crate::config::DatabaseArgs;
 
 pub mod activity;
+pub mod changes;
 pub mod directory;
 pub mod keys;
 pub mod kpi;

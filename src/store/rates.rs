@@ -194,7 +194,7 @@ async fn set_once(
         }
     }
     drop(deals);
-    rollup::apply(&mut tx, deltas).await?;
+    let reconverted = rollup::apply(&mut tx, deltas).await?;
     sqlx::query(
         "INSERT INTO exchange_rates (currency, effective_date, rate) \
          SELECT unnest($1::text[]), unnest($2::date[]), unnest($3::text[])::numeric \
@@ -205,6 +205,14 @@ async fn set_once(
     .bind(entries.iter().map(|e| e.date).collect::<Vec<_>>())
     .bind(entries.iter().map(|e| e.rate.to_decimal()).collect::<Vec<_>>())
     .execute(&mut *tx)
+    .await?;
+    // The rates, and the reps whose re-converted deals moved their sums.
+    let mut scopes = reconverted.scopes;
+    scopes.push(super::changes::RATES.to_owned());
+    super::changes::publish(
+        &mut tx,
+        &super::changes::Change::new(scopes, reconverted.range),
+    )
     .await?;
     tx.commit().await?;
     Ok(outcome)

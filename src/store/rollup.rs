@@ -4,9 +4,10 @@ use std::sync::LazyLock;
 
 use sqlx::PgConnection;
 
+use super::changes::{Change, rep_scope};
 use crate::domain::{
     metrics::{METRICS, Metric},
-    rollup::{DeltaRow, Deltas},
+    rollup::{DeltaRow, Deltas, Level},
 };
 
 /// Column of each metric, in `METRICS` order.
@@ -123,13 +124,25 @@ static UPSERTS: LazyLock<Vec<String>> = LazyLock::new(|| (0..32).map(upsert_sql)
 /// bucket) order: concurrent batches lock them in the same order, and the
 /// hour rows come first, so the day and month rows that concurrent batches
 /// share are locked only for the end of the statement and the commit.
-pub async fn apply(conn: &mut PgConnection, deltas: Deltas) -> Result<(), sqlx::Error> {
+///
+/// Returns what changed (the reps whose sums moved, and the hours they
+/// moved in) for the change feed: nothing when every change netted out.
+pub async fn apply(conn: &mut PgConnection, deltas: Deltas) -> Result<Change, sqlx::Error> {
     let rows = deltas.into_rows();
     let mask = mask_of(&rows);
     if let Some(sql) = UPSERTS.get(usize::from(mask)).filter(|_| mask != 0) {
         upsert(conn, sql, mask, &rows).await?;
     }
-    Ok(())
+    let hours = rows.iter().filter(|r| r.level == Level::Hour);
+    let from = hours.clone().map(|r| r.bucket).min();
+    let until = hours
+        .map(|r| r.bucket)
+        .max()
+        .map(|b| b + chrono::TimeDelta::hours(1));
+    Ok(Change::new(
+        rows.iter().map(|r| rep_scope(&r.rep)).collect(),
+        from.zip(until),
+    ))
 }
 
 async fn upsert(

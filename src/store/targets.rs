@@ -4,6 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgPool;
 
+use super::changes::{self, Change};
 use crate::{
     Error,
     access::generate_key,
@@ -70,6 +71,7 @@ pub async fn set(pool: &PgPool, target: &NewTarget) -> Result<Target, Error> {
         .map_err(|e| Error::internal(anyhow::anyhow!("OS RNG: {e}")))?
         .key_id;
     let period = target.period();
+    let mut tx = pool.begin().await?;
     let row: TargetRow = sqlx::query_as(concat!(
         r#"
         INSERT INTO targets AS t
@@ -92,9 +94,15 @@ pub async fn set(pool: &PgPool, target: &NewTarget) -> Result<Target, Error> {
     .bind(period.end())
     .bind(period.zone().name())
     .bind(target.value())
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    changes::publish(&mut tx, &targets_change()).await?;
+    tx.commit().await?;
     Target::try_from(row)
+}
+
+fn targets_change() -> Change {
+    Change::new(vec![changes::TARGETS.to_owned()], None)
 }
 
 /// Targets matching the filter, by subject, KPI and dates; with `visible`
@@ -167,9 +175,15 @@ pub async fn for_period(
 
 /// Deletes a target; whether there was one.
 pub async fn delete(pool: &PgPool, target_id: &str) -> Result<bool, Error> {
+    let mut tx = pool.begin().await?;
     let result = sqlx::query("DELETE FROM targets WHERE target_id = $1")
         .bind(target_id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    Ok(result.rows_affected() > 0)
+    let deleted = result.rows_affected() > 0;
+    if deleted {
+        changes::publish(&mut tx, &targets_change()).await?;
+    }
+    tx.commit().await?;
+    Ok(deleted)
 }

@@ -3,6 +3,7 @@
 
 mod access;
 mod activity;
+mod cache;
 mod currencies;
 mod deletions;
 mod directory;

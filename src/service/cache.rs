@@ -1,0 +1,256 @@
+//! Answers kept in memory and never stale.
+//!
+//! Each entry remembers the scopes it read (`rep:<id>` of every rep it
+//! counted, `directory`, `targets`, `rates`) and the sum of their versions
+//! read *before* it was computed (see `store::changes`). A lookup reads the
+//! current sum of those scopes in PostgreSQL (one indexed query): equal
+//! means no transaction touching them committed since, so the entry holds
+//! every write acknowledged before the call began, whichever replica took
+//! it. Otherwise the entry is dropped and the caller computes afresh.
+//!
+//! Memory is bounded by a byte budget over the entries' estimated sizes;
+//! the least recently used go first.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use sqlx::PgPool;
+
+use crate::{Error, domain::tally::TallyQuery, store::changes};
+
+/// The scopes every KPI answer depends on besides its reps' records.
+pub fn global_scopes() -> Vec<String> {
+    [changes::DIRECTORY, changes::TARGETS, changes::RATES]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// The scopes of the reps `queries` read.
+pub fn rep_scopes(queries: &[TallyQuery]) -> Vec<String> {
+    let mut reps: Vec<&str> = queries
+        .iter()
+        .flat_map(|q| {
+            q.segments.iter().map(|s| &*s.rep).chain(
+                q.retention
+                    .iter()
+                    .flat_map(|r| r.reps.iter().map(|rep| &**rep)),
+            )
+        })
+        .collect();
+    reps.sort_unstable();
+    reps.dedup();
+    reps.into_iter().map(changes::rep_scope).collect()
+}
+
+/// One cache per kind of answer, sharing the budget.
+#[derive(Debug)]
+pub struct Caches {
+    pub scorecards: ResultCache<crate::domain::report::Scorecard>,
+    pub series: ResultCache<crate::domain::report::Series>,
+    pub leaderboards: ResultCache<crate::domain::report::Leaderboard>,
+}
+
+impl Caches {
+    /// `budget` estimated bytes: a quarter for scorecards, half for
+    /// series (the largest answers), a quarter for leaderboards.
+    pub fn new(budget: usize) -> Self {
+        Self {
+            scorecards: ResultCache::new(budget / 4),
+            series: ResultCache::new(budget / 2),
+            leaderboards: ResultCache::new(budget / 4),
+        }
+    }
+}
+
+struct Entry<T> {
+    scopes: Arc<[String]>,
+    version: i64,
+    value: Arc<T>,
+    bytes: usize,
+    used: u64,
+}
+
+struct Inner<T> {
+    entries: HashMap<String, Entry<T>>,
+    bytes: usize,
+    tick: u64,
+}
+
+/// A cache of one kind of answer.
+pub struct ResultCache<T> {
+    inner: Mutex<Inner<T>>,
+    budget: usize,
+}
+
+impl<T> std::fmt::Debug for ResultCache<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultCache")
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The versions an answer is computed at: read before each part of it is.
+#[derive(Debug, Default, Clone)]
+pub struct Stamp {
+    scopes: Vec<String>,
+    version: i64,
+}
+
+impl Stamp {
+    /// Adds `scopes` at their current versions. Call it before reading
+    /// what depends on them.
+    pub async fn read(&mut self, pool: &PgPool, scopes: Vec<String>) -> Result<(), Error> {
+        let scopes: Vec<String> = scopes
+            .into_iter()
+            .filter(|s| !self.scopes.contains(s))
+            .collect();
+        if scopes.is_empty() {
+            return Ok(());
+        }
+        self.version += changes::version(pool, &scopes).await?;
+        self.scopes.extend(scopes);
+        Ok(())
+    }
+}
+
+impl<T> ResultCache<T> {
+    /// A cache of at most `budget` estimated bytes (0: caches nothing).
+    pub fn new(budget: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                bytes: 0,
+                tick: 0,
+            }),
+            budget,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.budget > 0
+    }
+
+    /// The entry of `key`, if no scope it read changed since.
+    pub async fn get(&self, pool: &PgPool, key: &str) -> Result<Option<Arc<T>>, Error> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let Some(scopes) =
+            self.with_inner(|inner| inner.entries.get(key).map(|e| e.scopes.clone()))
+        else {
+            return Ok(None);
+        };
+        let now = changes::version(pool, &scopes).await?;
+        Ok(self.with_inner(|inner| {
+            inner.tick += 1;
+            let tick = inner.tick;
+            match inner.entries.get_mut(key) {
+                Some(entry) if entry.version == now => {
+                    entry.used = tick;
+                    Some(entry.value.clone())
+                }
+                Some(entry) if entry.version < now => {
+                    let bytes = entry.bytes;
+                    inner.entries.remove(key);
+                    inner.bytes -= bytes;
+                    None
+                }
+                // Replaced meanwhile by a newer entry, or gone.
+                _ => None,
+            }
+        }))
+    }
+
+    /// Keeps `value` under `key`, computed at `stamp`, evicting the least
+    /// recently used entries beyond the budget.
+    pub fn insert(&self, key: String, stamp: Stamp, value: Arc<T>, bytes: usize) {
+        if !self.enabled() || bytes > self.budget / 4 {
+            return; // one answer may not crowd out the others
+        }
+        self.with_inner(|inner| {
+            inner.tick += 1;
+            let entry = Entry {
+                scopes: stamp.scopes.into(),
+                version: stamp.version,
+                value,
+                bytes,
+                used: inner.tick,
+            };
+            if let Some(old) = inner.entries.insert(key, entry) {
+                inner.bytes -= old.bytes;
+            }
+            inner.bytes += bytes;
+            while inner.bytes > self.budget {
+                let Some(oldest) = inner
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.used)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                if let Some(gone) = inner.entries.remove(&oldest) {
+                    inner.bytes -= gone.bytes;
+                }
+            }
+        });
+    }
+
+    /// Entries and estimated bytes held.
+    pub fn size(&self) -> (usize, usize) {
+        self.with_inner(|inner| (inner.entries.len(), inner.bytes))
+    }
+
+    fn with_inner<R>(&self, f: impl FnOnce(&mut Inner<T>) -> R) -> R {
+        // A panic while holding the lock cannot leave the map half-updated
+        // in a way that matters (sizes are recomputed on use): go on.
+        let mut guard = match self.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(version: i64) -> Stamp {
+        Stamp {
+            scopes: vec!["rep:anna".into()],
+            version,
+        }
+    }
+
+    #[test]
+    fn the_budget_evicts_the_least_recently_used() {
+        let cache = ResultCache::<u32>::new(1000);
+        cache.insert("a".into(), stamp(1), Arc::new(1), 200);
+        cache.insert("b".into(), stamp(1), Arc::new(2), 200);
+        cache.insert("c".into(), stamp(1), Arc::new(3), 200);
+        assert_eq!(cache.size(), (3, 600));
+        // Too big for a quarter of the budget: not kept.
+        cache.insert("huge".into(), stamp(1), Arc::new(4), 300);
+        assert_eq!(cache.size(), (3, 600));
+        // Replacing an entry counts its new size only.
+        cache.insert("a".into(), stamp(2), Arc::new(5), 250);
+        assert_eq!(cache.size(), (3, 650));
+        cache.insert("d".into(), stamp(1), Arc::new(6), 250);
+        cache.insert("e".into(), stamp(1), Arc::new(7), 250);
+        // 1150 bytes: b goes, the least recently used (a was replaced
+        // after it, so it counts as used later).
+        assert_eq!(cache.size(), (4, 950));
+        cache.with_inner(|inner| {
+            let mut keys: Vec<_> = inner.entries.keys().cloned().collect();
+            keys.sort();
+            assert_eq!(keys, ["a", "c", "d", "e"]);
+        });
+        let off = ResultCache::<u32>::new(0);
+        off.insert("a".into(), stamp(1), Arc::new(1), 1);
+        assert_eq!(off.size(), (0, 0));
+    }
+}
