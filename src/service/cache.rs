@@ -17,8 +17,84 @@ use std::{
 };
 
 use sqlx::PgPool;
+use tokio::sync::oneshot;
 
 use crate::{Error, domain::tally::TallyQuery, store::changes};
+
+type Waiter = (Arc<[String]>, oneshot::Sender<Option<i64>>);
+
+/// The version checks of concurrent calls, one query for many: a call
+/// waits for the first query that *starts* after it asked, which sees every
+/// transaction committed before the call began, so sharing it loses
+/// nothing. Under load this turns one query per call into one per round
+/// trip.
+#[derive(Debug)]
+pub struct VersionChecks {
+    pool: PgPool,
+    pending: Mutex<(bool, Vec<Waiter>)>,
+}
+
+impl VersionChecks {
+    pub fn new(pool: PgPool) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            pending: Mutex::new((false, Vec::new())),
+        })
+    }
+
+    /// The sum of the versions of `scopes`, as of some moment after this
+    /// call began.
+    pub async fn version(self: &Arc<Self>, scopes: Arc<[String]>) -> Result<i64, Error> {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut pending = lock(&self.pending);
+            pending.1.push((scopes.clone(), tx));
+            !std::mem::replace(&mut pending.0, true)
+        };
+        if start {
+            tokio::spawn(self.clone().rounds());
+        }
+        match rx.await {
+            Ok(Some(version)) => Ok(version),
+            // The shared query failed: ask alone, for the real error.
+            _ => changes::version(&self.pool, &scopes).await,
+        }
+    }
+
+    /// Runs rounds until nobody waits.
+    async fn rounds(self: Arc<Self>) {
+        loop {
+            let waiters = {
+                let mut pending = lock(&self.pending);
+                if pending.1.is_empty() {
+                    pending.0 = false;
+                    return;
+                }
+                std::mem::take(&mut pending.1)
+            };
+            let mut all: Vec<String> = waiters
+                .iter()
+                .flat_map(|(scopes, _)| scopes.iter().cloned())
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            let versions = changes::versions(&self.pool, &all).await.ok();
+            for (scopes, tx) in waiters {
+                let sum = versions
+                    .as_ref()
+                    .map(|versions| scopes.iter().filter_map(|s| versions.get(s)).sum::<i64>());
+                let _ = tx.send(sum);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
 
 /// The scopes every KPI answer depends on besides its reps' records.
 pub fn global_scopes() -> Vec<String> {
@@ -55,11 +131,12 @@ pub struct Caches {
 impl Caches {
     /// `budget` estimated bytes: a quarter for scorecards, half for
     /// series (the largest answers), a quarter for leaderboards.
-    pub fn new(budget: usize) -> Self {
+    pub fn new(budget: usize, pool: PgPool) -> Self {
+        let checks = VersionChecks::new(pool);
         Self {
-            scorecards: ResultCache::new(budget / 4),
-            series: ResultCache::new(budget / 2),
-            leaderboards: ResultCache::new(budget / 4),
+            scorecards: ResultCache::new(budget / 4, Some(checks.clone())),
+            series: ResultCache::new(budget / 2, Some(checks.clone())),
+            leaderboards: ResultCache::new(budget / 4, Some(checks)),
         }
     }
 }
@@ -82,6 +159,7 @@ struct Inner<T> {
 pub struct ResultCache<T> {
     inner: Mutex<Inner<T>>,
     budget: usize,
+    checks: Option<Arc<VersionChecks>>,
 }
 
 impl<T> std::fmt::Debug for ResultCache<T> {
@@ -117,8 +195,9 @@ impl Stamp {
 }
 
 impl<T> ResultCache<T> {
-    /// A cache of at most `budget` estimated bytes (0: caches nothing).
-    pub fn new(budget: usize) -> Self {
+    /// A cache of at most `budget` estimated bytes (0: caches nothing),
+    /// checking versions through `checks` (`None`: one query per lookup).
+    pub fn new(budget: usize, checks: Option<Arc<VersionChecks>>) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 entries: HashMap::new(),
@@ -126,6 +205,7 @@ impl<T> ResultCache<T> {
                 tick: 0,
             }),
             budget,
+            checks,
         }
     }
 
@@ -143,7 +223,10 @@ impl<T> ResultCache<T> {
         else {
             return Ok(None);
         };
-        let now = changes::version(pool, &scopes).await?;
+        let now = match &self.checks {
+            Some(checks) => checks.version(scopes).await?,
+            None => changes::version(pool, &scopes).await?,
+        };
         Ok(self.with_inner(|inner| {
             inner.tick += 1;
             let tick = inner.tick;
@@ -207,11 +290,7 @@ impl<T> ResultCache<T> {
     fn with_inner<R>(&self, f: impl FnOnce(&mut Inner<T>) -> R) -> R {
         // A panic while holding the lock cannot leave the map half-updated
         // in a way that matters (sizes are recomputed on use): go on.
-        let mut guard = match self.inner.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&mut guard)
+        f(&mut lock(&self.inner))
     }
 }
 
@@ -228,7 +307,7 @@ mod tests {
 
     #[test]
     fn the_budget_evicts_the_least_recently_used() {
-        let cache = ResultCache::<u32>::new(1000);
+        let cache = ResultCache::<u32>::new(1000, None);
         cache.insert("a".into(), stamp(1), Arc::new(1), 200);
         cache.insert("b".into(), stamp(1), Arc::new(2), 200);
         cache.insert("c".into(), stamp(1), Arc::new(3), 200);
@@ -249,7 +328,7 @@ mod tests {
             keys.sort();
             assert_eq!(keys, ["a", "c", "d", "e"]);
         });
-        let off = ResultCache::<u32>::new(0);
+        let off = ResultCache::<u32>::new(0, None);
         off.insert("a".into(), stamp(1), Arc::new(1), 1);
         assert_eq!(off.size(), (0, 0));
     }

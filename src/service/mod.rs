@@ -92,7 +92,7 @@ pub struct Services {
 impl Services {
     pub fn new(pool: PgPool, settings: KpiSettings) -> Self {
         let settings = Arc::new(settings);
-        let caches = Arc::new(cache::Caches::new(settings.cache_bytes));
+        let caches = Arc::new(cache::Caches::new(settings.cache_bytes, pool.clone()));
         Self {
             directory: directory::Directory::new(pool.clone()),
             ingest: ingest::Ingest::new(pool.clone(), settings.reporting_currency.clone()),

@@ -214,17 +214,19 @@ impl Scorecards {
             ));
         }
         authorize::read(&self.pool, caller, &subject).await?;
+        // A heavy call holds its slot from here, cache check included: when
+        // the database is slow, the slots are what bounds the waiting.
+        let heavy_slot = if buckets.len() > HEAVY_SERIES_POINTS {
+            Some(self.heavy_slot().await?)
+        } else {
+            None
+        };
         let key = format!("{subject:?}|{kpi:?}|{period:?}|{granularity:?}");
         if let Some(series) = self.caches.series.get(&self.pool, &key).await? {
             return Ok(Series::clone(&series));
         }
         let mut stamp = Stamp::default();
         stamp.read(&self.pool, cache::global_scopes()).await?;
-        let heavy_slot = if buckets.len() > HEAVY_SERIES_POINTS {
-            Some(self.heavy_slot().await?)
-        } else {
-            None
-        };
         let queries = Planner::new(&self.pool)
             .queries_for(&subject, &buckets, &[kpi])
             .await?;

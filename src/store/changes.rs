@@ -121,6 +121,19 @@ pub async fn version(pool: &PgPool, scopes: &[String]) -> Result<i64, Error> {
     Ok(sum)
 }
 
+/// The versions of `scopes` that have one.
+pub async fn versions(
+    pool: &PgPool,
+    scopes: &[String],
+) -> Result<std::collections::HashMap<String, i64>, Error> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT scope, version FROM kpi_versions WHERE scope = ANY($1)")
+            .bind(scopes)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
