@@ -13,7 +13,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Weak},
 };
 
 use sqlx::PgPool;
@@ -160,6 +160,8 @@ pub struct ResultCache<T> {
     inner: Mutex<Inner<T>>,
     budget: usize,
     checks: Option<Arc<VersionChecks>>,
+    /// One computation per key at a time (see `computing`).
+    computing: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 impl<T> std::fmt::Debug for ResultCache<T> {
@@ -206,7 +208,34 @@ impl<T> ResultCache<T> {
             }),
             budget,
             checks,
+            computing: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Waits until no other call computes `key`, and holds that until the
+    /// guard drops. A call that missed takes it, then looks again: when the
+    /// entry another call just computed is valid for it (the version check
+    /// of that second look starts after this call began), it is taken;
+    /// otherwise this call computes. So an invalidated answer wanted by many
+    /// calls at once is computed once, not once per call.
+    pub async fn computing(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let gate = {
+            let mut gates = lock(&self.computing);
+            match gates.get(key).and_then(Weak::upgrade) {
+                Some(gate) if self.enabled() => gate,
+                _ => {
+                    let gate = Arc::new(tokio::sync::Mutex::new(()));
+                    if self.enabled() {
+                        if gates.len() >= 1024 {
+                            gates.retain(|_, g| g.strong_count() > 0);
+                        }
+                        gates.insert(key.to_owned(), Arc::downgrade(&gate));
+                    }
+                    gate
+                }
+            }
+        };
+        gate.lock_owned().await
     }
 
     pub fn enabled(&self) -> bool {

@@ -81,6 +81,10 @@ impl Leaderboards {
         if let Some(board) = self.caches.leaderboards.get(&self.pool, &key).await? {
             return Ok(Leaderboard::clone(&board));
         }
+        let _computing = self.caches.leaderboards.computing(&key).await;
+        if let Some(board) = self.caches.leaderboards.get(&self.pool, &key).await? {
+            return Ok(Leaderboard::clone(&board));
+        }
         let mut stamp = Stamp::default();
         stamp.read(&self.pool, cache::global_scopes()).await?;
         let mut planner = Planner::new(&self.pool);

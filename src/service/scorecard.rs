@@ -123,7 +123,7 @@ impl Scorecards {
         // Answered from memory when nothing it read changed; the pace of a
         // target moves with the clock, so it is worked out again.
         let key = format!("{subject:?}|{period:?}|{kpis:?}");
-        if let Some(card) = self.caches.scorecards.get(&self.pool, &key).await? {
+        let hit = |card: Arc<Scorecard>| {
             let mut card = Scorecard::clone(&card);
             for entry in &mut card.entries {
                 if let Some((target, progress)) = &mut entry.target {
@@ -131,7 +131,16 @@ impl Scorecards {
                         progress_now(entry.current.kpi, target, &entry.current, &card.period);
                 }
             }
-            return Ok(card);
+            card
+        };
+        if let Some(card) = self.caches.scorecards.get(&self.pool, &key).await? {
+            return Ok(hit(card));
+        }
+        // Many calls missing at once (an answer just invalidated): one
+        // computes, the others take its answer if it is valid for them.
+        let _computing = self.caches.scorecards.computing(&key).await;
+        if let Some(card) = self.caches.scorecards.get(&self.pool, &key).await? {
+            return Ok(hit(card));
         }
         let mut stamp = Stamp::default();
         stamp.read(&self.pool, cache::global_scopes()).await?;
@@ -222,6 +231,10 @@ impl Scorecards {
             None
         };
         let key = format!("{subject:?}|{kpi:?}|{period:?}|{granularity:?}");
+        if let Some(series) = self.caches.series.get(&self.pool, &key).await? {
+            return Ok(Series::clone(&series));
+        }
+        let _computing = self.caches.series.computing(&key).await;
         if let Some(series) = self.caches.series.get(&self.pool, &key).await? {
             return Ok(Series::clone(&series));
         }

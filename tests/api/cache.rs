@@ -52,6 +52,21 @@ async fn card(app: &TestApp, team: &str) -> (f64, Option<f64>, f64, Option<f64>)
     )
 }
 
+/// Team t1's INTERACTIONS target for January: 50.
+async fn set_january_target(app: &TestApp) {
+    TargetServiceClient::with_interceptor(app.channel.clone(), Bearer::new(&app.admin_key))
+        .set_target(pb::SetTargetRequest {
+            kpi: pb::Kpi::Interactions as i32,
+            subject: subject("t1"),
+            start_date: "2026-01-01".into(),
+            end_date: "2026-01-31".into(),
+            time_zone: "UTC".into(),
+            value: 50.0,
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_scorecard_cached_on_one_replica_shows_every_write_the_other_acknowledged() {
     // Two replicas of the service on one database: writes go through `a`,
@@ -119,17 +134,7 @@ async fn a_scorecard_cached_on_one_replica_shows_every_write_the_other_acknowled
         .unwrap();
     assert_eq!(card(&b, "t1").await.1, Some(1100.0));
     // A target set through `a`.
-    TargetServiceClient::with_interceptor(a.channel.clone(), Bearer::new(&a.admin_key))
-        .set_target(pb::SetTargetRequest {
-            kpi: pb::Kpi::Interactions as i32,
-            subject: subject("t1"),
-            start_date: "2026-01-01".into(),
-            end_date: "2026-01-31".into(),
-            time_zone: "UTC".into(),
-            value: 50.0,
-        })
-        .await
-        .unwrap();
+    set_january_target(&a).await;
     assert_eq!(card(&b, "t1").await.3, Some(50.0));
     // A move of anna to t2 from the beginning of time: t1 empties, t2
     // has it all.
@@ -178,16 +183,6 @@ async fn every_committed_change_is_notified_with_what_it_touched() {
     // A replay changes nothing: no notification. The next one is the
     // target's.
     app.record(vec![call]).await.unwrap();
-    TargetServiceClient::with_interceptor(app.channel.clone(), Bearer::new(&app.admin_key))
-        .set_target(pb::SetTargetRequest {
-            kpi: pb::Kpi::Interactions as i32,
-            subject: subject("t1"),
-            start_date: "2026-01-01".into(),
-            end_date: "2026-01-31".into(),
-            time_zone: "UTC".into(),
-            value: 50.0,
-        })
-        .await
-        .unwrap();
+    set_january_target(&app).await;
     assert_eq!(next().await.scopes, ["targets"]);
 }
