@@ -172,6 +172,19 @@ impl<T> std::fmt::Debug for ResultCache<T> {
     }
 }
 
+/// What a lookup found.
+pub enum Lookup<T> {
+    Hit(Arc<T>),
+    Miss(Miss),
+}
+
+/// A miss: the stamp to complete (`stamp.read` the reps before reading
+/// their records) and the hold on the key until `insert`.
+pub struct Miss {
+    pub stamp: Stamp,
+    _gate: tokio::sync::OwnedMutexGuard<()>,
+}
+
 /// The versions an answer is computed at: read before each part of it is.
 #[derive(Debug, Default, Clone)]
 pub struct Stamp {
@@ -212,13 +225,30 @@ impl<T> ResultCache<T> {
         }
     }
 
-    /// Waits until no other call computes `key`, and holds that until the
-    /// guard drops. A call that missed takes it, then looks again: when the
-    /// entry another call just computed is valid for it (the version check
-    /// of that second look starts after this call began), it is taken;
-    /// otherwise this call computes. So an invalidated answer wanted by many
-    /// calls at once is computed once, not once per call.
-    pub async fn computing(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    /// The valid entry of `key`, or the right to compute it.
+    ///
+    /// A call that misses waits until no other call computes `key`, then
+    /// looks again: when the entry another call just computed is valid for
+    /// it (the version check of that second look starts after this call
+    /// began), it is taken; otherwise this call computes, holding the key
+    /// until it `insert`s (or gives up), with the global scopes already read
+    /// into the miss's stamp. So an invalidated answer wanted by many calls
+    /// at once is computed once, not once per call.
+    pub async fn lookup(&self, pool: &PgPool, key: &str) -> Result<Lookup<T>, Error> {
+        if let Some(value) = self.get(pool, key).await? {
+            return Ok(Lookup::Hit(value));
+        }
+        let gate = self.computing(key).await;
+        if let Some(value) = self.get(pool, key).await? {
+            return Ok(Lookup::Hit(value));
+        }
+        let mut stamp = Stamp::default();
+        stamp.read(pool, global_scopes()).await?;
+        Ok(Lookup::Miss(Miss { stamp, _gate: gate }))
+    }
+
+    /// Holds `key` for this call until the guard drops.
+    async fn computing(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let gate = {
             let mut gates = lock(&self.computing);
             match gates.get(key).and_then(Weak::upgrade) {
@@ -243,7 +273,7 @@ impl<T> ResultCache<T> {
     }
 
     /// The entry of `key`, if no scope it read changed since.
-    pub async fn get(&self, pool: &PgPool, key: &str) -> Result<Option<Arc<T>>, Error> {
+    async fn get(&self, pool: &PgPool, key: &str) -> Result<Option<Arc<T>>, Error> {
         if !self.enabled() {
             return Ok(None);
         }
@@ -276,9 +306,16 @@ impl<T> ResultCache<T> {
         }))
     }
 
+    /// Keeps `value` under `key`, computed under `miss` (whose stamp the
+    /// caller completed with the reps it read), and lets the calls waiting
+    /// for the key look again.
+    pub fn insert(&self, key: String, miss: Miss, value: Arc<T>, bytes: usize) {
+        self.keep(key, miss.stamp, value, bytes);
+    }
+
     /// Keeps `value` under `key`, computed at `stamp`, evicting the least
     /// recently used entries beyond the budget.
-    pub fn insert(&self, key: String, stamp: Stamp, value: Arc<T>, bytes: usize) {
+    fn keep(&self, key: String, stamp: Stamp, value: Arc<T>, bytes: usize) {
         if !self.enabled() || bytes > self.budget / 4 {
             return; // one answer may not crowd out the others
         }
@@ -337,18 +374,18 @@ mod tests {
     #[test]
     fn the_budget_evicts_the_least_recently_used() {
         let cache = ResultCache::<u32>::new(1000, None);
-        cache.insert("a".into(), stamp(1), Arc::new(1), 200);
-        cache.insert("b".into(), stamp(1), Arc::new(2), 200);
-        cache.insert("c".into(), stamp(1), Arc::new(3), 200);
+        cache.keep("a".into(), stamp(1), Arc::new(1), 200);
+        cache.keep("b".into(), stamp(1), Arc::new(2), 200);
+        cache.keep("c".into(), stamp(1), Arc::new(3), 200);
         assert_eq!(cache.size(), (3, 600));
         // Too big for a quarter of the budget: not kept.
-        cache.insert("huge".into(), stamp(1), Arc::new(4), 300);
+        cache.keep("huge".into(), stamp(1), Arc::new(4), 300);
         assert_eq!(cache.size(), (3, 600));
         // Replacing an entry counts its new size only.
-        cache.insert("a".into(), stamp(2), Arc::new(5), 250);
+        cache.keep("a".into(), stamp(2), Arc::new(5), 250);
         assert_eq!(cache.size(), (3, 650));
-        cache.insert("d".into(), stamp(1), Arc::new(6), 250);
-        cache.insert("e".into(), stamp(1), Arc::new(7), 250);
+        cache.keep("d".into(), stamp(1), Arc::new(6), 250);
+        cache.keep("e".into(), stamp(1), Arc::new(7), 250);
         // 1150 bytes: b goes, the least recently used (a was replaced
         // after it, so it counts as used later).
         assert_eq!(cache.size(), (4, 950));
@@ -358,7 +395,7 @@ mod tests {
             assert_eq!(keys, ["a", "c", "d", "e"]);
         });
         let off = ResultCache::<u32>::new(0, None);
-        off.insert("a".into(), stamp(1), Arc::new(1), 1);
+        off.keep("a".into(), stamp(1), Arc::new(1), 1);
         assert_eq!(off.size(), (0, 0));
     }
 }

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 
 use super::{
     KpiSettings, authorize,
-    cache::{self, Caches, Stamp},
+    cache::{self, Caches, Lookup},
     plan::Planner,
     plan::without_unneeded_retention,
 };
@@ -78,15 +78,10 @@ impl Leaderboards {
             "{kpi:?}|{team:?}|{period:?}|{min_sample:?}|{limit}|{:?}",
             caller.scope
         );
-        if let Some(board) = self.caches.leaderboards.get(&self.pool, &key).await? {
-            return Ok(Leaderboard::clone(&board));
-        }
-        let _computing = self.caches.leaderboards.computing(&key).await;
-        if let Some(board) = self.caches.leaderboards.get(&self.pool, &key).await? {
-            return Ok(Leaderboard::clone(&board));
-        }
-        let mut stamp = Stamp::default();
-        stamp.read(&self.pool, cache::global_scopes()).await?;
+        let mut miss = match self.caches.leaderboards.lookup(&self.pool, &key).await? {
+            Lookup::Hit(board) => return Ok(Leaderboard::clone(&board)),
+            Lookup::Miss(miss) => miss,
+        };
         let mut planner = Planner::new(&self.pool);
         let team = planner.team(&team).await?;
         let (from, to) = (period.start_time(), period.end_time());
@@ -108,7 +103,9 @@ impl Leaderboards {
         let mut queries: Vec<TallyQuery> =
             members.iter().map(|rep| rep_query(rep, from, to)).collect();
         without_unneeded_retention(&mut queries, &[kpi]);
-        stamp.read(&self.pool, cache::rep_scopes(&queries)).await?;
+        miss.stamp
+            .read(&self.pool, cache::rep_scopes(&queries))
+            .await?;
         let (tallies, targets) = tokio::try_join!(
             store::tallies(
                 &self.pool,
@@ -155,7 +152,7 @@ impl Leaderboards {
         let bytes = 1024 * (board.entries.len() + 1);
         self.caches
             .leaderboards
-            .insert(key, stamp, Arc::new(board.clone()), bytes);
+            .insert(key, miss, Arc::new(board.clone()), bytes);
         Ok(board)
     }
 }

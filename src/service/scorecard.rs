@@ -9,7 +9,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{
     KpiSettings, authorize,
-    cache::{self, Caches, Stamp},
+    cache::{self, Caches, Lookup},
     plan::Planner,
     plan::today,
 };
@@ -133,22 +133,17 @@ impl Scorecards {
             }
             card
         };
-        if let Some(card) = self.caches.scorecards.get(&self.pool, &key).await? {
-            return Ok(hit(card));
-        }
-        // Many calls missing at once (an answer just invalidated): one
-        // computes, the others take its answer if it is valid for them.
-        let _computing = self.caches.scorecards.computing(&key).await;
-        if let Some(card) = self.caches.scorecards.get(&self.pool, &key).await? {
-            return Ok(hit(card));
-        }
-        let mut stamp = Stamp::default();
-        stamp.read(&self.pool, cache::global_scopes()).await?;
+        let mut miss = match self.caches.scorecards.lookup(&self.pool, &key).await? {
+            Lookup::Hit(card) => return Ok(hit(card)),
+            Lookup::Miss(miss) => miss,
+        };
         let previous = period.previous();
         let queries = Planner::new(&self.pool)
             .queries_for(&subject, &[period, previous], &kpis)
             .await?;
-        stamp.read(&self.pool, cache::rep_scopes(&queries)).await?;
+        miss.stamp
+            .read(&self.pool, cache::rep_scopes(&queries))
+            .await?;
         let subject_ids = [subject.id().to_owned()];
         let (tallies, targets) = tokio::try_join!(
             store::tallies(
@@ -200,7 +195,7 @@ impl Scorecards {
         let bytes = 2048 * (card.entries.len() + 1);
         self.caches
             .scorecards
-            .insert(key, stamp, Arc::new(card.clone()), bytes);
+            .insert(key, miss, Arc::new(card.clone()), bytes);
         Ok(card)
     }
 
@@ -231,19 +226,16 @@ impl Scorecards {
             None
         };
         let key = format!("{subject:?}|{kpi:?}|{period:?}|{granularity:?}");
-        if let Some(series) = self.caches.series.get(&self.pool, &key).await? {
-            return Ok(Series::clone(&series));
-        }
-        let _computing = self.caches.series.computing(&key).await;
-        if let Some(series) = self.caches.series.get(&self.pool, &key).await? {
-            return Ok(Series::clone(&series));
-        }
-        let mut stamp = Stamp::default();
-        stamp.read(&self.pool, cache::global_scopes()).await?;
+        let mut miss = match self.caches.series.lookup(&self.pool, &key).await? {
+            Lookup::Hit(series) => return Ok(Series::clone(&series)),
+            Lookup::Miss(miss) => miss,
+        };
         let queries = Planner::new(&self.pool)
             .queries_for(&subject, &buckets, &[kpi])
             .await?;
-        stamp.read(&self.pool, cache::rep_scopes(&queries)).await?;
+        miss.stamp
+            .read(&self.pool, cache::rep_scopes(&queries))
+            .await?;
         let tallies = store::tallies(
             &self.pool,
             &queries,
@@ -280,7 +272,7 @@ impl Scorecards {
         let bytes = 768 * (series.points.len() + 1);
         self.caches
             .series
-            .insert(key, stamp, Arc::new(series.clone()), bytes);
+            .insert(key, miss, Arc::new(series.clone()), bytes);
         Ok(series)
     }
 }
