@@ -93,19 +93,20 @@ pub async fn publish(conn: &mut PgConnection, change: &Change) -> Result<(), sql
     if change.scopes.is_empty() {
         return Ok(());
     }
+    // One statement, one round trip on the ingest path: a data-modifying
+    // WITH runs whether or not the query reads it.
     sqlx::query(
-        "INSERT INTO kpi_versions AS v (scope, version) \
-         SELECT s, 1 FROM unnest($1::text[]) WITH ORDINALITY AS u(s, n) ORDER BY n \
-         ON CONFLICT (scope) DO UPDATE SET version = v.version + 1",
+        "WITH bumped AS ( \
+             INSERT INTO kpi_versions AS v (scope, version) \
+             SELECT s, 1 FROM unnest($1::text[]) WITH ORDINALITY AS u(s, n) ORDER BY n \
+             ON CONFLICT (scope) DO UPDATE SET version = v.version + 1) \
+         SELECT pg_notify($2, $3)",
     )
     .bind(&change.scopes)
+    .bind(CHANNEL)
+    .bind(change.payload())
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(change.payload())
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 
