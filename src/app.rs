@@ -408,7 +408,17 @@ impl Application {
                 cache_bytes: usize::try_from(settings.cache_mib)
                     .unwrap_or(0)
                     .saturating_mul(1 << 20),
+                max_watches: usize::try_from(settings.max_watches).unwrap_or(usize::MAX),
             },
+        );
+        // Every change committed through any replica reaches this
+        // process's watches.
+        let feed_task = tokio::spawn(
+            services
+                .watches
+                .feed()
+                .clone()
+                .listen_until(db.pool.clone(), stop_health.subscribe()),
         );
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let (stop_streams, streams_stopped) = watch::channel(false);
@@ -441,12 +451,16 @@ impl Application {
                 services.clone(),
             )))
             .add_service(
-                ActivityServiceServer::new(ActivityApi::new(services.clone(), stream_limits))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                ActivityServiceServer::new(ActivityApi::new(
+                    services.clone(),
+                    stream_limits.clone(),
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(KpiServiceServer::new(KpiApi::new(
                 services.clone(),
                 settings.time_zone,
+                stream_limits.clone(),
             )))
             .add_service(ExchangeRateServiceServer::new(RatesApi::new(
                 services.clone(),
@@ -482,6 +496,7 @@ impl Application {
         stop_health.send(true).ok();
         health_task.await.ok();
         keys_task.await.ok();
+        feed_task.await.ok();
         db.close().await;
         tracing::info!("kpi-service stopped");
         served

@@ -207,6 +207,12 @@ pub struct Settings {
     /// changed since.
     #[arg(long, env = "KPI_CACHE_MIB", default_value_t = 64)]
     pub cache_mib: u32,
+
+    /// Watches (WatchScorecard, WatchLeaderboard) that may be open at once
+    /// in this process; one more gets RESOURCE_EXHAUSTED (reason
+    /// TOO_MANY_WATCHES) at once. An idle watch costs a few KiB.
+    #[arg(long, env = "KPI_MAX_WATCHES", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_watches: u32,
 }
 
 impl Settings {

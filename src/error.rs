@@ -60,10 +60,14 @@ pub enum Error {
     #[error("the service is shutting down; retry (on another instance)")]
     ShuttingDown,
 
-    /// RESOURCE_EXHAUSTED, reason TOO_MANY_HEAVY_CALLS, with retry info:
-    /// as many heavy calls as the process allows are running.
-    #[error("{0}")]
-    Busy(String),
+    /// RESOURCE_EXHAUSTED with retry info: as many heavy calls
+    /// (TOO_MANY_HEAVY_CALLS) or watches (TOO_MANY_WATCHES) as the process
+    /// allows are running.
+    #[error("{message}")]
+    Busy {
+        reason: &'static str,
+        message: String,
+    },
 
     /// DEADLINE_EXCEEDED, reason CALL_DEADLINE: the call (or one batch of
     /// a stream) ran longer than the server's `--call-timeout`.

@@ -148,6 +148,8 @@ pub const POLICY: &[Rule] = &[
     rule("/kpi.v1.KpiService/GetScorecard", READ, false),
     rule("/kpi.v1.KpiService/GetKpiSeries", READ, false),
     rule("/kpi.v1.KpiService/GetLeaderboard", READ, false),
+    rule("/kpi.v1.KpiService/WatchScorecard", READ, false),
+    rule("/kpi.v1.KpiService/WatchLeaderboard", READ, false),
     rule("/kpi.v1.TargetService/SetTarget", Need::Admin, true),
     rule("/kpi.v1.TargetService/ListTargets", READ, false),
     rule("/kpi.v1.TargetService/DeleteTarget", Need::Admin, true),

@@ -255,6 +255,21 @@ impl PeriodSpec {
     pub fn is_relative(&self) -> bool {
         matches!(self, Self::Relative { .. })
     }
+
+    /// The next instant after `now` at which `resolve` may give other
+    /// dates: the next local midnight for a relative period, never for
+    /// fixed dates.
+    pub fn next_change(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match *self {
+            Self::Fixed(_) => None,
+            Self::Relative { zone, .. } => {
+                let today = now.with_timezone(&zone).date_naive();
+                today
+                    .succ_opt()
+                    .map(|tomorrow| local_midnight(zone, tomorrow))
+            }
+        }
+    }
 }
 
 impl Relative {

@@ -47,6 +47,37 @@ pub struct StreamLimits {
     pub batch_timeout: Duration,
 }
 
+impl StreamLimits {
+    /// Why an open stream of `caller` must end now, if it must.
+    pub fn interruption(&self, caller: &Principal) -> Option<Error> {
+        if *self.shutdown.borrow() {
+            Some(Error::ShuttingDown)
+        } else if !self.access.still_valid(caller) {
+            Some(Error::Unauthenticated(
+                "the API key was revoked while the stream was open".to_owned(),
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Resolves, with the reason, when an open stream of `caller` must end:
+    /// at once on shutdown, within a key refresh of a revocation.
+    pub async fn ended(&self, caller: &Principal) -> Error {
+        let mut keys = self.access.changes();
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if let Some(cause) = self.interruption(caller) {
+                return cause;
+            }
+            tokio::select! {
+                () = changed(&mut shutdown) => {}
+                () = changed(&mut keys) => {}
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ActivityApi {
     services: Services,
@@ -63,19 +94,6 @@ async fn changed<T>(rx: &mut watch::Receiver<T>) {
 impl ActivityApi {
     pub fn new(services: Services, limits: StreamLimits) -> Self {
         Self { services, limits }
-    }
-
-    /// Why the stream must stop before its next batch, if it must.
-    fn interruption(&self, caller: &Principal, shutdown: &watch::Receiver<bool>) -> Option<Error> {
-        if *shutdown.borrow() {
-            Some(Error::ShuttingDown)
-        } else if !self.limits.access.still_valid(caller) {
-            Some(Error::Unauthenticated(
-                "the API key was revoked while the stream was open".to_owned(),
-            ))
-        } else {
-            None
-        }
     }
 
     async fn record(&self, records: Vec<pb::ActivityRecord>) -> Result<Counts, Error> {
@@ -142,7 +160,7 @@ impl ActivityService for ActivityApi {
             // Between batches: the next message, a revoked key or a
             // shutdown, whichever comes first.
             let message = loop {
-                if let Some(cause) = self.interruption(&caller, &shutdown) {
+                if let Some(cause) = self.limits.interruption(&caller) {
                     return Err(interrupted(batches, counts, cause));
                 }
                 tokio::select! {
@@ -166,7 +184,7 @@ impl ActivityService for ActivityApi {
                 }
             };
             // The key is checked again right before the batch counts.
-            if let Some(cause) = self.interruption(&caller, &shutdown) {
+            if let Some(cause) = self.limits.interruption(&caller) {
                 return Err(interrupted(batches, counts, cause));
             }
             let limit = self.limits.batch_timeout;

@@ -2,10 +2,15 @@
 //! case in `service/`, convert the answer. Also the proto <-> domain
 //! conversions of KPI values, periods and subjects that `targets` shares.
 
+use std::{pin::Pin, time::Duration};
+
 use chrono_tz::Tz;
+use prost::Message as _;
+use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{
+    activity::StreamLimits,
     auth::principal,
     convert::timestamp,
     pb::{self, kpi_service_server::KpiService},
@@ -16,29 +21,83 @@ use crate::{
         ids::{RepId, TeamId},
         kpi::{self as math, CATALOG, Direction, Kpi, KpiValue, Progress, Unit},
         period::{self, CalendarUnit, Granularity, Period, PeriodSpec, Relative},
-        report::{LeaderboardEntry, ScorecardEntry},
+        report::{Leaderboard, LeaderboardEntry, Scorecard, ScorecardEntry},
         target::{Subject, Target, TargetProgress},
     },
     service::{
         Services,
         leaderboard::LeaderboardQuery,
         scorecard::{ScorecardQuery, SeriesQuery},
+        watch::{self, Answer, Compute, Reason, Update},
     },
 };
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KpiApi {
     services: Services,
     default_zone: Tz,
+    /// What ends an open watch besides its client.
+    limits: StreamLimits,
 }
 
 impl KpiApi {
-    pub fn new(services: Services, default_zone: Tz) -> Self {
+    pub fn new(services: Services, default_zone: Tz, limits: StreamLimits) -> Self {
         Self {
             services,
             default_zone,
+            limits,
         }
     }
+}
+
+/// The messages of a watch, as tonic sends them.
+pub type WatchStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn reason_to_pb(reason: Reason) -> pb::WatchReason {
+    match reason {
+        Reason::Initial => pb::WatchReason::Initial,
+        Reason::Changed => pb::WatchReason::Changed,
+        Reason::PeriodRolledOver => pb::WatchReason::PeriodRolledOver,
+    }
+}
+
+/// A watch's `min_interval`: absent is the default; negative, fractional
+/// garbage or more than the maximum is a violation.
+fn min_interval(v: &mut Violations, raw: Option<&pbjson_types::Duration>) -> Option<Duration> {
+    let Some(raw) = raw else {
+        return Some(watch::DEFAULT_MIN_INTERVAL);
+    };
+    let checked = (|| {
+        if raw.seconds < 0 || raw.nanos < 0 || raw.nanos >= 1_000_000_000 {
+            return Err("must be a duration of 0s or more".to_owned());
+        }
+        let interval = Duration::new(u64::try_from(raw.seconds).map_err(|e| e.to_string())?, 0)
+            + Duration::from_nanos(u64::try_from(raw.nanos).map_err(|e| e.to_string())?);
+        if interval > watch::MAX_MIN_INTERVAL {
+            return Err(format!(
+                "must be at most {}s",
+                watch::MAX_MIN_INTERVAL.as_secs()
+            ));
+        }
+        Ok(interval)
+    })();
+    v.check("min_interval", checked)
+}
+
+/// The fingerprint of a scorecard without what moves with the clock alone
+/// (a target's pace and the day it is computed as of).
+fn scorecard_fingerprint(card: &pb::GetScorecardResponse) -> u64 {
+    let mut card = card.clone();
+    for entry in &mut card.entries {
+        if let Some(progress) = &mut entry.progress {
+            progress.elapsed_fraction = 0.0;
+            progress.expected_to_date = None;
+            progress.projected = None;
+            progress.on_track = false;
+            progress.as_of.clear();
+        }
+    }
+    watch::fingerprint(&card.encode_to_vec())
 }
 
 pub fn kpi_to_pb(kpi: Kpi) -> pb::Kpi {
@@ -324,6 +383,47 @@ fn leaderboard_entry_to_pb(e: LeaderboardEntry, currency: &str) -> pb::Leaderboa
     }
 }
 
+fn scorecard_to_pb(card: &Scorecard, relative: i32) -> pb::GetScorecardResponse {
+    pb::GetScorecardResponse {
+        subject: Some(subject_to_pb(&card.subject)),
+        period: Some(resolved_as(&card.period, relative)),
+        previous_period: Some(resolved(&card.previous_period)),
+        entries: card
+            .entries
+            .iter()
+            .map(|e| scorecard_entry_to_pb(e, &card.currency))
+            .collect(),
+    }
+}
+
+fn leaderboard_to_pb(board: Leaderboard, relative: i32) -> pb::GetLeaderboardResponse {
+    let currency = board.currency;
+    pb::GetLeaderboardResponse {
+        period: Some(resolved_as(&board.period, relative)),
+        entries: board
+            .entries
+            .into_iter()
+            .map(|e| leaderboard_entry_to_pb(e, &currency))
+            .collect(),
+    }
+}
+
+/// The parsed query and the interval, or every violation of both.
+fn merge<Q>(
+    query: Result<Q, crate::Error>,
+    v: Violations,
+    interval: Option<Duration>,
+) -> Result<(Q, Duration), crate::Error> {
+    match query {
+        Ok(query) => v.finish(|| Some((query, interval?))),
+        Err(crate::Error::InvalidArgument(mut violations)) => {
+            violations.extend(v.into_vec());
+            Err(crate::Error::InvalidArgument(violations))
+        }
+        Err(other) => Err(other),
+    }
+}
+
 fn granularity(n: i32) -> Result<Granularity, String> {
     match pb::Granularity::try_from(n) {
         Ok(pb::Granularity::Day) => Ok(Granularity::Day),
@@ -337,6 +437,25 @@ fn granularity(n: i32) -> Result<Granularity, String> {
 }
 
 impl KpiApi {
+    /// Starts a watch of `caller`'s (see `Watches::start`), ending on
+    /// revocation and shutdown as every stream does.
+    async fn watch<T: Send + 'static>(
+        &self,
+        caller: crate::access::Principal,
+        spec: PeriodSpec,
+        interval: Duration,
+        compute: impl FnMut() -> Compute<T> + Send + 'static,
+    ) -> Result<impl Stream<Item = Result<Update<T>, Status>> + Send + 'static, Status> {
+        let limits = self.limits.clone();
+        let ended = async move { limits.ended(&caller).await };
+        let updates = self
+            .services
+            .watches
+            .start(spec, interval, compute, ended)
+            .await?;
+        Ok(ReceiverStream::new(updates).map(|update| update.map_err(Status::from)))
+    }
+
     fn period_of(&self, v: &mut Violations, period: Option<pb::Period>) -> Option<PeriodSpec> {
         parse_period_spec(v, "period.", &period.unwrap_or_default(), self.default_zone)
     }
@@ -446,16 +565,101 @@ impl KpiService for KpiApi {
         let relative = relative_asked(request.get_ref().period.as_ref());
         let query = self.scorecard_query(request.into_inner())?;
         let card = self.services.scorecards.scorecard(&caller, query).await?;
-        Ok(Response::new(pb::GetScorecardResponse {
-            subject: Some(subject_to_pb(&card.subject)),
-            period: Some(resolved_as(&card.period, relative)),
-            previous_period: Some(resolved(&card.previous_period)),
-            entries: card
-                .entries
-                .iter()
-                .map(|e| scorecard_entry_to_pb(e, &card.currency))
-                .collect(),
-        }))
+        Ok(Response::new(scorecard_to_pb(&card, relative)))
+    }
+
+    type WatchScorecardStream = WatchStream<pb::WatchScorecardResponse>;
+
+    async fn watch_scorecard(
+        &self,
+        request: Request<pb::WatchScorecardRequest>,
+    ) -> Result<Response<Self::WatchScorecardStream>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let relative = relative_asked(req.period.as_ref());
+        let mut v = Violations::new();
+        let interval = min_interval(&mut v, req.min_interval.as_ref());
+        let query = self.scorecard_query(pb::GetScorecardRequest {
+            subject: req.subject,
+            period: req.period,
+            kpis: req.kpis,
+        });
+        let (query, interval) = merge(query, v, interval)?;
+        let spec = query.period;
+        let services = self.services.clone();
+        let compute_caller = caller.clone();
+        let compute = move || -> Compute<pb::GetScorecardResponse> {
+            let services = services.clone();
+            let caller = compute_caller.clone();
+            let query = query.clone();
+            Box::pin(async move {
+                let (card, scopes) = services.scorecards.scorecard_scoped(&caller, query).await?;
+                let message = scorecard_to_pb(&card, relative);
+                Ok(Answer {
+                    fingerprint: scorecard_fingerprint(&message),
+                    message,
+                    scopes,
+                    period: card.period,
+                })
+            })
+        };
+        let stream = self.watch(caller, spec, interval, compute).await?;
+        Ok(Response::new(Box::pin(stream.map(|update| {
+            update.map(|u| pb::WatchScorecardResponse {
+                scorecard: Some(u.message),
+                reason: reason_to_pb(u.reason) as i32,
+            })
+        }))))
+    }
+
+    type WatchLeaderboardStream = WatchStream<pb::WatchLeaderboardResponse>;
+
+    async fn watch_leaderboard(
+        &self,
+        request: Request<pb::WatchLeaderboardRequest>,
+    ) -> Result<Response<Self::WatchLeaderboardStream>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let relative = relative_asked(req.period.as_ref());
+        let mut v = Violations::new();
+        let interval = min_interval(&mut v, req.min_interval.as_ref());
+        let query = self.leaderboard_query(pb::GetLeaderboardRequest {
+            kpi: req.kpi,
+            team_id: req.team_id,
+            period: req.period,
+            min_sample: req.min_sample,
+            limit: req.limit,
+        });
+        let (query, interval) = merge(query, v, interval)?;
+        let spec = query.period;
+        let services = self.services.clone();
+        let compute_caller = caller.clone();
+        let compute = move || -> Compute<pb::GetLeaderboardResponse> {
+            let services = services.clone();
+            let caller = compute_caller.clone();
+            let query = query.clone();
+            Box::pin(async move {
+                let (board, scopes) = services
+                    .leaderboards
+                    .leaderboard_scoped(&caller, query)
+                    .await?;
+                let period = board.period;
+                let message = leaderboard_to_pb(board, relative);
+                Ok(Answer {
+                    fingerprint: watch::fingerprint(&message.encode_to_vec()),
+                    message,
+                    scopes,
+                    period,
+                })
+            })
+        };
+        let stream = self.watch(caller, spec, interval, compute).await?;
+        Ok(Response::new(Box::pin(stream.map(|update| {
+            update.map(|u| pb::WatchLeaderboardResponse {
+                leaderboard: Some(u.message),
+                reason: reason_to_pb(u.reason) as i32,
+            })
+        }))))
     }
 
     async fn get_kpi_series(
@@ -492,14 +696,6 @@ impl KpiService for KpiApi {
             .leaderboards
             .leaderboard(&caller, query)
             .await?;
-        let currency = board.currency;
-        Ok(Response::new(pb::GetLeaderboardResponse {
-            period: Some(resolved_as(&board.period, relative)),
-            entries: board
-                .entries
-                .into_iter()
-                .map(|e| leaderboard_entry_to_pb(e, &currency))
-                .collect(),
-        }))
+        Ok(Response::new(leaderboard_to_pb(board, relative)))
     }
 }

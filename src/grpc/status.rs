@@ -171,11 +171,11 @@ fn parts(err: &Error) -> (Code, String, String, ErrorDetails, HashMap<String, St
                 err.to_string(),
             )
         }
-        Error::Busy(message) => {
+        Error::Busy { reason, message } => {
             details.set_retry_info(Some(std::time::Duration::from_secs(1)));
             (
                 Code::ResourceExhausted,
-                "TOO_MANY_HEAVY_CALLS".to_owned(),
+                (*reason).to_owned(),
                 message.clone(),
             )
         }

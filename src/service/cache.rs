@@ -174,7 +174,8 @@ impl<T> std::fmt::Debug for ResultCache<T> {
 
 /// What a lookup found.
 pub enum Lookup<T> {
-    Hit(Arc<T>),
+    /// The answer and the scopes it read.
+    Hit(Arc<T>, Arc<[String]>),
     Miss(Miss),
 }
 
@@ -235,12 +236,12 @@ impl<T> ResultCache<T> {
     /// into the miss's stamp. So an invalidated answer wanted by many calls
     /// at once is computed once, not once per call.
     pub async fn lookup(&self, pool: &PgPool, key: &str) -> Result<Lookup<T>, Error> {
-        if let Some(value) = self.get(pool, key).await? {
-            return Ok(Lookup::Hit(value));
+        if let Some((value, scopes)) = self.get(pool, key).await? {
+            return Ok(Lookup::Hit(value, scopes));
         }
         let gate = self.computing(key).await;
-        if let Some(value) = self.get(pool, key).await? {
-            return Ok(Lookup::Hit(value));
+        if let Some((value, scopes)) = self.get(pool, key).await? {
+            return Ok(Lookup::Hit(value, scopes));
         }
         let mut stamp = Stamp::default();
         stamp.read(pool, global_scopes()).await?;
@@ -272,8 +273,12 @@ impl<T> ResultCache<T> {
         self.budget > 0
     }
 
-    /// The entry of `key`, if no scope it read changed since.
-    async fn get(&self, pool: &PgPool, key: &str) -> Result<Option<Arc<T>>, Error> {
+    /// The entry of `key` and its scopes, if no scope it read changed since.
+    async fn get(
+        &self,
+        pool: &PgPool,
+        key: &str,
+    ) -> Result<Option<(Arc<T>, Arc<[String]>)>, Error> {
         if !self.enabled() {
             return Ok(None);
         }
@@ -283,7 +288,7 @@ impl<T> ResultCache<T> {
             return Ok(None);
         };
         let now = match &self.checks {
-            Some(checks) => checks.version(scopes).await?,
+            Some(checks) => checks.version(scopes.clone()).await?,
             None => changes::version(pool, &scopes).await?,
         };
         Ok(self.with_inner(|inner| {
@@ -292,7 +297,7 @@ impl<T> ResultCache<T> {
             match inner.entries.get_mut(key) {
                 Some(entry) if entry.version == now => {
                     entry.used = tick;
-                    Some(entry.value.clone())
+                    Some((entry.value.clone(), scopes))
                 }
                 Some(entry) if entry.version < now => {
                     let bytes = entry.bytes;
@@ -308,21 +313,22 @@ impl<T> ResultCache<T> {
 
     /// Keeps `value` under `key`, computed under `miss` (whose stamp the
     /// caller completed with the reps it read), and lets the calls waiting
-    /// for the key look again.
-    pub fn insert(&self, key: String, miss: Miss, value: Arc<T>, bytes: usize) {
-        self.keep(key, miss.stamp, value, bytes);
+    /// for the key look again. Returns the scopes the value read.
+    pub fn insert(&self, key: String, miss: Miss, value: Arc<T>, bytes: usize) -> Arc<[String]> {
+        self.keep(key, miss.stamp, value, bytes)
     }
 
     /// Keeps `value` under `key`, computed at `stamp`, evicting the least
-    /// recently used entries beyond the budget.
-    fn keep(&self, key: String, stamp: Stamp, value: Arc<T>, bytes: usize) {
+    /// recently used entries beyond the budget; returns the stamp's scopes.
+    fn keep(&self, key: String, stamp: Stamp, value: Arc<T>, bytes: usize) -> Arc<[String]> {
+        let scopes: Arc<[String]> = stamp.scopes.into();
         if !self.enabled() || bytes > self.budget / 4 {
-            return; // one answer may not crowd out the others
+            return scopes; // one answer may not crowd out the others
         }
         self.with_inner(|inner| {
             inner.tick += 1;
             let entry = Entry {
-                scopes: stamp.scopes.into(),
+                scopes: scopes.clone(),
                 version: stamp.version,
                 value,
                 bytes,
@@ -346,6 +352,7 @@ impl<T> ResultCache<T> {
                 }
             }
         });
+        scopes
     }
 
     /// Entries and estimated bytes held.

@@ -64,6 +64,15 @@ impl Leaderboards {
         caller: &Principal,
         query: LeaderboardQuery,
     ) -> Result<Leaderboard, Error> {
+        Ok(self.leaderboard_scoped(caller, query).await?.0)
+    }
+
+    /// The leaderboard and the scopes it read (what a watch must follow).
+    pub async fn leaderboard_scoped(
+        &self,
+        caller: &Principal,
+        query: LeaderboardQuery,
+    ) -> Result<(Leaderboard, Arc<[String]>), Error> {
         let LeaderboardQuery {
             kpi,
             team,
@@ -79,7 +88,7 @@ impl Leaderboards {
             caller.scope
         );
         let mut miss = match self.caches.leaderboards.lookup(&self.pool, &key).await? {
-            Lookup::Hit(board) => return Ok(Leaderboard::clone(&board)),
+            Lookup::Hit(board, scopes) => return Ok((Leaderboard::clone(&board), scopes)),
             Lookup::Miss(miss) => miss,
         };
         let mut planner = Planner::new(&self.pool);
@@ -150,9 +159,10 @@ impl Leaderboards {
             entries: rank(kpi, candidates, min_sample, limit),
         };
         let bytes = 1024 * (board.entries.len() + 1);
-        self.caches
+        let scopes = self
+            .caches
             .leaderboards
             .insert(key, miss, Arc::new(board.clone()), bytes);
-        Ok(board)
+        Ok((board, scopes))
     }
 }

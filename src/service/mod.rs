@@ -12,6 +12,7 @@ use sqlx::PgPool;
 pub mod authorize;
 pub mod cache;
 pub mod directory;
+pub mod feed;
 pub mod ingest;
 pub mod keys;
 pub mod leaderboard;
@@ -19,6 +20,7 @@ pub mod plan;
 pub mod rates;
 pub mod scorecard;
 pub mod targets;
+pub mod watch;
 
 /// Settings the KPI use cases need.
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct KpiSettings {
     pub max_heavy_calls: usize,
     /// Estimated bytes of answers the result cache may hold (0: none).
     pub cache_bytes: usize,
+    /// Watches that may be open at once in this process.
+    pub max_watches: usize,
 }
 
 impl KpiSettings {
@@ -87,6 +91,9 @@ pub struct Services {
     pub leaderboards: leaderboard::Leaderboards,
     pub targets: targets::Targets,
     pub rates: rates::Rates,
+    /// Open watches and the change feed they follow (the process listens
+    /// with `watches.feed().listen_until`).
+    pub watches: watch::Watches,
 }
 
 impl Services {
@@ -100,6 +107,7 @@ impl Services {
             leaderboards: leaderboard::Leaderboards::new(pool.clone(), settings.clone(), caches),
             targets: targets::Targets::new(pool.clone(), settings.clone()),
             rates: rates::Rates::new(pool, settings.reporting_currency.clone()),
+            watches: watch::Watches::new(feed::Feed::default(), settings.max_watches),
         }
     }
 }

@@ -89,12 +89,13 @@ impl Scorecards {
     /// A slot for a heavy call: waits up to a second, then
     /// RESOURCE_EXHAUSTED.
     async fn heavy_slot(&self) -> Result<SemaphorePermit<'_>, Error> {
-        let busy = || {
-            Error::Busy(format!(
+        let busy = || Error::Busy {
+            reason: "TOO_MANY_HEAVY_CALLS",
+            message: format!(
                 "{} heavy calls (series of more than {HEAVY_SERIES_POINTS} points) are running, \
                  the most this instance allows (--max-heavy-calls); retry shortly",
                 self.settings.max_heavy_calls
-            ))
+            ),
         };
         match tokio::time::timeout(HEAVY_WAIT, self.heavy.acquire()).await {
             Ok(Ok(permit)) => Ok(permit),
@@ -107,6 +108,15 @@ impl Scorecards {
         caller: &Principal,
         query: ScorecardQuery,
     ) -> Result<Scorecard, Error> {
+        Ok(self.scorecard_scoped(caller, query).await?.0)
+    }
+
+    /// The scorecard and the scopes it read (what a watch must follow).
+    pub async fn scorecard_scoped(
+        &self,
+        caller: &Principal,
+        query: ScorecardQuery,
+    ) -> Result<(Scorecard, Arc<[String]>), Error> {
         let ScorecardQuery {
             subject,
             period,
@@ -134,7 +144,7 @@ impl Scorecards {
             card
         };
         let mut miss = match self.caches.scorecards.lookup(&self.pool, &key).await? {
-            Lookup::Hit(card) => return Ok(hit(card)),
+            Lookup::Hit(card, scopes) => return Ok((hit(card), scopes)),
             Lookup::Miss(miss) => miss,
         };
         let previous = period.previous();
@@ -193,10 +203,11 @@ impl Scorecards {
             entries,
         };
         let bytes = 2048 * (card.entries.len() + 1);
-        self.caches
+        let scopes = self
+            .caches
             .scorecards
             .insert(key, miss, Arc::new(card.clone()), bytes);
-        Ok(card)
+        Ok((card, scopes))
     }
 
     pub async fn series(&self, caller: &Principal, query: SeriesQuery) -> Result<Series, Error> {
@@ -227,7 +238,7 @@ impl Scorecards {
         };
         let key = format!("{subject:?}|{kpi:?}|{period:?}|{granularity:?}");
         let mut miss = match self.caches.series.lookup(&self.pool, &key).await? {
-            Lookup::Hit(series) => return Ok(Series::clone(&series)),
+            Lookup::Hit(series, _) => return Ok(Series::clone(&series)),
             Lookup::Miss(miss) => miss,
         };
         let queries = Planner::new(&self.pool)

@@ -19,3 +19,4 @@ mod relative;
 mod server;
 mod streams;
 mod targets;
+mod watch;
