@@ -150,6 +150,7 @@ pub const POLICY: &[Rule] = &[
     rule("/kpi.v1.KpiService/GetLeaderboard", READ, false),
     rule("/kpi.v1.KpiService/WatchScorecard", READ, false),
     rule("/kpi.v1.KpiService/WatchLeaderboard", READ, false),
+    rule("/kpi.v1.KpiService/ExplainKpi", READ, false),
     rule("/kpi.v1.TargetService/SetTarget", Need::Admin, true),
     rule("/kpi.v1.TargetService/ListTargets", READ, false),
     rule("/kpi.v1.TargetService/DeleteTarget", Need::Admin, true),

@@ -20,16 +20,19 @@ use crate::{
         Violations,
         ids::{RepId, TeamId},
         kpi::{self as math, CATALOG, Direction, Kpi, KpiValue, Progress, Unit},
+        paging::PageRequest,
         period::{self, CalendarUnit, Granularity, Period, PeriodSpec, Relative},
         report::{Leaderboard, LeaderboardEntry, Scorecard, ScorecardEntry},
         target::{Subject, Target, TargetProgress},
     },
     service::{
         Services,
+        explain::ExplainQuery,
         leaderboard::LeaderboardQuery,
         scorecard::{ScorecardQuery, SeriesQuery},
         watch::{self, Answer, Compute, Reason, Update},
     },
+    store::explain::{Contribution, Part},
 };
 
 #[derive(Clone)]
@@ -424,6 +427,45 @@ fn merge<Q>(
     }
 }
 
+fn explain_part(n: i32) -> Result<Part, String> {
+    match pb::ExplainPart::try_from(n) {
+        Ok(pb::ExplainPart::Unspecified) => Ok(Part::Either),
+        Ok(pb::ExplainPart::Numerator) => Ok(Part::Numerator),
+        Ok(pb::ExplainPart::Denominator) => Ok(Part::Denominator),
+        Err(_) => Err(format!(
+            "must be EXPLAIN_PART_UNSPECIFIED, _NUMERATOR or _DENOMINATOR (got {n})"
+        )),
+    }
+}
+
+fn contribution_to_pb(c: &Contribution, currency: &str) -> pb::KpiContribution {
+    let numerator = if c.in_nanos {
+        math::nanos_text(c.numerator_nanos_or_count)
+    } else {
+        c.numerator_nanos_or_count.to_string()
+    };
+    let (original_amount, exchange_rate, converted_amount) = match &c.deal {
+        Some((deal_currency, nanos, rate)) => (
+            Some(money(*nanos, deal_currency)),
+            rate.to_decimal(),
+            Some(money(c.numerator_nanos_or_count, currency)),
+        ),
+        None => (None, String::new(), None),
+    };
+    pb::KpiContribution {
+        record_type: c.record_type.to_owned(),
+        record_id: c.record_id.clone(),
+        rep_id: c.rep_id.clone(),
+        team_id: c.team_id.clone().unwrap_or_default(),
+        credited_at: Some(timestamp(c.credited_at)),
+        numerator,
+        denominator: c.denominator.to_string(),
+        original_amount,
+        exchange_rate,
+        converted_amount,
+    }
+}
+
 fn granularity(n: i32) -> Result<Granularity, String> {
     match pb::Granularity::try_from(n) {
         Ok(pb::Granularity::Day) => Ok(Granularity::Day),
@@ -566,6 +608,46 @@ impl KpiService for KpiApi {
         let query = self.scorecard_query(request.into_inner())?;
         let card = self.services.scorecards.scorecard(&caller, query).await?;
         Ok(Response::new(scorecard_to_pb(&card, relative)))
+    }
+
+    async fn explain_kpi(
+        &self,
+        request: Request<pb::ExplainKpiRequest>,
+    ) -> Result<Response<pb::ExplainKpiResponse>, Status> {
+        let caller = principal(&request)?;
+        let req = request.into_inner();
+        let relative = relative_asked(req.period.as_ref());
+        let mut v = Violations::new();
+        let subject = parse_subject(&mut v, "subject", req.subject.as_ref());
+        let kpi = v.check("kpi", parse_kpi(req.kpi));
+        let period = self.period_of(&mut v, req.period);
+        let part = v.check("part", explain_part(req.part));
+        let query = v.finish(|| {
+            Some(ExplainQuery {
+                subject: subject?,
+                kpi: kpi?,
+                period: period?,
+                part: part?,
+            })
+        })?;
+        let page = PageRequest::parse(req.page_size, &req.page_token, &query.paging_key())?;
+        let explained = self
+            .services
+            .explainer
+            .explain(&caller, query, &page)
+            .await?;
+        let currency = &explained.currency;
+        Ok(Response::new(pb::ExplainKpiResponse {
+            value: Some(value_to_pb(&explained.value, currency)),
+            period: Some(resolved_as(&explained.period, relative)),
+            contributions: explained
+                .page
+                .items
+                .iter()
+                .map(|c| contribution_to_pb(c, currency))
+                .collect(),
+            next_page_token: explained.page.next_page_token,
+        }))
     }
 
     type WatchScorecardStream = WatchStream<pb::WatchScorecardResponse>;

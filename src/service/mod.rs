@@ -12,6 +12,7 @@ use sqlx::PgPool;
 pub mod authorize;
 pub mod cache;
 pub mod directory;
+pub mod explain;
 pub mod feed;
 pub mod ingest;
 pub mod keys;
@@ -89,6 +90,7 @@ pub struct Services {
     pub ingest: ingest::Ingest,
     pub scorecards: scorecard::Scorecards,
     pub leaderboards: leaderboard::Leaderboards,
+    pub explainer: explain::Explainer,
     pub targets: targets::Targets,
     pub rates: rates::Rates,
     /// Open watches and the change feed they follow (the process listens
@@ -105,6 +107,7 @@ impl Services {
             ingest: ingest::Ingest::new(pool.clone(), settings.reporting_currency.clone()),
             scorecards: scorecard::Scorecards::new(pool.clone(), settings.clone(), caches.clone()),
             leaderboards: leaderboard::Leaderboards::new(pool.clone(), settings.clone(), caches),
+            explainer: explain::Explainer::new(pool.clone(), settings.clone()),
             targets: targets::Targets::new(pool.clone(), settings.clone()),
             rates: rates::Rates::new(pool, settings.reporting_currency.clone()),
             watches: watch::Watches::new(feed::Feed::default(), settings.max_watches),

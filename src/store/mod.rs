@@ -15,6 +15,7 @@ use crate::config::DatabaseArgs;
 pub mod activity;
 pub mod changes;
 pub mod directory;
+pub mod explain;
 pub mod keys;
 pub mod kpi;
 pub mod rates;

@@ -325,4 +325,72 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
         checked += queries.len();
     }
     eprintln!("{checked} tallies identical from rollups and raw records");
+
+    // ExplainKpi lists records that add up to every value exactly, after
+    // the corrections, deletions and re-conversions above.
+    let mut client = kpi_service::grpc::pb::kpi_service_client::KpiServiceClient::with_interceptor(
+        app.channel.clone(),
+        crate::helpers::Bearer::new(&app.admin_key),
+    );
+    let mut explained = 0;
+    for (zone, s, e) in [
+        (
+            "Pacific/Chatham",
+            first + Days::new(10),
+            first + Days::new(130),
+        ),
+        (
+            "America/New_York",
+            first + Days::new(40),
+            first + Days::new(70),
+        ),
+    ] {
+        for (is_team, id) in &subjects {
+            let subject = Some(pb::Subject {
+                subject: Some(if *is_team {
+                    pb::subject::Subject::TeamId(id.clone())
+                } else {
+                    pb::subject::Subject::RepId(id.clone())
+                }),
+            });
+            for kpi in (1..=18).map(|n| pb::Kpi::try_from(n).unwrap()) {
+                let request = pb::ExplainKpiRequest {
+                    subject: subject.clone(),
+                    kpi: kpi as i32,
+                    period: Some(pb::Period {
+                        start_date: s.to_string(),
+                        end_date: e.to_string(),
+                        time_zone: zone.into(),
+                        ..Default::default()
+                    }),
+                    part: 0,
+                    page_size: 1000,
+                    page_token: String::new(),
+                };
+                let (value, all) = crate::explain::all_pages(&mut client, request).await;
+                let sum = |side: fn(&pb::KpiContribution) -> &str| -> i128 {
+                    all.iter().map(|c| crate::explain::nanos(side(c))).sum()
+                };
+                let what = format!("{kpi:?} of {id} in {zone}");
+                assert_eq!(
+                    sum(|c| &c.numerator),
+                    crate::explain::nanos(&value.numerator),
+                    "{what}"
+                );
+                let denominator = if crate::explain::CONSTANT_DENOMINATOR.contains(&kpi) {
+                    "0"
+                } else {
+                    &value.denominator
+                };
+                assert_eq!(
+                    sum(|c| &c.denominator),
+                    crate::explain::nanos(denominator),
+                    "{what}"
+                );
+                explained += all.len();
+            }
+        }
+    }
+    assert!(explained > 10_000, "only {explained} contributions");
+    eprintln!("{explained} contributions add up to their values");
 }

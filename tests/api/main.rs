@@ -10,6 +10,7 @@ mod directory;
 mod durability;
 mod embedded;
 mod exactness;
+mod explain;
 mod grpcurl;
 mod helpers;
 mod hostile;

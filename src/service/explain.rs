@@ -1,0 +1,123 @@
+//! ExplainKpi: the records behind one KPI value, paged, with the value
+//! they add up to.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::{KpiSettings, authorize, plan::Planner};
+use crate::{
+    Error,
+    access::Principal,
+    domain::{
+        kpi::{self, Kpi, KpiValue},
+        paging::{Page, PageRequest},
+        period::{Period, PeriodSpec},
+        target::Subject,
+    },
+    store::{
+        explain::{self as store, Contribution, Part},
+        kpi::{self as tallies, Source},
+    },
+};
+
+/// One page of the records behind a value.
+#[derive(Debug, Clone)]
+pub struct ExplainQuery {
+    pub subject: Subject,
+    pub kpi: Kpi,
+    pub period: PeriodSpec,
+    pub part: Part,
+}
+
+impl ExplainQuery {
+    /// What a page token is bound to: every field but the page.
+    pub fn paging_key(&self) -> String {
+        format!(
+            "explain|{:?}|{}|{:?}|{:?}",
+            self.subject,
+            self.kpi.code(),
+            self.period,
+            self.part
+        )
+    }
+}
+
+/// A page of contributions and the value they belong to.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub period: Period,
+    pub value: KpiValue,
+    pub currency: String,
+    pub page: Page<Contribution>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Explainer {
+    pool: PgPool,
+    settings: Arc<KpiSettings>,
+}
+
+/// A page cursor: `<credited at, microseconds>:<record id>`.
+fn cursor(c: &Contribution) -> String {
+    format!("{}:{}", c.credited_at.timestamp_micros(), c.record_id)
+}
+
+fn parse_cursor(raw: &str) -> Result<(DateTime<Utc>, String), Error> {
+    let invalid = || Error::invalid("page_token", "is not a page token issued by this service");
+    let (micros, id) = raw.split_once(':').ok_or_else(invalid)?;
+    let micros: i64 = micros.parse().map_err(|_| invalid())?;
+    let at = DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?;
+    Ok((at, id.to_owned()))
+}
+
+impl Explainer {
+    pub fn new(pool: PgPool, settings: Arc<KpiSettings>) -> Self {
+        Self { pool, settings }
+    }
+
+    pub async fn explain(
+        &self,
+        caller: &Principal,
+        query: ExplainQuery,
+        page: &PageRequest,
+    ) -> Result<Explanation, Error> {
+        let after = page.after.as_deref().map(parse_cursor).transpose()?;
+        let period = self.settings.resolve(&query.period);
+        authorize::read(&self.pool, caller, &query.subject).await?;
+        let queries = Planner::new(&self.pool)
+            .queries_for(&query.subject, &[period], &[query.kpi])
+            .await?;
+        let Some(tally_query) = queries.first() else {
+            return Err(Error::internal(anyhow::anyhow!("no tally query planned")));
+        };
+        let reporting = &self.settings.reporting_currency;
+        let fetch = i64::from(page.fetch());
+        let (tallies, rows) = tokio::try_join!(
+            tallies::tallies(&self.pool, &queries, Source::Rollups, reporting),
+            store::contributions(
+                &self.pool,
+                tally_query,
+                query.kpi,
+                query.part,
+                after,
+                fetch,
+                reporting
+            )
+        )?;
+        let Some(tally) = tallies.first() else {
+            return Err(Error::internal(anyhow::anyhow!("no tally computed")));
+        };
+        let mut value = kpi::evaluate(query.kpi, tally);
+        self.settings
+            .explain_unconverted(&self.pool, &queries, vec![(0, &mut value)])
+            .await?;
+        Ok(Explanation {
+            period,
+            value,
+            currency: reporting.clone(),
+            page: Page::cut(rows, page, &query.paging_key(), cursor),
+        })
+    }
+}
