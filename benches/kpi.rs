@@ -142,6 +142,8 @@ struct Figures {
     rep_p99: Duration,
     series_p50: Duration,
     board_p50: Duration,
+    explain_revenue_p50: Duration,
+    explain_interactions_p50: Duration,
     naive_p50: Duration,
 }
 
@@ -239,6 +241,29 @@ async fn measure_all(
     })
     .await?;
 
+    // ExplainKpi's first page (50 records) of the team's quarter.
+    let explain = |kpi: pb::Kpi| {
+        let client = client.clone();
+        move || {
+            let mut client = client.clone();
+            async move {
+                let page = client
+                    .explain_kpi(pb::ExplainKpiRequest {
+                        subject: subject(true, "bench"),
+                        kpi: kpi as i32,
+                        period: period("Europe/Berlin"),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                anyhow::ensure!(page.contributions.len() == 50, "a short first page");
+                Ok(())
+            }
+        }
+    };
+    let (explain_revenue_p50, _) = measure(calls / 4, explain(pb::Kpi::Revenue)).await?;
+    let (explain_interactions_p50, _) = measure(calls / 4, explain(pb::Kpi::Interactions)).await?;
+
     // The naive baseline: the same two tallies (period and previous
     // period, all KPIs) aggregated from the raw rows in SQL.
     let zone = parse_zone("Europe/Berlin").map_err(anyhow::Error::msg)?;
@@ -273,6 +298,8 @@ async fn measure_all(
         rep_p99,
         series_p50,
         board_p50,
+        explain_revenue_p50,
+        explain_interactions_p50,
         naive_p50,
     })
 }
@@ -300,6 +327,14 @@ fn report(label: &str, f: &Figures) {
     println!(
         "    50-rep leaderboard (revenue, quarter):                     p50 {:.2} ms",
         ms(f.board_p50)
+    );
+    println!(
+        "    ExplainKpi first page (team, quarter, REVENUE):            p50 {:.2} ms",
+        ms(f.explain_revenue_p50)
+    );
+    println!(
+        "    ExplainKpi first page (team, quarter, INTERACTIONS):       p50 {:.2} ms",
+        ms(f.explain_interactions_p50)
     );
     println!(
         "    naive team scorecard from raw rows (SQL, no gRPC):         p50 {:.2} ms ({:.0}x the rollups)",

@@ -151,10 +151,10 @@ fn selection(kpi: Kpi) -> (Selection, Unit) {
     }
 }
 
-/// The rep's team at the instant `at` (SQL over `x.rep_id`).
-fn team_at(at: &str) -> String {
+/// The team of rep `rep` at the instant `at` (SQL expressions).
+fn team_at(rep: &str, at: &str) -> String {
     format!(
-        "(SELECT h.team_id FROM rep_team_history h WHERE h.rep_id = x.rep_id \
+        "(SELECT h.team_id FROM rep_team_history h WHERE h.rep_id = {rep} \
          AND h.effective_from <= {at} ORDER BY h.effective_from DESC LIMIT 1)"
     )
 }
@@ -176,25 +176,41 @@ const DEAL_RATE: &str = "LEFT JOIN LATERAL (SELECT CASE WHEN x.currency = $7 THE
 
 /// Records credited in the segments: $1 reps, $2 froms, $3 tos; after the
 /// key ($4 instant, $5 id); at most $6; reporting currency $7.
+///
+/// Each segment reads its own first rows in key order from the (rep,
+/// credited at) index, starting at the cursor, so a page costs about
+/// (segments x page size) rows however many records the period holds; the
+/// team of each is looked up for the page's rows only.
 fn segments_sql(s: &Selection, part: Part) -> String {
     let time = format!("x.{}", s.time);
     let (money_columns, rate_join) = if s.table == "deals" {
-        ("x.currency, x.amount::text, dr.rate::text", DEAL_RATE)
+        (
+            "x.currency AS currency, x.amount::text AS amount, dr.rate::text AS rate",
+            DEAL_RATE,
+        )
     } else {
-        ("NULL::text, NULL::text, NULL::text", "")
+        (
+            "NULL::text AS currency, NULL::text AS amount, NULL::text AS rate",
+            "",
+        )
     };
     format!(
-        "SELECT x.{id}, x.rep_id, {time}, ({num})::bigint, ({den})::bigint, {team}, {money_columns} \
-         FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS s (rep, f, t) \
-         JOIN {table} x ON x.rep_id = s.rep AND {time} >= s.f AND {time} < s.t \
-         {rate_join} \
-         WHERE {filter} AND {part} \
-           AND ($4::timestamptz IS NULL OR {time} > $4 OR ({time} = $4 AND x.{id} > $5)) \
-         ORDER BY {time}, x.{id} LIMIT $6",
+        "SELECT p.id, p.rep_id, p.at, p.num, p.den, {team}, p.currency, p.amount, p.rate FROM ( \
+           SELECT y.* FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS s (rep, f, t) \
+           CROSS JOIN LATERAL ( \
+             SELECT x.{id} AS id, x.rep_id, {time} AS at, ({num})::bigint AS num, \
+                    ({den})::bigint AS den, {money_columns} \
+             FROM {table} x {rate_join} \
+             WHERE x.rep_id = s.rep AND {time} >= greatest(s.f, $4::timestamptz) AND {time} < s.t \
+               AND {filter} AND {part} \
+               AND ($4::timestamptz IS NULL OR {time} > $4 OR x.{id} > $5) \
+             ORDER BY {time}, x.{id} LIMIT $6) y \
+           ORDER BY y.at, y.id LIMIT $6) p \
+         ORDER BY p.at, p.id",
         id = s.id,
         num = s.numerator,
         den = s.denominator,
-        team = team_at(&time),
+        team = team_at("p.rep_id", "p.at"),
         table = s.table,
         filter = s.filter,
         part = part_filter(part, s),
@@ -215,7 +231,7 @@ fn retention_sql(s: &Selection, part: Part) -> String {
          ORDER BY x.customer_id LIMIT $5",
         num = s.numerator,
         den = s.denominator,
-        team = team_at("$2::timestamptz"),
+        team = team_at("x.rep_id", "$2::timestamptz"),
         part = part_filter(part, s),
     )
 }
