@@ -38,6 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
+        // Message-sized encode buffers: what an open watch holds.
+        .codec_path("crate::grpc::codec::LeanCodec")
         .compile_fds(fds)?;
     Ok(())
 }

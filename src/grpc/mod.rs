@@ -4,6 +4,7 @@
 
 pub mod activity;
 pub mod auth;
+pub mod codec;
 pub mod convert;
 pub mod deadline;
 pub mod directory;
