@@ -98,6 +98,9 @@ mod tests {
         assert!(!is_unary("/kpi.v1.ActivityService/StreamActivities"));
         assert!(!is_unary("/grpc.health.v1.Health/Watch"));
         assert!(is_unary("/kpi.v1.ExchangeRateService/SetExchangeRates"));
-        assert_eq!(UNARY.len(), 16);
+        assert!(is_unary("/kpi.v1.KpiService/ExplainKpi"));
+        assert!(!is_unary("/kpi.v1.KpiService/WatchScorecard"));
+        assert!(!is_unary("/kpi.v1.KpiService/WatchLeaderboard"));
+        assert_eq!(UNARY.len(), 17);
     }
 }

@@ -412,3 +412,61 @@ async fn a_lost_listener_resynchronises_every_watch() {
         .unwrap();
     assert_eq!(seen(&next(&mut watch).await.unwrap()).1, 6.0);
 }
+
+#[tokio::test]
+async fn grpcurl_watches_a_scorecard_with_a_request_from_stdin() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let app = TestApp::spawn().await;
+    app.upsert_team("t1", "Team 1", "").await.unwrap();
+    app.rep_in("anna", "t1").await;
+    let bin = std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".to_owned());
+    let address = app.endpoint.trim_start_matches("http://").to_owned();
+    let mut grpcurl = tokio::process::Command::new(&bin)
+        .args([
+            "-plaintext",
+            "-H",
+            &format!("authorization: Bearer {}", app.admin_key),
+            "-d",
+            "@",
+            &address,
+            "kpi.v1.KpiService/WatchScorecard",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run grpcurl ({bin}): {e}; use `cargo xtask test`"));
+    let mut stdin = grpcurl.stdin.take().unwrap();
+    stdin
+        .write_all(
+            br#"{"subject": {"team_id": "t1"}, "period": {"start_date": "2026-01-01", "end_date": "2026-01-31", "time_zone": "UTC"}, "kpis": ["KPI_CALLS"], "min_interval": "0s"}"#,
+        )
+        .await
+        .unwrap();
+    drop(stdin);
+    let mut lines = BufReader::new(grpcurl.stdout.take().unwrap()).lines();
+    // Reads grpcurl's output until a line containing `wanted`; returns it all.
+    let mut read_until = async |wanted: &str| {
+        let mut seen = String::new();
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(15), lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no {wanted} from grpcurl within 15 s:\n{seen}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("grpcurl ended before {wanted}:\n{seen}"));
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains(wanted) {
+                return seen;
+            }
+        }
+    };
+    let first = read_until("WATCH_REASON_INITIAL").await;
+    assert!(first.contains("\"startDate\": \"2026-01-01\""), "{first}");
+    app.record(vec![call("g1", "anna", "2026-01-10T10:00:00Z")])
+        .await
+        .unwrap();
+    let second = read_until("WATCH_REASON_CHANGED").await;
+    assert!(second.contains("\"value\": 1"), "{second}");
+    grpcurl.kill().await.ok();
+}
