@@ -365,6 +365,65 @@ mod tests {
         assert_eq!(watches.open(), 0);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_relative_period_is_resolved_again_at_local_midnight_and_says_so() {
+        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+        let watches = Watches::new(Feed::default(), 1);
+        let spec = PeriodSpec::Relative {
+            relative: Relative::Current(CalendarUnit::Day),
+            zone: chrono_tz::Pacific::Auckland,
+        };
+        // Each computation resolves the spec as the service does; the
+        // second is "after midnight": the next day.
+        let computed = Arc::new(AtomicU64::new(0));
+        let compute = {
+            let computed = computed.clone();
+            move || -> Compute<u64> {
+                let n = computed.fetch_add(1, SeqCst);
+                Box::pin(async move {
+                    let now = Utc::now() + chrono::TimeDelta::days(i64::try_from(n).unwrap_or(0));
+                    Ok(Answer {
+                        message: n,
+                        fingerprint: 7,
+                        scopes: Arc::from(Vec::new()),
+                        period: spec.resolve(now, 1),
+                    })
+                })
+            }
+        };
+        let started = watches
+            .start(spec, Duration::ZERO, compute, std::future::pending())
+            .await;
+        let Ok(mut rx) = started else {
+            panic!("not started: {:?}", started.err());
+        };
+        let first = rx.recv().await.and_then(Result::ok).map(|u| u.reason);
+        assert_eq!(first, Some(Reason::Initial));
+        let began = Instant::now();
+        let until_midnight = spec
+            .next_change(Utc::now())
+            .and_then(|at| (at - Utc::now()).to_std().ok())
+            .unwrap_or_default();
+        // Nothing changes but the clock: at local midnight (the paused
+        // clock jumps there) the period is resolved again, and the same
+        // values for other dates are a message.
+        let next = rx
+            .recv()
+            .await
+            .and_then(Result::ok)
+            .map(|u| (u.message, u.reason));
+        assert_eq!(next, Some((1, Reason::PeriodRolledOver)));
+        assert_eq!(computed.load(SeqCst), 2);
+        // Not before midnight (the paused clock moved there, not further
+        // than the margin).
+        let waited = began.elapsed();
+        assert!(
+            waited + Duration::from_secs(1) >= until_midnight
+                && waited <= until_midnight + ROLLOVER_MARGIN + Duration::from_secs(1),
+            "rolled over after {waited:?}, midnight was {until_midnight:?} away"
+        );
+    }
+
     #[test]
     fn relative_periods_change_at_local_midnight() {
         let spec = PeriodSpec::Relative {
