@@ -169,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
     let seconds = common::env_or("CACHE_BENCH_SECONDS", 10) as u64;
     let clients = common::env_or("CACHE_BENCH_CLIENTS", 32);
     let cluster = common::Cluster::start("cache").await?;
-    let cached = common::start_service(&cluster)?;
+    let cached = common::start_service(&cluster, &[])?;
     let channel = Channel::from_shared(cached.endpoint())?.connect().await?;
     let key = cached.admin_key()?;
     common::organisation(channel.clone(), &key, 4, REPS).await?;

@@ -117,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
     let streams = common::env_or("IMPORT_STREAMS", 4);
     let rounds = common::env_or("IMPORT_ROUNDS", 1).max(1);
     let cluster = common::Cluster::start("import").await?;
-    let service = common::start_service(&cluster)?;
+    let service = common::start_service(&cluster, &[])?;
     let channel = Channel::from_shared(service.endpoint())?.connect().await?;
     let key = service.admin_key()?;
     common::organisation(channel.clone(), &key, 4, REPS).await?;

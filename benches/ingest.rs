@@ -102,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     let streams = common::env_or("INGEST_STREAMS", 4);
     let rounds = common::env_or("INGEST_ROUNDS", 3).max(1);
     let cluster = common::Cluster::start("ingest").await?;
-    let service = common::start_service(&cluster)?;
+    let service = common::start_service(&cluster, &[])?;
     let channel = Channel::from_shared(service.endpoint())?.connect().await?;
     let key = service.admin_key()?;
     common::organisation(channel.clone(), &key, 0, REPS).await?;

@@ -160,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
     let changes = common::env_or("WATCH_BENCH_CHANGES", 1000);
     let idle = common::env_or("WATCH_BENCH_IDLE", 1000);
     let cluster = common::Cluster::start("watch").await?;
-    let a = common::start_service(&cluster)?;
+    let a = common::start_service(&cluster, &[])?;
     let key = a.admin_key()?;
     let a_channel = Channel::from_shared(a.endpoint())?.connect().await?;
     common::organisation(a_channel.clone(), &key, 4, REPS).await?;

@@ -47,12 +47,15 @@ impl Cluster {
 
 /// The release binary serving on 127.0.0.1:0 against the cluster (with
 /// room for 8 heavy calls at once: the KPI bench measures 8 concurrent
-/// 10-year series); only its warnings reach stderr.
-pub fn start_service(cluster: &Cluster) -> anyhow::Result<ServiceProcess> {
+/// 10-year series) and the flags in `extra`; only its warnings reach
+/// stderr.
+pub fn start_service(cluster: &Cluster, extra: &[&str]) -> anyhow::Result<ServiceProcess> {
     let url = cluster.url();
+    let mut args = vec!["--max-heavy-calls", "8"];
+    args.extend_from_slice(extra);
     ServiceProcess::start(&Launch {
         database_url: Some(&url),
-        args: &["--max-heavy-calls", "8"],
+        args: &args,
         log_filter: "warn,kpi_service::app=info",
         echo_all: false,
         ..Launch::new(env!("CARGO_BIN_EXE_kpi-service"), &cluster.data_dir)

@@ -10,7 +10,7 @@ use kpi_service::{
 
 use crate::helpers::{Bearer, TestApp, at, test_settings};
 
-fn january() -> Option<pb::Period> {
+pub(crate) fn january() -> Option<pb::Period> {
     Some(pb::Period {
         start_date: "2026-01-01".into(),
         end_date: "2026-01-31".into(),
@@ -19,7 +19,7 @@ fn january() -> Option<pb::Period> {
     })
 }
 
-fn subject(team: &str) -> Option<pb::Subject> {
+pub(crate) fn subject(team: &str) -> Option<pb::Subject> {
     Some(pb::Subject {
         subject: Some(pb::subject::Subject::TeamId(team.into())),
     })

@@ -3,13 +3,16 @@
 //! set; each says the team it counted for and, for money, both amounts.
 
 use kpi_service::{
-    grpc::pb::{self, kpi_service_client::KpiServiceClient},
+    grpc::pb::{
+        self, exchange_rate_service_client::ExchangeRateServiceClient,
+        kpi_service_client::KpiServiceClient,
+    },
     testkit::records,
 };
 use tonic::Code;
 
 use crate::{
-    helpers::{Authed, assert_invalid, at, micros},
+    helpers::{Authed, Bearer, TestApp, assert_invalid, at, micros},
     kpi::{q2, rep_subject, sales_org, team_subject},
 };
 
@@ -55,6 +58,50 @@ pub(crate) async fn all_pages(
 }
 
 /// KPIs whose denominator is the constant 1 (counts and sums).
+/// cara's deals in other currencies: won EUR 1,234.56 closed 2026-06-10
+/// (EUR 1.0845 from 2026-06-01) and, with `chf`, won CHF 99 closed
+/// 2026-06-11 (CHF has no rate).
+async fn add_foreign_deals(app: &TestApp, chf: bool) {
+    let won = |id: &str, currency: &str, units: i64, nanos: i32, closed: &str| {
+        let amount = pb::Money {
+            currency_code: currency.into(),
+            units,
+            nanos,
+        };
+        pb::ActivityRecord {
+            record: Some(pb::activity_record::Record::Deal(records::deal(
+                id,
+                "cara",
+                pb::DealStage::Won,
+                amount,
+                at("2026-05-01T00:00:00Z"),
+                Some(at(closed)),
+            ))),
+        }
+    };
+    let mut deals = vec![won(
+        "d-eur",
+        "EUR",
+        1234,
+        560_000_000,
+        "2026-06-10T10:00:00Z",
+    )];
+    if chf {
+        deals.push(won("d-chf", "CHF", 99, 0, "2026-06-11T10:00:00Z"));
+    }
+    app.record(deals).await.unwrap();
+    ExchangeRateServiceClient::with_interceptor(app.channel.clone(), Bearer::new(&app.admin_key))
+        .set_exchange_rates(pb::SetExchangeRatesRequest {
+            rates: vec![pb::ExchangeRate {
+                currency_code: "EUR".into(),
+                effective_date: "2026-06-01".into(),
+                rate: "1.0845".into(),
+            }],
+        })
+        .await
+        .unwrap();
+}
+
 pub(crate) const CONSTANT_DENOMINATOR: [pb::Kpi; 8] = [
     pb::Kpi::Leads,
     pb::Kpi::NewCustomers,
@@ -85,45 +132,7 @@ fn explain(
 async fn contributions_add_up_to_every_kpi_of_every_subject_exactly() {
     let (app, mut client, _) = sales_org().await;
     // Money in other currencies: a EUR deal with a rate, a CHF one without.
-    let eur = pb::Money {
-        currency_code: "EUR".into(),
-        units: 1234,
-        nanos: 560_000_000,
-    };
-    let chf = pb::Money {
-        currency_code: "CHF".into(),
-        units: 99,
-        nanos: 0,
-    };
-    let won = |id: &str, amount: pb::Money, closed: &str| pb::ActivityRecord {
-        record: Some(pb::activity_record::Record::Deal(records::deal(
-            id,
-            "cara",
-            pb::DealStage::Won,
-            amount,
-            at("2026-05-01T00:00:00Z"),
-            Some(at(closed)),
-        ))),
-    };
-    app.record(vec![
-        won("d-eur", eur, "2026-06-10T10:00:00Z"),
-        won("d-chf", chf, "2026-06-11T10:00:00Z"),
-    ])
-    .await
-    .unwrap();
-    kpi_service::grpc::pb::exchange_rate_service_client::ExchangeRateServiceClient::with_interceptor(
-        app.channel.clone(),
-        crate::helpers::Bearer::new(&app.admin_key),
-    )
-    .set_exchange_rates(pb::SetExchangeRatesRequest {
-        rates: vec![pb::ExchangeRate {
-            currency_code: "EUR".into(),
-            effective_date: "2026-06-01".into(),
-            rate: "1.0845".into(),
-        }],
-    })
-    .await
-    .unwrap();
+    add_foreign_deals(&app, true).await;
 
     let subjects = [
         rep_subject("anna"),
@@ -196,35 +205,7 @@ async fn each_record_says_its_team_instant_and_amounts() {
     let (app, mut client, _) = sales_org().await;
     // REVENUE of the region in Q2: anna's d1 and d2, bob's d5 (closed
     // 2026-05-03, after his move to team-b on 2026-05-02), cara's EUR deal.
-    app.record(vec![pb::ActivityRecord {
-        record: Some(pb::activity_record::Record::Deal(records::deal(
-            "d-eur",
-            "cara",
-            pb::DealStage::Won,
-            pb::Money {
-                currency_code: "EUR".into(),
-                units: 1234,
-                nanos: 560_000_000,
-            },
-            at("2026-05-01T00:00:00Z"),
-            Some(at("2026-06-10T10:00:00Z")),
-        ))),
-    }])
-    .await
-    .unwrap();
-    kpi_service::grpc::pb::exchange_rate_service_client::ExchangeRateServiceClient::with_interceptor(
-        app.channel.clone(),
-        crate::helpers::Bearer::new(&app.admin_key),
-    )
-    .set_exchange_rates(pb::SetExchangeRatesRequest {
-        rates: vec![pb::ExchangeRate {
-            currency_code: "EUR".into(),
-            effective_date: "2026-06-01".into(),
-            rate: "1.0845".into(),
-        }],
-    })
-    .await
-    .unwrap();
+    add_foreign_deals(&app, false).await;
     let (value, all) = all_pages(
         &mut client,
         explain(

@@ -110,6 +110,23 @@ fn grpcurl_explores_and_uses_the_service_on_its_embedded_postgres() {
         &["kpi.v1.ActivityService/RecordActivities"],
     );
     assert!(recorded.contains("\"inserted\": \"1\""), "{recorded}");
+    // The records behind anna's November revenue: that deal, converted.
+    let explained = grpcurl(
+        &service.addr,
+        &[
+            "-H",
+            &header,
+            "-d",
+            r#"{"subject": {"rep_id": "anna"}, "kpi": "KPI_REVENUE", "period": {"start_date": "2026-11-01", "end_date": "2026-11-30", "time_zone": "UTC"}}"#,
+        ],
+        &["kpi.v1.KpiService/ExplainKpi"],
+    );
+    assert!(
+        explained.contains("\"recordId\": \"crm-deal-77\"")
+            && explained.contains("\"numerator\": \"12500.5\"")
+            && explained.contains("\"convertedAmount\""),
+        "{explained}"
+    );
     let deleted = grpcurl(
         &service.addr,
         &[

@@ -15,24 +15,10 @@ use kpi_service::{
 use tonic::{Code, Streaming, transport::Channel};
 use tonic_types::StatusExt;
 
+use crate::cache::{january, subject as team};
 use crate::helpers::{
     Authed, Bearer, TestApp, assert_status, at, start_service_with, test_settings, watched_dir,
 };
-
-fn january() -> Option<pb::Period> {
-    Some(pb::Period {
-        start_date: "2026-01-01".into(),
-        end_date: "2026-01-31".into(),
-        time_zone: "UTC".into(),
-        ..Default::default()
-    })
-}
-
-fn team(id: &str) -> Option<pb::Subject> {
-    Some(pb::Subject {
-        subject: Some(pb::subject::Subject::TeamId(id.into())),
-    })
-}
 
 fn no_interval() -> Option<pbjson_types::Duration> {
     Some(pbjson_types::Duration {
