@@ -13,6 +13,7 @@ use crate::{
     config::{Cli, Command, DatabaseArgs, KeysCommand, Settings},
     embedded_pg::{self, EmbeddedPostgres, Tenure},
     grpc::auth::AuthLayer,
+    grpc::connect::ConnectLayer,
     grpc::targets::TargetApi,
     grpc::{
         self,
@@ -428,6 +429,8 @@ impl Application {
             batch_timeout: settings.call_timeout,
         };
         let mut builder = Server::builder()
+            // HTTP/1.1 too, for Connect's JSON (grpc::connect).
+            .accept_http1(true)
             .max_connection_age(settings.max_connection_age)
             .max_connection_age_grace(CONNECTION_AGE_GRACE);
         if let Some(tls) = tls {
@@ -438,6 +441,7 @@ impl Application {
         let server = builder
             .layer(
                 tower::ServiceBuilder::new()
+                    .layer(ConnectLayer)
                     .layer(RpcTraceLayer)
                     .layer(AuthLayer::new(access))
                     .layer(DeadlineLayer {

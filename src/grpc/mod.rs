@@ -5,6 +5,7 @@
 pub mod activity;
 pub mod auth;
 pub mod codec;
+pub mod connect;
 pub mod convert;
 pub mod deadline;
 pub mod directory;

