@@ -53,7 +53,7 @@ async fn card(app: &TestApp, team: &str) -> (f64, Option<f64>, f64, Option<f64>)
 }
 
 /// Team t1's INTERACTIONS target for January: 50.
-async fn set_january_target(app: &TestApp) {
+pub(crate) async fn set_january_target(app: &TestApp) {
     TargetServiceClient::with_interceptor(app.channel.clone(), Bearer::new(&app.admin_key))
         .set_target(pb::SetTargetRequest {
             kpi: pb::Kpi::Interactions as i32,

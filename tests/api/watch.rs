@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use kpi_service::{
     domain::access::Role,
-    grpc::pb::{
-        self, kpi_service_client::KpiServiceClient, target_service_client::TargetServiceClient,
-    },
+    grpc::pb::{self, kpi_service_client::KpiServiceClient},
     store,
     testkit::records,
 };
@@ -175,17 +173,8 @@ async fn a_write_through_one_process_reaches_a_watcher_and_a_cached_scorecard_on
     a.record(vec![call("i1", "ben", "2026-01-10T10:00:00Z")])
         .await
         .unwrap();
-    TargetServiceClient::with_interceptor(a.channel.clone(), Bearer::new(&a.admin_key))
-        .set_target(pb::SetTargetRequest {
-            kpi: pb::Kpi::Interactions as i32,
-            subject: team("t1"),
-            start_date: "2026-01-01".into(),
-            end_date: "2026-01-31".into(),
-            time_zone: "UTC".into(),
-            value: 50.0,
-        })
-        .await
-        .unwrap();
+    // Team t1's INTERACTIONS target for January: 50.
+    crate::cache::set_january_target(&a).await;
     assert_eq!(
         seen(&next(&mut card).await.unwrap()),
         (pb::WatchReason::Changed, 3.0, Some(50.0))
