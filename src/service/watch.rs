@@ -29,6 +29,8 @@ pub const MAX_MIN_INTERVAL: Duration = Duration::from_secs(3600);
 /// How long after local midnight a relative period is resolved again (the
 /// clocks of the timer and of the calendar are not the same clock).
 const ROLLOVER_MARGIN: Duration = Duration::from_millis(50);
+/// A timer that does not fire (fixed dates never roll over).
+const NEVER: Duration = Duration::from_secs(365 * 86_400);
 
 /// Why a message was sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,12 +178,19 @@ async fn follow<T: Send + 'static>(
     ended: impl Future<Output = Error> + Send,
 ) {
     tokio::pin!(ended);
+    // One timer for the next local midnight, reset when it fires: not
+    // worked out again for every notification the watch hears.
+    let rollover_at = || {
+        let now = Utc::now();
+        spec.next_change(now)
+            .and_then(|at| (at - now).to_std().ok())
+            .map(|wait| Instant::now() + wait + ROLLOVER_MARGIN)
+    };
+    let rolls = spec.is_relative();
+    let timer = tokio::time::sleep_until(rollover_at().unwrap_or_else(|| Instant::now() + NEVER));
+    tokio::pin!(timer);
     let mut due = false;
     loop {
-        let rollover = spec
-            .next_change(Utc::now())
-            .and_then(|at| (at - Utc::now()).to_std().ok())
-            .map(|wait| Instant::now() + wait + ROLLOVER_MARGIN);
         tokio::select! {
             biased;
             cause = &mut ended => {
@@ -192,7 +201,11 @@ async fn follow<T: Send + 'static>(
             event = feed.next() => {
                 due = due || event.touches(&state.scopes);
             }
-            () = sleep_until(rollover), if !due => due = true,
+            () = &mut timer, if rolls && !due => {
+                due = true;
+                let next = rollover_at().unwrap_or_else(|| Instant::now() + NEVER);
+                timer.as_mut().reset(next);
+            }
             permits = async {
                 tokio::time::sleep_until(state.not_before).await;
                 sink.reserve_many(2).await
@@ -224,14 +237,6 @@ async fn follow<T: Send + 'static>(
                 state.not_before = Instant::now() + min_interval;
             }
         }
-    }
-}
-
-/// Sleeps until `at`; forever without one.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
