@@ -13,7 +13,6 @@ use crate::{
     config::{Cli, Command, DatabaseArgs, KeysCommand, Settings},
     embedded_pg::{self, EmbeddedPostgres, Tenure},
     grpc::auth::AuthLayer,
-    grpc::connect::ConnectLayer,
     grpc::targets::TargetApi,
     grpc::{
         self,
@@ -29,6 +28,7 @@ use crate::{
         },
         rates::RatesApi,
     },
+    grpc::{connect::ConnectLayer, page::PageLayer},
     health::DatabaseHealth,
     service::{KpiSettings, Services},
     store,
@@ -76,7 +76,11 @@ async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()>
     let keys = crate::service::keys::Keys::new(pool.clone());
     match command {
         KeysCommand::Create {
-            name, role, team, ..
+            name,
+            role,
+            team,
+            expires,
+            ..
         } => {
             let role = Role::parse(&role).map_err(|e| anyhow!(e))?;
             let team_id = team
@@ -85,22 +89,45 @@ async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()>
                 .transpose()
                 .map_err(|e| anyhow!("--team {e}"))?;
             let key = keys
-                .create(&name, role, team_id.as_ref())
+                .create(&name, role, team_id.as_ref(), expires.map(Into::into))
                 .await
                 .map_err(|e| anyhow!("{}", tonic::Status::from(e).message().to_owned()))?;
             eprintln!(
-                "created {role} key {} ({name}){}; it is shown once:",
+                "created {role} key {} ({name}){}{}; it is shown once:",
                 key.key_id,
                 team.map(|t| format!(" limited to team {t}"))
+                    .unwrap_or_default(),
+                expires
+                    .map(|e| format!(", ending in {e}"))
                     .unwrap_or_default()
             );
             println!("{}", key.token);
         }
+        KeysCommand::Share {
+            team,
+            expires,
+            name,
+            url,
+            ..
+        } => {
+            let team_id = TeamId::parse(&team).map_err(|e| anyhow!("--team {e}"))?;
+            let name = name.unwrap_or_else(|| format!("share link for team {team}"));
+            let key = keys
+                .create(&name, Role::Read, Some(&team_id), Some(expires.into()))
+                .await
+                .map_err(|e| anyhow!("{}", tonic::Status::from(e).message().to_owned()))?;
+            eprintln!(
+                "created read key {} ({name}) limited to team {team}, ending in {expires}; \
+                 revoke with `kpi-service keys revoke {}`. The link is shown once:",
+                key.key_id, key.key_id
+            );
+            println!("{}", share_link(&url, &key.token));
+        }
         KeysCommand::List { .. } => {
             let keys = keys.list().await.map_err(|e| anyhow!("{e}"))?;
             println!(
-                "{:<14} {:<7} {:<16} {:<20} {:<25} {:<25} REVOKED",
-                "KEY ID", "ROLE", "TEAM", "NAME", "CREATED", "LAST USED"
+                "{:<14} {:<7} {:<16} {:<20} {:<25} {:<25} {:<25} REVOKED",
+                "KEY ID", "ROLE", "TEAM", "NAME", "CREATED", "LAST USED", "EXPIRES"
             );
             let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
                 t.map_or_else(
@@ -110,13 +137,14 @@ async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()>
             };
             for key in keys {
                 println!(
-                    "{:<14} {:<7} {:<16} {:<20} {:<25} {:<25} {}",
+                    "{:<14} {:<7} {:<16} {:<20} {:<25} {:<25} {:<25} {}",
                     key.key_id,
                     key.role,
                     key.team_id.as_deref().unwrap_or("-"),
                     key.name,
                     time(Some(key.created_at)),
                     time(key.last_used_at),
+                    time(key.expires_at),
                     time(key.revoked_at)
                 );
             }
@@ -127,6 +155,85 @@ async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// The dashboard's URL at `base` that signs in with `token`: the key is in
+/// the fragment, which a browser keeps to itself (never in a request, a
+/// server log or a Referer), and the page moves it to the tab's session
+/// storage and out of the address bar at once.
+pub fn share_link(base: &str, token: &str) -> String {
+    format!("{}/#key={token}", base.trim_end_matches('/'))
+}
+
+/// Where the embedded database's dashboard key is (mode 0600).
+pub const DASHBOARD_KEY_FILE: &str = "dashboard.key";
+
+/// The dashboard page's URL as a browser on this machine reaches it.
+fn page_url(addr: SocketAddr, tls: bool) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(host, addr.port()))
+}
+
+/// With the embedded database: the link that opens the dashboard signed in
+/// (the key in its fragment), on the terminal only: a log that is shipped
+/// somewhere gets the file's path, never the key.
+fn print_dashboard_link(data_dir: &std::path::Path, page: &str) {
+    use std::io::IsTerminal as _;
+    let path = data_dir.join(DASHBOARD_KEY_FILE);
+    let Ok(token) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "\n  Dashboard: {}\n  (signed in with the read key in {}; keep it to yourself)\n",
+            share_link(page, token.trim()),
+            path.display()
+        );
+    } else {
+        tracing::info!(
+            key_file = %path.display(),
+            "dashboard link: the page's URL with #key=<this file's key>"
+        );
+    }
+}
+
+/// On the first start of the embedded database: fills it with the demo
+/// organisation through the service's own API, in the background, so the
+/// dashboard has something to show (and shows it arriving). `--no-demo`
+/// skips it; so does TLS (the demo client would need the CA).
+fn first_start_demo(settings: &Settings, page: &str) -> Option<tokio::task::JoinHandle<()>> {
+    if settings.no_demo || settings.tls_cert.is_some() {
+        return None;
+    }
+    let options = crate::demo::DemoOptions {
+        client: crate::client::ClientOptions {
+            target: Some(page.to_owned()),
+            data_dir: settings.database.data_dir.clone(),
+            key: None,
+            ca_cert: None,
+        },
+        seed: 42,
+        reps: 40,
+        days: 365,
+        end_date: None,
+        interactions_per_day: 8.0,
+        concurrency: 2,
+        batch_size: 1000,
+    };
+    tracing::info!("first start: loading the demo organisation (--no-demo skips it)");
+    Some(tokio::spawn(async move {
+        match crate::demo::run(options).await {
+            Ok(()) => tracing::info!("demo organisation loaded"),
+            Err(err) => tracing::warn!(
+                error = format!("{err:#}"),
+                "cannot load the demo organisation"
+            ),
+        }
+    }))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -294,6 +401,8 @@ pub struct Application {
     settings: Settings,
     access: Arc<AccessControl>,
     tls: Option<ServerTlsConfig>,
+    /// No key existed: this start created the first admin key.
+    first_start: bool,
 }
 
 /// Reads the TLS files named in the settings.
@@ -323,10 +432,13 @@ impl Application {
             .context("cannot read the listening address")?;
         let db = Database::open(&settings.database, Opener::Serve).await?;
         let access = Arc::new(AccessControl::default());
-        if let Err(err) = Self::prepare(&db, &settings, &access).await {
-            db.close().await;
-            return Err(err);
-        }
+        let first_start = match Self::prepare(&db, &settings, &access).await {
+            Ok(first_start) => first_start,
+            Err(err) => {
+                db.close().await;
+                return Err(err);
+            }
+        };
         Ok(Self {
             incoming,
             local_addr,
@@ -334,28 +446,47 @@ impl Application {
             settings,
             access,
             tls,
+            first_start,
         })
     }
 
-    /// Migrations, the first admin key, the key cache.
+    /// Migrations, the first admin key (and with the embedded database a
+    /// dashboard key), the key cache. True on the first start.
     async fn prepare(
         db: &Database,
         settings: &Settings,
         access: &AccessControl,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         store::migrate(&db.pool).await?;
-        let key_file = settings.database.data_dir.join("admin.key");
-        if let Some(key_id) = store::keys::bootstrap_admin(&db.pool, &key_file).await? {
+        let data_dir = &settings.database.data_dir;
+        let key_file = data_dir.join("admin.key");
+        let first_start = store::keys::bootstrap_admin(&db.pool, &key_file).await?;
+        if let Some(key_id) = &first_start {
             tracing::info!(
                 key_id,
                 path = %std::path::absolute(&key_file).unwrap_or(key_file.clone()).display(),
                 "no API key existed: created an admin key and wrote it to this file (mode 0600)"
             );
+            if settings.database.database_url.is_none() {
+                // The embedded database is a developer's or a trial's: give
+                // its dashboard a read key the printed link signs in with.
+                let key = store::keys::create(
+                    &db.pool,
+                    "dashboard (first start)",
+                    crate::domain::access::Role::Read,
+                    None,
+                    None,
+                )
+                .await
+                .map_err(|e| anyhow!("cannot create the dashboard key: {e}"))?;
+                store::keys::write_secret(&data_dir.join(DASHBOARD_KEY_FILE), &key.token)?;
+            }
         }
         access
             .reload(&db.pool)
             .await
-            .map_err(|e| anyhow!("cannot load API keys: {e}"))
+            .map_err(|e| anyhow!("cannot load API keys: {e}"))?;
+        Ok(first_start.is_some())
     }
 
     /// The address actually bound (tests listen on port 0).
@@ -377,6 +508,7 @@ impl Application {
             settings,
             access,
             tls,
+            first_start,
         } = self;
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -441,6 +573,7 @@ impl Application {
         let server = builder
             .layer(
                 tower::ServiceBuilder::new()
+                    .layer(PageLayer)
                     .layer(ConnectLayer)
                     .layer(RpcTraceLayer)
                     .layer(AuthLayer::new(access))
@@ -477,12 +610,23 @@ impl Application {
                 drain_rx.await.ok();
             });
         tracing::info!(address = %local_addr, "kpi-service listening");
+        let page = page_url(local_addr, settings.tls_cert.is_some());
+        tracing::info!(url = %page, "dashboard page");
+        let demo = (first_start && settings.database.database_url.is_none())
+            .then(|| first_start_demo(&settings, &page))
+            .flatten();
+        if settings.database.database_url.is_none() {
+            print_dashboard_link(&settings.database.data_dir, &page);
+        }
 
         tokio::pin!(server);
         let served = tokio::select! {
             served = &mut server => served.context("the gRPC server failed"),
             () = shutdown => {
                 tracing::info!(deadline = ?settings.shutdown_timeout, "shutting down: draining in-flight calls");
+                if let Some(demo) = &demo {
+                    demo.abort();
+                }
                 // Open streams first: they finish the batch in flight and end
                 // with SHUTTING_DOWN and their committed batches.
                 stop_streams.send(true).ok();

@@ -65,6 +65,29 @@ pub enum KeysCommand {
         /// Limit a read key to this team and its sub-teams.
         #[arg(long)]
         team: Option<String>,
+        /// End the key by itself after this long (e.g. 90d, 12h).
+        #[arg(long)]
+        expires: Option<humantime::Duration>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Make a share link to a team's dashboard: a read key limited to the
+    /// team (and its sub-teams) that ends by itself, printed as the page's
+    /// URL with the key in the fragment (`#key=...`), which browsers never
+    /// send to a server. Revoke it like any key.
+    Share {
+        /// The team whose dashboard the link opens.
+        #[arg(long)]
+        team: String,
+        /// How long the link works (e.g. 30d, 12h); at most 10 years.
+        #[arg(long, default_value = "30d")]
+        expires: humantime::Duration,
+        /// Who the link is for (shown by `keys list`).
+        #[arg(long)]
+        name: Option<String>,
+        /// The service's address as the browser reaches it.
+        #[arg(long, env = "KPI_PUBLIC_URL", default_value = "http://127.0.0.1:50051")]
+        url: String,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -88,6 +111,7 @@ impl KeysCommand {
     pub fn database(&self) -> &DatabaseArgs {
         match self {
             Self::Create { database, .. }
+            | Self::Share { database, .. }
             | Self::List { database }
             | Self::Revoke { database, .. } => database,
         }
@@ -213,6 +237,11 @@ pub struct Settings {
     /// TOO_MANY_WATCHES) at once. An idle watch costs a few KiB.
     #[arg(long, env = "KPI_MAX_WATCHES", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_watches: u32,
+
+    /// On the first start of its own PostgreSQL (no DATABASE_URL), do not
+    /// fill it with the demo organisation (`kpi-service demo`'s data).
+    #[arg(long, env = "KPI_NO_DEMO")]
+    pub no_demo: bool,
 }
 
 impl Settings {

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod deadline;
 pub mod directory;
 pub mod kpi;
+pub mod page;
 pub mod rates;
 pub mod status;
 pub mod targets;

@@ -15,6 +15,9 @@ use crate::{
     },
 };
 
+/// The longest lifetime a key may be given.
+const MAX_LIFETIME: chrono::Duration = chrono::Duration::days(3653);
+
 #[derive(Debug, Clone)]
 pub struct Keys {
     pool: PgPool,
@@ -26,13 +29,26 @@ impl Keys {
     }
 
     /// Creates a key; only read keys may be limited to a team, which must
-    /// exist. The key's full text is in the answer, to show once.
+    /// exist; a key may end by itself after `lifetime`. The key's full text
+    /// is in the answer, to show once.
     pub async fn create(
         &self,
         name: &str,
         role: Role,
         team: Option<&TeamId>,
+        lifetime: Option<std::time::Duration>,
     ) -> Result<NewKey, Error> {
+        let expires_at = lifetime
+            .map(|lifetime| {
+                chrono::Duration::from_std(lifetime)
+                    .ok()
+                    .filter(|l| *l >= chrono::Duration::minutes(1) && *l <= MAX_LIFETIME)
+                    .map(|l| chrono::Utc::now() + l)
+                    .ok_or_else(|| {
+                        Error::invalid("expires", "a key's lifetime is 1 minute to 10 years")
+                    })
+            })
+            .transpose()?;
         if let Some(team) = team {
             if role != Role::Read {
                 return Err(Error::invalid(
@@ -50,7 +66,8 @@ impl Keys {
                 ));
             }
         }
-        let key = store::create(&self.pool, name, role, team.map(TeamId::as_str)).await?;
+        let key =
+            store::create(&self.pool, name, role, team.map(TeamId::as_str), expires_at).await?;
         tracing::info!(target: "audit", key_id = %key.key_id, %role, method = "keys create", outcome = "Ok", "audit");
         Ok(key)
     }

@@ -22,6 +22,7 @@ pub struct KeyInfo {
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A usable key, as the access cache holds it.
@@ -47,16 +48,19 @@ pub async fn create(
     name: &str,
     role: Role,
     team_id: Option<&str>,
+    expires_at: Option<DateTime<Utc>>,
 ) -> Result<NewKey, Error> {
     let key = generate_key().map_err(|e| Error::internal(anyhow::anyhow!("OS RNG: {e}")))?;
     sqlx::query(
-        "INSERT INTO api_keys (key_id, name, role, team_id, secret_hash) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO api_keys (key_id, name, role, team_id, secret_hash, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&key.key_id)
     .bind(name)
     .bind(role.as_str())
     .bind(team_id)
     .bind(&key.secret_hash)
+    .bind(expires_at)
     .execute(pool)
     .await?;
     Ok(key)
@@ -70,12 +74,13 @@ type KeyRow = (
     DateTime<Utc>,
     Option<DateTime<Utc>>,
     Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
 );
 
 pub async fn list(pool: &PgPool) -> Result<Vec<KeyInfo>, Error> {
     let rows: Vec<KeyRow> = sqlx::query_as(
         r#"
-        SELECT key_id, name, role, team_id, created_at, revoked_at, last_used_at
+        SELECT key_id, name, role, team_id, created_at, revoked_at, last_used_at, expires_at
         FROM api_keys ORDER BY created_at, key_id
         "#,
     )
@@ -83,7 +88,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<KeyInfo>, Error> {
     .await?;
     rows.into_iter()
         .map(
-            |(key_id, name, role, team_id, created_at, revoked_at, last_used_at)| {
+            |(key_id, name, role, team_id, created_at, revoked_at, last_used_at, expires_at)| {
                 Ok(KeyInfo {
                     key_id,
                     name,
@@ -92,6 +97,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<KeyInfo>, Error> {
                     created_at,
                     revoked_at,
                     last_used_at,
+                    expires_at,
                 })
             },
         )
@@ -116,10 +122,12 @@ pub async fn revoke(pool: &PgPool, key_id: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Every key that is not revoked.
+/// Every key that is neither revoked nor expired (by the database's clock,
+/// the one `expires_at` was set by).
 pub async fn active(pool: &PgPool) -> Result<Vec<ActiveKey>, Error> {
     let rows: Vec<(String, String, Option<String>, Vec<u8>)> = sqlx::query_as(
-        "SELECT key_id, role, team_id, secret_hash FROM api_keys WHERE revoked_at IS NULL",
+        "SELECT key_id, role, team_id, secret_hash FROM api_keys \
+         WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
     )
     .fetch_all(pool)
     .await?;
@@ -154,9 +162,6 @@ pub async fn touch(pool: &PgPool, key_ids: &[String]) -> Result<(), Error> {
 /// On first start (no key at all), creates an admin key and writes it to
 /// `path` (mode 0600). Returns the new key's id, or `None` when keys exist.
 pub async fn bootstrap_admin(pool: &PgPool, path: &Path) -> anyhow::Result<Option<String>> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(BOOTSTRAP_LOCK)
@@ -176,10 +181,20 @@ pub async fn bootstrap_admin(pool: &PgPool, path: &Path) -> anyhow::Result<Optio
     .bind(&key.secret_hash)
     .execute(&mut *tx)
     .await?;
+    write_secret(path, &key.token)?;
+    tx.commit().await?;
+    Ok(Some(key.key_id))
+}
+
+/// Writes a secret to `path`, created with mode 0600 from the start
+/// (replacing a stale file), and syncs it.
+pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // Replace any stale file, but create it 0600 from the start.
     std::fs::remove_file(path).ok();
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -187,8 +202,7 @@ pub async fn bootstrap_admin(pool: &PgPool, path: &Path) -> anyhow::Result<Optio
         .mode(0o600)
         .open(path)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-    writeln!(file, "{}", key.token)?;
+    writeln!(file, "{secret}")?;
     file.sync_all()?;
-    tx.commit().await?;
-    Ok(Some(key.key_id))
+    Ok(())
 }

@@ -26,6 +26,9 @@ pub struct Launch<'a> {
     /// Echo every log line to stderr (tests: a failing run shows the log);
     /// otherwise only lines above INFO (benches).
     pub echo_all: bool,
+    /// Let a first start on the embedded database load the demo
+    /// organisation (off: `--no-demo`).
+    pub demo: bool,
 }
 
 impl<'a> Launch<'a> {
@@ -37,6 +40,7 @@ impl<'a> Launch<'a> {
             args: &[],
             log_filter: "info",
             echo_all: true,
+            demo: false,
         }
     }
 }
@@ -67,6 +71,7 @@ impl ServiceProcess {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(launch.args)
+            .args((!launch.demo).then_some("--no-demo"))
             .arg("--data-dir")
             .arg(launch.data_dir)
             .env_remove("DATABASE_URL")

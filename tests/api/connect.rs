@@ -218,7 +218,7 @@ async fn errors_are_connect_errors_with_the_grpc_details() {
         "{error}"
     );
 
-    // Streams are gRPC only; unknown paths are not found.
+    // The client stream is gRPC only (RecordActivities is its unary form).
     let (status, error) = post(&app, "kpi.v1.ActivityService/StreamActivities", "{}").await;
     assert_eq!(
         (status, error["code"].as_str()),
@@ -259,4 +259,122 @@ async fn a_thousand_records_ingest_in_one_json_post() {
     );
     assert_eq!(app.count("interactions").await, 1000);
     std::fs::remove_file(&file).ok();
+}
+
+/// A Connect streaming envelope: flags, big-endian length, message.
+fn envelope(message: &[u8]) -> Vec<u8> {
+    let mut framed = vec![0];
+    framed.extend_from_slice(&u32::try_from(message.len()).unwrap_or(0).to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
+}
+
+/// Reads one envelope from curl's output: (flags, JSON).
+async fn next_envelope(out: &mut (impl tokio::io::AsyncRead + Unpin)) -> (u8, serde_json::Value) {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = [0u8; 5];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        out.read_exact(&mut head).await?;
+        let mut message =
+            vec![0; u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize];
+        out.read_exact(&mut message).await?;
+        Ok::<_, std::io::Error>(message)
+    })
+    .await;
+    let message = match read {
+        Ok(Ok(message)) => message,
+        other => panic!("no envelope within 10 s: {other:?}"),
+    };
+    let json = serde_json::from_slice(&message)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&message)));
+    (head[0], json)
+}
+
+#[tokio::test]
+async fn watches_stream_as_connect_json_over_http_1_1_to_curl() {
+    let app = TestApp::spawn().await;
+    app.upsert_team("emea", "EMEA", "").await.unwrap();
+    app.rep_in("anna", "emea").await;
+    app.rep_in("bert", "emea").await;
+    let now = chrono::Utc::now() - chrono::Duration::minutes(1);
+    app.record(vec![
+        records::interaction("i1", "anna", pb::Channel::Call, now).record(),
+        records::interaction("i2", "bert", pb::Channel::Call, now).record(),
+        records::interaction("i3", "bert", pb::Channel::Email, now).record(),
+    ])
+    .await
+    .unwrap();
+    let unary = r#"{"kpi": "KPI_INTERACTIONS", "teamId": "emea", "period": {"relative": "RELATIVE_PERIOD_CURRENT_MONTH", "timeZone": "UTC"}}"#;
+    let request = unary.replace("}}", r#"}, "minInterval": "0.1s"}"#);
+    let body_file = std::env::temp_dir().join(format!("watch-{}.bin", std::process::id()));
+    std::fs::write(&body_file, envelope(request.as_bytes())).unwrap();
+    let url = format!("{}/kpi.v1.KpiService/WatchLeaderboard", app.endpoint);
+    let auth = format!("Authorization: Bearer {}", app.admin_key);
+    let bin = std::env::var("CURL").unwrap_or_else(|_| "curl".to_owned());
+    let mut curl = tokio::process::Command::new(&bin)
+        .args(["--silent", "--show-error", "--no-buffer", "--http1.1"])
+        .args(["-H", "Content-Type: application/connect+json"])
+        .args(["-H", "Connect-Protocol-Version: 1", "-H", &auth])
+        .arg("--data-binary")
+        .arg(format!("@{}", body_file.display()))
+        .arg(&url)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run curl ({bin}): {e}"));
+    let mut out = curl.stdout.take().unwrap();
+
+    // The first message is the leaderboard a unary call gives.
+    let (flags, first) = next_envelope(&mut out).await;
+    assert_eq!(flags, 0, "{first}");
+    assert_eq!(first["reason"], "WATCH_REASON_INITIAL");
+    let unary: pb::GetLeaderboardRequest = serde_json::from_str(unary).unwrap();
+    let board =
+        KpiServiceClient::with_interceptor(app.channel.clone(), Bearer::new(&app.admin_key))
+            .get_leaderboard(unary)
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(first["leaderboard"], serde_json::to_value(&board).unwrap());
+    let order = |json: &serde_json::Value| -> Vec<String> {
+        json["leaderboard"]["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["repId"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(order(&first), ["bert", "anna"]);
+
+    // A change arrives on the same response, as the next envelope.
+    app.record(vec![
+        records::interaction("i4", "anna", pb::Channel::Meeting, now).record(),
+        records::interaction("i5", "anna", pb::Channel::Meeting, now).record(),
+    ])
+    .await
+    .unwrap();
+    let (flags, changed) = next_envelope(&mut out).await;
+    assert_eq!(
+        (flags, &changed["reason"]),
+        (0, &serde_json::json!("WATCH_REASON_CHANGED"))
+    );
+    assert_eq!(order(&changed), ["anna", "bert"]);
+    curl.kill().await.ok();
+
+    // Errors end the stream: HTTP 200 and an end-of-stream envelope.
+    let mut curl = tokio::process::Command::new(&bin)
+        .args(["--silent", "--show-error", "--http1.1"])
+        .args(["-H", "Content-Type: application/connect+json"])
+        .arg("--data-binary")
+        .arg(format!("@{}", body_file.display()))
+        .arg(&url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = curl.stdout.take().unwrap();
+    let (flags, end) = next_envelope(&mut out).await;
+    assert_eq!(flags, 2, "{end}");
+    assert_eq!(end["error"]["code"], "unauthenticated", "{end}");
+    assert!(curl.wait().await.unwrap().success());
+    std::fs::remove_file(&body_file).ok();
 }

@@ -246,7 +246,7 @@ impl TestApp {
         kpi_service::store::migrate(&setup)
             .await
             .unwrap_or_else(|e| panic!("{e:#}"));
-        let admin_key = kpi_service::store::keys::create(&setup, "tests", Role::Admin, None)
+        let admin_key = kpi_service::store::keys::create(&setup, "tests", Role::Admin, None, None)
             .await
             .unwrap_or_else(|e| panic!("cannot create a key: {e}"))
             .token;
@@ -306,7 +306,7 @@ impl TestApp {
 
     /// A new key with `role` (and team scope), as its token.
     pub async fn key(&self, role: Role, team: Option<&str>) -> String {
-        kpi_service::store::keys::create(&self.db, "test key", role, team)
+        kpi_service::store::keys::create(&self.db, "test key", role, team, None)
             .await
             .unwrap_or_else(|e| panic!("cannot create a key: {e}"))
             .token

@@ -3,9 +3,11 @@
 
 mod access;
 mod activity;
+mod browser;
 mod cache;
 mod connect;
 mod currencies;
+mod dashboard;
 mod deletions;
 mod directory;
 mod durability;

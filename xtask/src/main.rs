@@ -13,6 +13,9 @@
 //!   `python3 -m pip install --target`, nothing installed system-wide.
 //! - curl (the outside client of the HTTP tests): `CURL` if set, else
 //!   `curl` on PATH, else installed with apt-get as PostgreSQL is.
+//! - Chromium (the browser of the dashboard tests, driven headless over
+//!   the DevTools protocol): `CHROMIUM` if set, else `chromium` on PATH,
+//!   else installed with apt-get.
 //!
 //! Only the standard library: this builds in seconds before the suite.
 
@@ -61,9 +64,17 @@ fn test(args: Vec<OsString>) -> Result<ExitCode, String> {
     let grpcurl = grpcurl(&root)?;
     eprintln!("xtask: grpcurl: {}", grpcurl.display());
     cargo.env("GRPCURL", grpcurl);
-    let curl = curl()?;
+    let curl = system_tool("CURL", &["curl"], "curl", "--version")?;
     eprintln!("xtask: curl: {}", curl.display());
     cargo.env("CURL", curl);
+    let chromium = system_tool(
+        "CHROMIUM",
+        &["chromium", "chromium-browser"],
+        "chromium",
+        "--version",
+    )?;
+    eprintln!("xtask: chromium: {}", chromium.display());
+    cargo.env("CHROMIUM", chromium);
     let status = cargo
         .status()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;
@@ -212,23 +223,35 @@ fn on_path(name: &str, version_flag: &str) -> Option<PathBuf> {
     })
 }
 
-fn curl() -> Result<PathBuf, String> {
-    if let Some(path) = env::var_os("CURL") {
+/// An outside client the tests run: `var` if set, else the first of
+/// `names` on PATH that answers `version_flag`, else (as root on
+/// Debian/Ubuntu) `apt-get install package`, as PostgreSQL is.
+fn system_tool(
+    var: &str,
+    names: &[&str],
+    package: &str,
+    version_flag: &str,
+) -> Result<PathBuf, String> {
+    if let Some(path) = env::var_os(var) {
         return Ok(PathBuf::from(path));
     }
-    if let Some(found) = on_path("curl", "--version") {
+    let find = || names.iter().find_map(|name| on_path(name, version_flag));
+    if let Some(found) = find() {
         return Ok(found);
     }
-    const INSTRUCTION: &str = "curl is missing: install it (Debian/Ubuntu: `sudo apt-get install curl`) \
-        or set CURL to the binary";
+    let instruction = format!(
+        "{} is missing: install it (Debian/Ubuntu: `sudo apt-get install {package}`) \
+         or set {var} to the binary",
+        names.first().copied().unwrap_or(package)
+    );
     if !(is_root() && Path::new("/usr/bin/apt-get").exists()) {
-        return Err(INSTRUCTION.to_owned());
+        return Err(instruction);
     }
-    eprintln!("xtask: installing curl (apt-get install curl)");
-    if !apt_install("curl") {
-        return Err(format!("apt-get failed; {INSTRUCTION}"));
+    eprintln!("xtask: installing {package} (apt-get install {package})");
+    if !apt_install(package) {
+        return Err(format!("apt-get failed; {instruction}"));
     }
-    on_path("curl", "--version").ok_or_else(|| INSTRUCTION.to_owned())
+    find().ok_or(instruction)
 }
 
 fn runs(binary: &Path) -> bool {
