@@ -294,6 +294,74 @@ async fn a_revoked_key_stops_working_within_a_second() {
 }
 
 #[tokio::test]
+async fn a_key_that_expires_stops_working_within_a_second_of_its_end() {
+    let app = TestApp::spawn().await;
+    app.upsert_team("t1", "Team 1", "").await.unwrap();
+    let ends = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let key = kpi_service::store::keys::create(&app.db, "brief", Role::Read, None, Some(ends))
+        .await
+        .unwrap()
+        .token;
+    app.keys_refreshed().await;
+    assert_eq!(
+        call(app.channel.clone(), Some(&key), Rpc::GetTeam).await,
+        Code::Ok
+    );
+    loop {
+        let code = call(app.channel.clone(), Some(&key), Rpc::GetTeam).await;
+        let late = chrono::Utc::now() - ends;
+        if code == Code::Unauthenticated {
+            assert!(late >= chrono::Duration::zero(), "refused before its end");
+            eprintln!("expiry took effect {late} after the end");
+            break;
+        }
+        assert!(
+            late < chrono::Duration::milliseconds(1500),
+            "still accepted {late} after its end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The CLI: lifetimes are checked, `keys list` shows the end.
+    let cli = |args: &[&str]| {
+        let output = Command::new(crate::helpers::BIN)
+            .args(args)
+            .env("DATABASE_URL", &app.url)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = cli(&["keys", "share", "--team", "t1", "--expires", "30s"]);
+    assert!(!ok && err.contains("1 minute to 10 years"), "{err}");
+    let (ok, _, err) = cli(&["keys", "share", "--team", "nope", "--expires", "1d"]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    let (ok, link, err) = cli(&["keys", "share", "--team", "t1", "--expires", "7d"]);
+    assert!(ok, "{err}");
+    assert!(
+        link.trim().starts_with("http://127.0.0.1:50051/#key=kpi_"),
+        "{link}"
+    );
+    let (ok, list, _) = cli(&["keys", "list"]);
+    assert!(ok);
+    let week = (chrono::Utc::now() + chrono::Duration::days(7))
+        .format("%Y-%m-%d")
+        .to_string();
+    let shared = list
+        .lines()
+        .find(|l| l.contains("share link for team t1"))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(list.contains("EXPIRES") && shared.contains(&week), "{list}");
+    assert!(
+        shared.contains(" read ") && shared.contains(" t1 "),
+        "{shared}"
+    );
+}
+
+#[tokio::test]
 async fn a_team_scoped_read_key_sees_only_its_teams_and_their_reps() {
     let app = TestApp::spawn().await;
     app.upsert_team("emea", "EMEA", "").await.unwrap();
