@@ -168,6 +168,10 @@ pub fn share_link(base: &str, token: &str) -> String {
 /// Where the embedded database's dashboard key is (mode 0600).
 pub const DASHBOARD_KEY_FILE: &str = "dashboard.key";
 
+/// Present in the data directory while the demo organisation is still to be
+/// loaded (made on the first start, removed once it is loaded).
+pub const DEMO_PENDING_FILE: &str = "demo.pending";
+
 /// The dashboard page's URL as a browser on this machine reaches it.
 fn page_url(addr: SocketAddr, tls: bool) -> String {
     let host = match addr.ip() {
@@ -203,10 +207,17 @@ fn print_dashboard_link(data_dir: &std::path::Path, page: &str) {
 
 /// On the first start of the embedded database: fills it with the demo
 /// organisation through the service's own API, in the background, so the
-/// dashboard has something to show (and shows it arriving). `--no-demo`
-/// skips it; so does TLS (the demo client would need the CA).
+/// dashboard has something to show (and shows it arriving). Until it is all
+/// loaded, every start tries again (the demo is deterministic and
+/// idempotent). `--no-demo` skips it; so does TLS (the demo client would
+/// need the CA).
 fn first_start_demo(settings: &Settings, page: &str) -> Option<tokio::task::JoinHandle<()>> {
-    if settings.no_demo || settings.tls_cert.is_some() {
+    let pending = settings.database.data_dir.join(DEMO_PENDING_FILE);
+    if settings.database.database_url.is_some()
+        || settings.no_demo
+        || settings.tls_cert.is_some()
+        || !pending.exists()
+    {
         return None;
     }
     let options = crate::demo::DemoOptions {
@@ -227,7 +238,10 @@ fn first_start_demo(settings: &Settings, page: &str) -> Option<tokio::task::Join
     tracing::info!("first start: loading the demo organisation (--no-demo skips it)");
     Some(tokio::spawn(async move {
         match crate::demo::run(options).await {
-            Ok(()) => tracing::info!("demo organisation loaded"),
+            Ok(()) => {
+                std::fs::remove_file(&pending).ok();
+                tracing::info!("demo organisation loaded");
+            }
             Err(err) => tracing::warn!(
                 error = format!("{err:#}"),
                 "cannot load the demo organisation"
@@ -401,8 +415,6 @@ pub struct Application {
     settings: Settings,
     access: Arc<AccessControl>,
     tls: Option<ServerTlsConfig>,
-    /// No key existed: this start created the first admin key.
-    first_start: bool,
 }
 
 /// Reads the TLS files named in the settings.
@@ -432,13 +444,10 @@ impl Application {
             .context("cannot read the listening address")?;
         let db = Database::open(&settings.database, Opener::Serve).await?;
         let access = Arc::new(AccessControl::default());
-        let first_start = match Self::prepare(&db, &settings, &access).await {
-            Ok(first_start) => first_start,
-            Err(err) => {
-                db.close().await;
-                return Err(err);
-            }
-        };
+        if let Err(err) = Self::prepare(&db, &settings, &access).await {
+            db.close().await;
+            return Err(err);
+        }
         Ok(Self {
             incoming,
             local_addr,
@@ -446,47 +455,46 @@ impl Application {
             settings,
             access,
             tls,
-            first_start,
         })
     }
 
     /// Migrations, the first admin key (and with the embedded database a
-    /// dashboard key), the key cache. True on the first start.
+    /// dashboard key and the demo to load), the key cache.
     async fn prepare(
         db: &Database,
         settings: &Settings,
         access: &AccessControl,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<()> {
         store::migrate(&db.pool).await?;
         let data_dir = &settings.database.data_dir;
         let key_file = data_dir.join("admin.key");
-        let first_start = store::keys::bootstrap_admin(&db.pool, &key_file).await?;
+        // The embedded database is a developer's or a trial's: its first
+        // start also makes a read key the printed dashboard link signs in
+        // with, and marks the demo organisation as to be loaded.
+        let embedded = settings.database.database_url.is_none();
+        let dashboard_key = data_dir.join(DASHBOARD_KEY_FILE);
+        let first_start = store::keys::bootstrap_admin(
+            &db.pool,
+            &key_file,
+            embedded.then_some(dashboard_key.as_path()),
+        )
+        .await?;
         if let Some(key_id) = &first_start {
             tracing::info!(
                 key_id,
                 path = %std::path::absolute(&key_file).unwrap_or(key_file.clone()).display(),
                 "no API key existed: created an admin key and wrote it to this file (mode 0600)"
             );
-            if settings.database.database_url.is_none() {
-                // The embedded database is a developer's or a trial's: give
-                // its dashboard a read key the printed link signs in with.
-                let key = store::keys::create(
-                    &db.pool,
-                    "dashboard (first start)",
-                    crate::domain::access::Role::Read,
-                    None,
-                    None,
-                )
-                .await
-                .map_err(|e| anyhow!("cannot create the dashboard key: {e}"))?;
-                store::keys::write_secret(&data_dir.join(DASHBOARD_KEY_FILE), &key.token)?;
+            if embedded && !settings.no_demo {
+                std::fs::write(data_dir.join(DEMO_PENDING_FILE), b"")
+                    .with_context(|| format!("cannot write {DEMO_PENDING_FILE}"))?;
             }
         }
         access
             .reload(&db.pool)
             .await
             .map_err(|e| anyhow!("cannot load API keys: {e}"))?;
-        Ok(first_start.is_some())
+        Ok(())
     }
 
     /// The address actually bound (tests listen on port 0).
@@ -508,7 +516,6 @@ impl Application {
             settings,
             access,
             tls,
-            first_start,
         } = self;
 
         let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -612,9 +619,7 @@ impl Application {
         tracing::info!(address = %local_addr, "kpi-service listening");
         let page = page_url(local_addr, settings.tls_cert.is_some());
         tracing::info!(url = %page, "dashboard page");
-        let demo = (first_start && settings.database.database_url.is_none())
-            .then(|| first_start_demo(&settings, &page))
-            .flatten();
+        let demo = first_start_demo(&settings, &page);
         if settings.database.database_url.is_none() {
             print_dashboard_link(&settings.database.data_dir, &page);
         }

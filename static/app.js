@@ -8,7 +8,8 @@ const KEY_STORAGE = 'kpi-key';
 const BROWSER_TZ = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
 const ROTATE_MS = 15_000; // TV mode: next KPI every 15 s
 const IDLE_CURSOR_MS = 3_000; // TV mode: hide the cursor after this
-const TREND_DEBOUNCE_MS = 1_000;
+// Trend / leaderboard refetch after a scorecard change.
+const REFETCH_DEBOUNCE_MS = 1_000;
 const BACKOFF_MIN_MS = 1_000;
 const BACKOFF_MAX_MS = 30_000;
 // Errors a retry cannot fix: the watch stops and says so.
@@ -72,6 +73,7 @@ const controllers = {}; // name -> AbortController of a running stream/fetch
 const streamStatus = new Map(); // stream name -> connecting|live|reconnecting|offline
 const errors = new Map(); // source -> message shown in #error
 let trendTimer = 0;
+let leaderboardTimer = 0;
 let rotateTimer = 0;
 let idleTimer = 0;
 
@@ -472,6 +474,7 @@ function takeKeyFromHash() {
 function stopAll() {
   for (const ctl of Object.values(controllers)) ctl.abort();
   clearTimeout(trendTimer);
+  clearTimeout(leaderboardTimer);
   streamStatus.clear();
 }
 
@@ -703,7 +706,7 @@ function markSelectedTile() {
 
 function scheduleTrendRefresh() {
   clearTimeout(trendTimer);
-  trendTimer = setTimeout(loadTrend, TREND_DEBOUNCE_MS);
+  trendTimer = setTimeout(loadTrend, REFETCH_DEBOUNCE_MS);
 }
 
 async function loadTrend() {
@@ -823,27 +826,85 @@ function renderTrendTable(points, fmt) {
 
 // -------------------------------------------------------------- leaderboard
 
+/**
+ * The leaderboard of the selection, restarted on a new selection or KPI.
+ * Browsers speak HTTP/1.1 to a plain-http service and open 6 connections per
+ * host, so a tab holds as few streams as it can: for a team subject the
+ * leaderboard is fetched, and fetched again whenever the team's scorecard
+ * watch reports a change (the team's scorecard moves whenever any member's
+ * records do). A rep's scorecard misses changes of the rep's teammates: for a
+ * rep subject the leaderboard of the rep's team is watched.
+ */
 function startLeaderboard() {
   controllers.leaderboard?.abort();
+  clearTimeout(leaderboardTimer);
+  // Only a watched leaderboard has a stream status.
+  if (streamStatus.delete('leaderboard')) renderStatus();
+  const request = leaderboardRequest();
+  if (!request) return;
+  $('leaderboard-caption').textContent = leaderboardCaption(request.teamId);
+  $('leaderboard').setAttribute('aria-busy', 'true');
+  if (subjectMessage().teamId) loadLeaderboard();
+  else watchLeaderboard(request);
+}
+
+/** The GetLeaderboardRequest of the selection, or null when it has none. */
+function leaderboardRequest() {
   const period = periodMessage();
   const teamId = leaderboardTeam();
-  if (!period || !state.kpi || !teamId) return;
+  if (!period || !state.kpi || !teamId) return null;
+  return { kpi: state.kpi, teamId, period, limit: 50 };
+}
+
+const leaderboardCaption = (teamId) => `${kpiDef().name} · ${teamName(state.teams.get(teamId)) || teamId}`;
+
+/** A leaderboard after a scorecard change (team subject): the changes of a second are fetched once. */
+function scheduleLeaderboardRefresh() {
+  clearTimeout(leaderboardTimer);
+  leaderboardTimer = setTimeout(loadLeaderboard, REFETCH_DEBOUNCE_MS);
+}
+
+/** Fetches the leaderboard (team subject); a newer fetch or selection aborts it. */
+async function loadLeaderboard() {
+  clearTimeout(leaderboardTimer);
+  controllers.leaderboard?.abort();
+  const request = leaderboardRequest();
+  if (!request) return;
   const ctl = (controllers.leaderboard = new AbortController());
   const def = kpiDef();
-  const caption = `${def.name} · ${teamName(state.teams.get(teamId)) || teamId}`;
-  $('leaderboard-caption').textContent = caption;
+  const caption = leaderboardCaption(request.teamId);
   $('leaderboard').setAttribute('aria-busy', 'true');
-  watch('/kpi.v1.KpiService/WatchLeaderboard', { kpi: state.kpi, teamId, period, limit: 50, minInterval: '1s' }, (msg) => {
-    const board = msg.leaderboard ?? {};
-    clearError('leaderboard');
-    $('leaderboard').removeAttribute('aria-busy');
-    $('leaderboard-caption').textContent = `${caption} · ${formatDateRange(board.period?.startDate, board.period?.endDate)}`;
-    renderLeaderboard(def, board.entries ?? []);
+  try {
+    const board = await call('kpi.v1.KpiService/GetLeaderboard', request, ctl.signal);
+    if (ctl.signal.aborted) return;
+    showLeaderboard(def, caption, board);
+  } catch (err) {
+    if (!ctl.signal.aborted) handleError('leaderboard', err);
+  } finally {
+    if (!ctl.signal.aborted) $('leaderboard').removeAttribute('aria-busy');
+  }
+}
+
+/** Watches the leaderboard of a rep subject's team (WatchLeaderboard). */
+function watchLeaderboard(request) {
+  const ctl = (controllers.leaderboard = new AbortController());
+  const def = kpiDef();
+  const caption = leaderboardCaption(request.teamId);
+  watch('/kpi.v1.KpiService/WatchLeaderboard', { ...request, minInterval: '1s' }, (msg) => {
+    showLeaderboard(def, caption, msg.leaderboard ?? {});
   }, {
     signal: ctl.signal,
     onStatus: (s, detail) => setStreamStatus('leaderboard', s, detail),
     onError: (err) => handleError('leaderboard', err),
   });
+}
+
+/** One answer (a GetLeaderboardResponse), fetched or watched, on the screen. */
+function showLeaderboard(def, caption, board) {
+  clearError('leaderboard');
+  $('leaderboard').removeAttribute('aria-busy');
+  $('leaderboard-caption').textContent = `${caption} · ${formatDateRange(board.period?.startDate, board.period?.endDate)}`;
+  renderLeaderboard(def, board.entries ?? []);
 }
 
 function renderLeaderboard(def, entries) {
@@ -914,6 +975,7 @@ function startScorecard() {
   if (!period || !state.subject) return;
   const ctl = (controllers.scorecard = new AbortController());
   const gen = state.selectionGen;
+  const teamSubject = Boolean(subjectMessage().teamId);
   watch('/kpi.v1.KpiService/WatchScorecard', { subject: subjectMessage(), period, minInterval: '1s' }, (msg) => {
     const again = state.tilesGen === gen; // not the first answer for this selection
     renderTiles(msg.scorecard ?? {}, again);
@@ -923,8 +985,13 @@ function startScorecard() {
     $('tiles').removeAttribute('aria-busy');
     clearError('scorecard');
     updateBodyState();
-    // A change, a rollover or a reconnect: the trend may have moved too.
-    if (again) scheduleTrendRefresh();
+    // A change, a rollover or a reconnect (which may have missed changes):
+    // the trend may have moved too, and so may a team's leaderboard, which
+    // no stream of its own watches (startLeaderboard). After the first
+    // answer too: a change between the first fetches and the watch's start
+    // would otherwise wait for the next change.
+    scheduleTrendRefresh();
+    if (teamSubject) scheduleLeaderboardRefresh();
   }, {
     signal: ctl.signal,
     onStatus: (s, detail) => setStreamStatus('scorecard', s, detail),

@@ -54,7 +54,7 @@ impl StreamLimits {
             Some(Error::ShuttingDown)
         } else if !self.access.still_valid(caller) {
             Some(Error::Unauthenticated(
-                "the API key was revoked while the stream was open".to_owned(),
+                "the API key was revoked or expired while the stream was open".to_owned(),
             ))
         } else {
             None

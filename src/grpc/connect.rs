@@ -522,8 +522,20 @@ where
         Protocol::Streaming => SERVER_STREAMING,
     };
     let Some(route) = routes.iter().find(|u| u.path == parts.uri.path()) else {
+        let other = match protocol {
+            Protocol::Unary => SERVER_STREAMING,
+            Protocol::Streaming => UNARY,
+        };
+        let hint = if other.iter().any(|r| r.path == parts.uri.path()) {
+            match protocol {
+                Protocol::Unary => "it streams: send Content-Type application/connect+json",
+                Protocol::Streaming => "it is unary: send Content-Type application/json",
+            }
+        } else {
+            "StreamActivities is gRPC only; the list: grpcurl ... list"
+        };
         let status = Status::unimplemented(format!(
-            "no {} RPC at {} (StreamActivities is gRPC only; the list: grpcurl ... list)",
+            "no {} RPC at {} ({hint})",
             match protocol {
                 Protocol::Unary => "unary",
                 Protocol::Streaming => "server-streaming",
@@ -652,20 +664,30 @@ fn messages(
                 };
                 return Some((Ok(Frame::data(envelope)), relay));
             }
-            let end = match relay.body.frame().await {
+            // A clean end is trailers with a status and no half message;
+            // anything else must not read as success to the client.
+            let status = match relay.body.frame().await {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         relay.pending.extend_from_slice(&data);
                         continue;
                     }
                     Err(frame) => match frame.into_trailers() {
-                        Ok(trailers) => end_of_stream(Status::from_header_map(&trailers).as_ref()),
+                        Ok(trailers) => Status::from_header_map(&trailers).unwrap_or_else(|| {
+                            Status::internal("the stream ended without a status")
+                        }),
                         Err(_) => continue,
                     },
                 },
-                Some(Err(status)) => end_of_stream(Some(&status)),
-                None => end_of_stream(None),
+                Some(Err(status)) => status,
+                None => Status::internal("the stream ended without a status"),
             };
+            let status = if relay.pending.is_empty() || status.code() != Code::Ok {
+                status
+            } else {
+                Status::internal("the stream ended inside a message")
+            };
+            let end = end_of_stream(Some(&status));
             relay.ended = true;
             return Some((Ok(Frame::data(end)), relay));
         }
@@ -745,6 +767,81 @@ mod tests {
         assert_eq!(
             &end_of_stream(None)[..],
             &[END_STREAM, 0, 0, 0, 2, b'{', b'}']
+        );
+    }
+
+    /// Every envelope a relayed gRPC answer body becomes.
+    fn relayed(body: Body) -> Vec<(u8, Vec<u8>)> {
+        use futures::StreamExt as _;
+        let runtime = tokio::runtime::Builder::new_current_thread().build();
+        let frames: Vec<Bytes> = runtime
+            .map(|rt| {
+                rt.block_on(
+                    messages(body, identity)
+                        .filter_map(|f| async { f.ok().and_then(|f| f.into_data().ok()) })
+                        .collect(),
+                )
+            })
+            .unwrap_or_default();
+        frames
+            .iter()
+            .map(|f| (f[0], f.get(5..).unwrap_or_default().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn a_relayed_stream_ends_cleanly_only_with_an_ok_status_after_whole_messages() {
+        use http_body_util::StreamBody;
+        let body = |frames: Vec<Frame<Bytes>>| {
+            Body::new(StreamBody::new(futures::stream::iter(
+                frames.into_iter().map(Ok::<_, Status>),
+            )))
+        };
+        let ok = || {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            Frame::trailers(trailers)
+        };
+        let one = envelope(0, b"abc");
+        // Two messages split across frames, then OK: both, then `{}`.
+        let answer = relayed(body(vec![
+            Frame::data(one.slice(..2)),
+            Frame::data(Bytes::from([&one[2..], &one[..]].concat())),
+            ok(),
+        ]));
+        assert_eq!(
+            answer,
+            vec![
+                (0, b"abc".to_vec()),
+                (0, b"abc".to_vec()),
+                (END_STREAM, b"{}".to_vec())
+            ]
+        );
+        let error_code = |answer: &[(u8, Vec<u8>)]| {
+            let (flags, last) = answer.last().cloned().unwrap_or_default();
+            let json: serde_json::Value = serde_json::from_slice(&last).unwrap_or_default();
+            (flags, json["error"]["code"].as_str().map(str::to_owned))
+        };
+        let internal = (END_STREAM, Some("internal".to_owned()));
+        // No trailers, trailers without a status, half a message: errors.
+        assert_eq!(
+            error_code(&relayed(body(vec![Frame::data(one.clone())]))),
+            internal
+        );
+        assert_eq!(
+            error_code(&relayed(body(vec![Frame::trailers(HeaderMap::new())]))),
+            internal
+        );
+        assert_eq!(
+            error_code(&relayed(body(vec![Frame::data(one.slice(..6)), ok()]))),
+            internal
+        );
+        // The call's own error status is the end's error.
+        let mut denied = HeaderMap::new();
+        denied.insert("grpc-status", HeaderValue::from_static("16"));
+        assert_eq!(
+            error_code(&relayed(body(vec![Frame::trailers(denied)]))),
+            (END_STREAM, Some("unauthenticated".to_owned()))
         );
     }
 

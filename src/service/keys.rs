@@ -15,8 +15,9 @@ use crate::{
     },
 };
 
-/// The longest lifetime a key may be given.
-const MAX_LIFETIME: chrono::Duration = chrono::Duration::days(3653);
+/// The lifetimes a key may be given.
+const MIN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+const MAX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3653 * 86_400);
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -38,17 +39,14 @@ impl Keys {
         team: Option<&TeamId>,
         lifetime: Option<std::time::Duration>,
     ) -> Result<NewKey, Error> {
-        let expires_at = lifetime
-            .map(|lifetime| {
-                chrono::Duration::from_std(lifetime)
-                    .ok()
-                    .filter(|l| *l >= chrono::Duration::minutes(1) && *l <= MAX_LIFETIME)
-                    .map(|l| chrono::Utc::now() + l)
-                    .ok_or_else(|| {
-                        Error::invalid("expires", "a key's lifetime is 1 minute to 10 years")
-                    })
-            })
-            .transpose()?;
+        if let Some(lifetime) = lifetime
+            && !(MIN_LIFETIME..=MAX_LIFETIME).contains(&lifetime)
+        {
+            return Err(Error::invalid(
+                "expires",
+                "a key's lifetime is 1 minute to 10 years",
+            ));
+        }
         if let Some(team) = team {
             if role != Role::Read {
                 return Err(Error::invalid(
@@ -66,8 +64,7 @@ impl Keys {
                 ));
             }
         }
-        let key =
-            store::create(&self.pool, name, role, team.map(TeamId::as_str), expires_at).await?;
+        let key = store::create(&self.pool, name, role, team.map(TeamId::as_str), lifetime).await?;
         tracing::info!(target: "audit", key_id = %key.key_id, %role, method = "keys create", outcome = "Ok", "audit");
         Ok(key)
     }

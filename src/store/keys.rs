@@ -48,19 +48,21 @@ pub async fn create(
     name: &str,
     role: Role,
     team_id: Option<&str>,
-    expires_at: Option<DateTime<Utc>>,
+    lifetime: Option<std::time::Duration>,
 ) -> Result<NewKey, Error> {
     let key = generate_key().map_err(|e| Error::internal(anyhow::anyhow!("OS RNG: {e}")))?;
+    // The end is set by the database's clock, the one `active` checks it by.
+    let seconds = lifetime.map(|l| l.as_secs_f64());
     sqlx::query(
         "INSERT INTO api_keys (key_id, name, role, team_id, secret_hash, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))",
     )
     .bind(&key.key_id)
     .bind(name)
     .bind(role.as_str())
     .bind(team_id)
     .bind(&key.secret_hash)
-    .bind(expires_at)
+    .bind(seconds)
     .execute(pool)
     .await?;
     Ok(key)
@@ -160,8 +162,15 @@ pub async fn touch(pool: &PgPool, key_ids: &[String]) -> Result<(), Error> {
 }
 
 /// On first start (no key at all), creates an admin key and writes it to
-/// `path` (mode 0600). Returns the new key's id, or `None` when keys exist.
-pub async fn bootstrap_admin(pool: &PgPool, path: &Path) -> anyhow::Result<Option<String>> {
+/// `path` (mode 0600), and with `dashboard` a read key for the dashboard
+/// written there, in one transaction (a failure leaves no key, so the next
+/// start tries again). Returns the admin key's id, or `None` when keys
+/// exist.
+pub async fn bootstrap_admin(
+    pool: &PgPool,
+    path: &Path,
+    dashboard: Option<&Path>,
+) -> anyhow::Result<Option<String>> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(BOOTSTRAP_LOCK)
@@ -182,6 +191,18 @@ pub async fn bootstrap_admin(pool: &PgPool, path: &Path) -> anyhow::Result<Optio
     .execute(&mut *tx)
     .await?;
     write_secret(path, &key.token)?;
+    if let Some(dashboard) = dashboard {
+        let read = generate_key().map_err(|e| anyhow::anyhow!("OS RNG: {e}"))?;
+        sqlx::query(
+            "INSERT INTO api_keys (key_id, name, role, secret_hash) \
+             VALUES ($1, 'dashboard (first start)', 'read', $2)",
+        )
+        .bind(&read.key_id)
+        .bind(&read.secret_hash)
+        .execute(&mut *tx)
+        .await?;
+        write_secret(dashboard, &read.token)?;
+    }
     tx.commit().await?;
     Ok(Some(key.key_id))
 }

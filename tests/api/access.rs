@@ -294,29 +294,51 @@ async fn a_revoked_key_stops_working_within_a_second() {
 }
 
 #[tokio::test]
-async fn a_key_that_expires_stops_working_within_a_second_of_its_end() {
+async fn a_key_that_expires_stops_working_soon_after_its_end() {
     let app = TestApp::spawn().await;
     app.upsert_team("t1", "Team 1", "").await.unwrap();
-    let ends = chrono::Utc::now() + chrono::Duration::seconds(2);
-    let key = kpi_service::store::keys::create(&app.db, "brief", Role::Read, None, Some(ends))
-        .await
-        .unwrap()
-        .token;
-    app.keys_refreshed().await;
-    assert_eq!(
-        call(app.channel.clone(), Some(&key), Rpc::GetTeam).await,
-        Code::Ok
+    let key = kpi_service::store::keys::create(
+        &app.db,
+        "brief",
+        Role::Read,
+        None,
+        Some(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap()
+    .token;
+    // Its end, by the database's clock (the one that checks it).
+    let (ends, db_now): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT expires_at, now() FROM api_keys WHERE name = 'brief'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let lifetime = ends - db_now;
+    assert!(
+        lifetime > chrono::Duration::milliseconds(4900) && lifetime <= chrono::Duration::seconds(5),
+        "{lifetime}"
     );
+    let accepted = Instant::now();
+    while call(app.channel.clone(), Some(&key), Rpc::GetTeam).await != Code::Ok {
+        assert!(
+            accepted.elapsed() < Duration::from_secs(4),
+            "never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     loop {
         let code = call(app.channel.clone(), Some(&key), Rpc::GetTeam).await;
         let late = chrono::Utc::now() - ends;
         if code == Code::Unauthenticated {
-            assert!(late >= chrono::Duration::zero(), "refused before its end");
+            assert!(
+                late >= chrono::Duration::milliseconds(-100),
+                "refused {late} before its end"
+            );
             eprintln!("expiry took effect {late} after the end");
             break;
         }
         assert!(
-            late < chrono::Duration::milliseconds(1500),
+            late < chrono::Duration::seconds(3),
             "still accepted {late} after its end"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -87,8 +87,20 @@ impl Cdp {
     }
 
     /// Sends a command (to a page's session, or the browser) and waits for
-    /// its result.
+    /// its result; panics on an error.
     async fn call(&self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.try_call(session, method, params)
+            .await
+            .unwrap_or_else(|error| panic!("{method} failed: {error}"))
+    }
+
+    /// Sends a command and waits for its result or its error.
+    async fn try_call(
+        &self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut command = json!({ "id": id, "method": method, "params": params });
         if let Some(session) = session {
@@ -100,12 +112,11 @@ impl Cdp {
         }
         self.outgoing
             .send(Message::text(command.to_string()))
-            .unwrap_or_else(|_| panic!("the DevTools socket closed before {method}"));
+            .map_err(|_| format!("the DevTools socket closed before {method}"))?;
         match tokio::time::timeout(Duration::from_secs(30), answer).await {
-            Ok(Ok(Ok(result))) => result,
-            Ok(Ok(Err(error))) => panic!("{method} failed: {error}"),
-            Ok(Err(_)) => panic!("the DevTools socket closed during {method}"),
-            Err(_) => panic!("{method} got no answer within 30 s"),
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(format!("the DevTools socket closed during {method}")),
+            Err(_) => Err(format!("{method} got no answer within 30 s")),
         }
     }
 }
@@ -238,27 +249,46 @@ impl Page {
         self.cdp.call(Some(&self.session), method, params).await
     }
 
+    /// Opens `url` and waits until its document has loaded.
     pub async fn goto(&self, url: &str) {
         let answer = self.call("Page.navigate", json!({ "url": url })).await;
         assert!(
             answer.get("errorText").is_none(),
             "cannot open {url}: {answer}"
         );
+        self.wait_for(
+            &format!(
+                "document.readyState === 'complete' && location.href.startsWith({})",
+                json!(url.split(['#', '?']).next().unwrap_or(url))
+            ),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+
+    /// The value of a JavaScript expression (promises awaited), or why
+    /// there is none (an exception, or no page to run it in yet).
+    async fn try_eval(&self, expression: &str) -> Result<Value, String> {
+        let answer = self
+            .cdp
+            .try_call(
+                Some(&self.session),
+                "Runtime.evaluate",
+                json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
+            )
+            .await?;
+        match answer.get("exceptionDetails") {
+            Some(exception) => Err(format!("{expression} threw: {exception}")),
+            None => Ok(answer["result"]["value"].clone()),
+        }
     }
 
     /// The value of a JavaScript expression (promises awaited); panics on
     /// an exception.
     pub async fn eval(&self, expression: &str) -> Value {
-        let answer = self
-            .call(
-                "Runtime.evaluate",
-                json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
-            )
-            .await;
-        if let Some(exception) = answer.get("exceptionDetails") {
-            panic!("{expression} threw: {exception}");
-        }
-        answer["result"]["value"].clone()
+        self.try_eval(expression)
+            .await
+            .unwrap_or_else(|problem| panic!("{problem}"))
     }
 
     /// Waits (up to `timeout`) until `expression` is truthy; its value.
@@ -267,7 +297,8 @@ impl Page {
             format!("(() => {{ try {{ return {expression}; }} catch (e) {{ return null; }} }})()");
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let value = self.eval(&checked).await;
+            // A navigation in progress has no context to run in: try again.
+            let value = self.try_eval(&checked).await.unwrap_or(Value::Null);
             let truthy = match &value {
                 Value::Null => false,
                 Value::Bool(b) => *b,

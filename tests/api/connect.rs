@@ -309,7 +309,10 @@ async fn watches_stream_as_connect_json_over_http_1_1_to_curl() {
     let body_file = std::env::temp_dir().join(format!("watch-{}.bin", std::process::id()));
     std::fs::write(&body_file, envelope(request.as_bytes())).unwrap();
     let url = format!("{}/kpi.v1.KpiService/WatchLeaderboard", app.endpoint);
-    let auth = format!("Authorization: Bearer {}", app.admin_key);
+    // A read key of its own, to revoke while the stream is open.
+    let read_key = app.key(kpi_service::domain::access::Role::Read, None).await;
+    app.keys_refreshed().await;
+    let auth = format!("Authorization: Bearer {read_key}");
     let bin = std::env::var("CURL").unwrap_or_else(|_| "curl".to_owned());
     let mut curl = tokio::process::Command::new(&bin)
         .args(["--silent", "--show-error", "--no-buffer", "--http1.1"])
@@ -359,9 +362,22 @@ async fn watches_stream_as_connect_json_over_http_1_1_to_curl() {
         (0, &serde_json::json!("WATCH_REASON_CHANGED"))
     );
     assert_eq!(order(&changed), ["anna", "bert"]);
-    curl.kill().await.ok();
 
-    // Errors end the stream: HTTP 200 and an end-of-stream envelope.
+    // Revoked while open: the stream ends with an end-of-stream envelope
+    // holding the error, and the response ends.
+    kpi_service::store::keys::revoke(&app.db, &read_key[4..16])
+        .await
+        .unwrap();
+    let (flags, end) = next_envelope(&mut out).await;
+    assert_eq!(flags, 2, "{end}");
+    assert_eq!(end["error"]["code"], "unauthenticated", "{end}");
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(10), curl.wait()).await;
+    assert!(
+        finished.is_ok_and(|status| status.is_ok_and(|s| s.success())),
+        "the response did not end"
+    );
+
+    // Errors before the first message too: HTTP 200 and only the end.
     let mut curl = tokio::process::Command::new(&bin)
         .args(["--silent", "--show-error", "--http1.1"])
         .args(["-H", "Content-Type: application/connect+json"])
@@ -369,12 +385,14 @@ async fn watches_stream_as_connect_json_over_http_1_1_to_curl() {
         .arg(format!("@{}", body_file.display()))
         .arg(&url)
         .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut out = curl.stdout.take().unwrap();
     let (flags, end) = next_envelope(&mut out).await;
     assert_eq!(flags, 2, "{end}");
     assert_eq!(end["error"]["code"], "unauthenticated", "{end}");
-    assert!(curl.wait().await.unwrap().success());
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(10), curl.wait()).await;
+    assert!(finished.is_ok_and(|status| status.is_ok_and(|s| s.success())));
     std::fs::remove_file(&body_file).ok();
 }

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask test [ARGS...]\n\n  provisions PostgreSQL and grpcurl, then runs `cargo test --release ARGS...`"
+                "usage: cargo xtask test [ARGS...]\n\n  provisions PostgreSQL, grpcurl, curl and Chromium, then runs `cargo test --release ARGS...`"
             );
             ExitCode::from(2)
         }
@@ -69,7 +69,12 @@ fn test(args: Vec<OsString>) -> Result<ExitCode, String> {
     cargo.env("CURL", curl);
     let chromium = system_tool(
         "CHROMIUM",
-        &["chromium", "chromium-browser"],
+        &[
+            "chromium",
+            "chromium-browser",
+            "google-chrome",
+            "google-chrome-stable",
+        ],
         "chromium",
         "--version",
     )?;
