@@ -518,6 +518,9 @@ impl Application {
             tls,
         } = self;
 
+        if crate::scrape::install().is_none() {
+            tracing::warn!("another metrics recorder is installed: /metrics records nothing");
+        }
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let (stop_health, stop_rx) = watch::channel(false);
         let health = DatabaseHealth {
@@ -551,6 +554,15 @@ impl Application {
                 max_watches: usize::try_from(settings.max_watches).unwrap_or(usize::MAX),
             },
         );
+        let sampler = tokio::spawn({
+            let watches = services.watches.clone();
+            crate::scrape::sample_until(
+                db.pool.clone(),
+                settings.database.db_max_connections,
+                move || watches.open(),
+                stop_health.subscribe(),
+            )
+        });
         // Every change committed through any replica reaches this
         // process's watches.
         let feed_task = tokio::spawn(
@@ -650,6 +662,7 @@ impl Application {
         health_task.await.ok();
         keys_task.await.ok();
         feed_task.await.ok();
+        sampler.await.ok();
         db.close().await;
         tracing::info!("kpi-service stopped");
         served

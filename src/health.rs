@@ -25,6 +25,7 @@ pub struct DatabaseHealth {
 
 impl DatabaseHealth {
     async fn report(&self, status: ServingStatus) {
+        crate::scrape::database_up(status == ServingStatus::Serving);
         self.reporter.set_service_status("", status).await;
         for service in &self.services {
             self.reporter.set_service_status(*service, status).await;
@@ -72,7 +73,7 @@ impl DatabaseHealth {
         }
         tracing::warn!("the embedded PostgreSQL is not running; starting it again");
         match tokio::task::spawn_blocking(move || pg.start()).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => crate::scrape::embedded_restarted(),
             Ok(Err(err)) => {
                 tracing::error!(
                     error = format!("{err:#}"),

@@ -26,6 +26,8 @@ pub mod import;
 pub mod memory;
 /// The use cases shared by every transport: caller + typed query in,
 /// domain values out; authorization, planning and ranking live here once.
+/// Prometheus metrics: names, recording, the exposition.
+pub mod scrape;
 pub mod service;
 /// All SQL, grouped by aggregate; returns domain types.
 pub mod store;

@@ -80,6 +80,7 @@ where
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let span = tracing::info_span!("rpc", method = %req.uri().path());
+        let path = req.uri().path().to_owned();
         let started = Instant::now();
         let future = {
             let _entered = span.enter();
@@ -114,6 +115,7 @@ where
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| v.parse::<i32>().ok())
                             .map_or(Code::Ok, Code::from_i32);
+                        crate::scrape::rpc(&path, code, started.elapsed());
                         if matches!(
                             code,
                             Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable

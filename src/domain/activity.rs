@@ -402,6 +402,45 @@ pub struct Counts {
     pub deleted: u64,
 }
 
+/// Counts by record type (`Versioned::KIND`), in the order types first
+/// counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KindCounts(Vec<(&'static str, Counts)>);
+
+impl KindCounts {
+    /// The counts of one type, added to in place.
+    pub fn of(&mut self, kind: &'static str) -> &mut Counts {
+        let index = match self.0.iter().position(|(k, _)| *k == kind) {
+            Some(index) => index,
+            None => {
+                self.0.push((kind, Counts::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[index].1
+    }
+
+    /// Adds another's counts, type by type.
+    pub fn merge(&mut self, other: &Self) {
+        for (kind, counts) in &other.0 {
+            *self.of(kind) += *counts;
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &(&'static str, Counts)> {
+        self.0.iter()
+    }
+
+    /// Every type's together.
+    pub fn total(&self) -> Counts {
+        let mut total = Counts::default();
+        for (_, counts) in &self.0 {
+            total += *counts;
+        }
+        total
+    }
+}
+
 impl std::ops::AddAssign for Counts {
     fn add_assign(&mut self, other: Self) {
         self.inserted += other.inserted;
@@ -598,7 +637,7 @@ pub struct BatchPlan {
     /// reps must exist too.
     pub dropped: Vec<(usize, &'static str, String)>,
     /// What the reduction decided alone (versions stale within the batch).
-    pub counts: Counts,
+    pub counts: KindCounts,
     /// By winner's request index (unique across kinds): the other versions
     /// of its id that its one-after-another count needs.
     pub history: HashMap<usize, History>,
@@ -609,12 +648,12 @@ pub struct BatchPlan {
 fn reduce<T: Versioned>(
     records: Vec<(usize, Version<T>)>,
     dropped: &mut Vec<(usize, &'static str, String)>,
-    counts: &mut Counts,
+    counts: &mut KindCounts,
     history: &mut HashMap<usize, History>,
     violations: &mut Vec<RecordViolation>,
 ) -> Vec<(usize, Version<T>)> {
     let deduped = dedupe(records);
-    *counts += deduped.counts;
+    *counts.of(T::KIND) += deduped.counts;
     history.extend(deduped.history);
     violations.extend(deduped.conflicts.into_iter().map(|(index, kind)| {
         RecordViolation::new(
@@ -646,7 +685,7 @@ fn reps_of<T: Versioned>(
 impl BatchPlan {
     pub fn new(batch: Batch) -> Self {
         let mut dropped = Vec::new();
-        let mut counts = Counts::default();
+        let mut counts = KindCounts::default();
         let mut history = HashMap::new();
         let mut violations = batch.invalid;
         let (d, c, h, v) = (&mut dropped, &mut counts, &mut history, &mut violations);

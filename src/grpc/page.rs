@@ -1,4 +1,5 @@
 //! The dashboard page: `GET /` and its two assets, embedded in the binary
+//! (and `GET /metrics`, the Prometheus scrape)
 //! (no CDN, works offline). The page asks for nothing secret in its URL: it
 //! reads the key from the tab's session storage (or once from a share link's
 //! fragment, which browsers never send), then calls the Connect JSON routes
@@ -37,6 +38,28 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/assets/app.js", "text/javascript; charset=utf-8", SCRIPT),
     ("/assets/app.css", "text/css; charset=utf-8", STYLE),
 ];
+
+/// The Prometheus scrape: the exposition in the text format (no key: it
+/// holds no id, name or secret; see docs/OPERATIONS.md, "Metrics").
+fn scrape() -> http::Response<Body> {
+    let (status, body) = match crate::scrape::render() {
+        Some(text) => (StatusCode::OK, text),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics are not recorded: another recorder was installed first\n".to_owned(),
+        ),
+    };
+    let mut response = http::Response::new(Body::new(Full::new(Bytes::from(body))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
 
 /// The answer to `GET path`, when it is one of the page's.
 fn asset(path: &str, head: bool) -> Option<http::Response<Body>> {
@@ -106,6 +129,9 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let method = request.method();
+        if method == Method::GET && request.uri().path() == "/metrics" {
+            return Box::pin(async move { Ok(scrape()) });
+        }
         if method == Method::GET || method == Method::HEAD {
             let head = method == Method::HEAD;
             if let Some(response) = asset(request.uri().path(), head) {

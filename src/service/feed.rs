@@ -90,6 +90,10 @@ impl Feed {
     /// Publishes an event to this process's subscribers (the listener does;
     /// tests may).
     pub fn send(&self, event: Event) {
+        crate::scrape::change_feed(match event {
+            Event::Changed(_) => "change",
+            Event::Resync => "resync",
+        });
         // No subscriber is not an error.
         let _ = self.tx.send(event);
     }

@@ -24,7 +24,8 @@ use crate::{
     Error,
     domain::{
         activity::{
-            Batch, BatchPlan, Counts, History, Outcome, RecordViolation, Version, classify,
+            Batch, BatchPlan, Counts, History, KindCounts, Outcome, RecordViolation, Version,
+            classify,
         },
         money::RateBook,
         rollup::Deltas,
@@ -89,10 +90,15 @@ pub async fn record_batch(
     loop {
         match apply(pool, known_reps, reporting, &plan).await {
             Ok(Ok(mut counts)) => {
-                counts += plan.counts;
-                return Ok(counts);
+                counts.merge(&plan.counts);
+                for (kind, counts) in counts.iter() {
+                    crate::scrape::ingested(kind, counts);
+                }
+                crate::scrape::batch("committed");
+                return Ok(counts.total());
             }
             Ok(Err(mut violations)) => {
+                crate::scrape::batch("rejected");
                 violations.extend(plan.violations.iter().cloned());
                 violations.sort_by_key(|v| v.index);
                 return Err(Error::InvalidRecords(violations));
@@ -103,8 +109,14 @@ pub async fn record_batch(
                 tokio::time::sleep(pause).await;
                 attempt += 1;
             }
-            Err(err) if is_retryable(&err) => return Err(Error::Aborted(err.into())),
-            Err(err) => return Err(err.into()),
+            Err(err) if is_retryable(&err) => {
+                crate::scrape::batch("failed");
+                return Err(Error::Aborted(err.into()));
+            }
+            Err(err) => {
+                crate::scrape::batch("failed");
+                return Err(err.into());
+            }
         }
     }
 }
@@ -133,7 +145,7 @@ async fn apply(
     known_reps: &KnownReps,
     reporting: &str,
     plan: &BatchPlan,
-) -> Result<Result<Counts, Vec<RecordViolation>>, sqlx::Error> {
+) -> Result<Result<KindCounts, Vec<RecordViolation>>, sqlx::Error> {
     let mut tx = pool.begin_with(BEGIN_BATCH).await?;
     let mut violations = Vec::new();
 
@@ -165,7 +177,7 @@ async fn apply(
         known_reps.learn(found.into_iter());
     }
 
-    let mut counts = Counts::default();
+    let mut counts = KindCounts::default();
     let customers = stage(
         &mut tx,
         &plan.customers,
@@ -255,9 +267,10 @@ async fn stage<'a, T: Table>(
     conn: &mut PgConnection,
     versions: &'a [(usize, Version<T>)],
     history: &HashMap<usize, History>,
-    counts: &mut Counts,
+    counts: &mut KindCounts,
     violations: &mut Vec<RecordViolation>,
 ) -> Result<Staged<'a, T>, sqlx::Error> {
+    let counts = counts.of(T::KIND);
     let mut staged = Staged {
         inserts: Vec::new(),
         updates: Vec::new(),

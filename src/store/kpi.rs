@@ -39,6 +39,22 @@ pub async fn tallies(
     source: Source,
     reporting: &str,
 ) -> Result<Vec<Tally>, Error> {
+    let started = std::time::Instant::now();
+    let tallies = tallies_from(pool, queries, source, reporting).await;
+    let label = match source {
+        Source::Rollups => "rollup",
+        Source::Raw => "raw",
+    };
+    crate::scrape::kpi_query(label, started.elapsed());
+    tallies
+}
+
+async fn tallies_from(
+    pool: &PgPool,
+    queries: &[TallyQuery],
+    source: Source,
+    reporting: &str,
+) -> Result<Vec<Tally>, Error> {
     let n = queries.len();
     // Slots 0..n: the queries' ranges; n..2n: cumulative ranges before each
     // retention start (conversions - churns = active customers), each from

@@ -19,6 +19,7 @@ mod helpers;
 mod hostile;
 mod import;
 mod kpi;
+mod metrics;
 mod relative;
 mod server;
 mod streams;

@@ -16,6 +16,8 @@
 //! - Chromium (the browser of the dashboard tests, driven headless over
 //!   the DevTools protocol): `CHROMIUM` if set, else `chromium` on PATH,
 //!   else installed with apt-get.
+//! - promtool (lints the /metrics exposition): `PROMTOOL` if set, else
+//!   `promtool` on PATH, else Debian's `prometheus` package with apt-get.
 //!
 //! Only the standard library: this builds in seconds before the suite.
 
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask test [ARGS...]\n\n  provisions PostgreSQL, grpcurl, curl and Chromium, then runs `cargo test --release ARGS...`"
+                "usage: cargo xtask test [ARGS...]\n\n  provisions PostgreSQL, grpcurl, curl, Chromium and promtool, then runs `cargo test --release ARGS...`"
             );
             ExitCode::from(2)
         }
@@ -80,6 +82,9 @@ fn test(args: Vec<OsString>) -> Result<ExitCode, String> {
     )?;
     eprintln!("xtask: chromium: {}", chromium.display());
     cargo.env("CHROMIUM", chromium);
+    let promtool = system_tool("PROMTOOL", &["promtool"], "prometheus", "--version")?;
+    eprintln!("xtask: promtool: {}", promtool.display());
+    cargo.env("PROMTOOL", promtool);
     let status = cargo
         .status()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;

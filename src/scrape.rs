@@ -1,0 +1,284 @@
+//! Prometheus metrics: what the service measures, under which names, and
+//! the exposition `GET /metrics` answers. Recorded through the `metrics`
+//! facade, rendered by `metrics-exporter-prometheus` (no hand-written
+//! exposition).
+//!
+//! Names follow the Prometheus conventions: a `kpi_` prefix, base units
+//! (`_seconds`), `_total` for counters, and labels with a bounded set of
+//! values: a method label is one of the API's methods (anything else is
+//! `other`), never an id, a key, a team or a rep.
+
+use std::{collections::HashMap, sync::OnceLock, time::Duration};
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tonic::Code;
+
+use crate::domain::activity::Counts;
+
+/// Latency buckets, in seconds: 0.5 ms to 30 s.
+const SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process's recorder, once (later calls return the same
+/// handle; in-process test servers share it). `None` if another recorder
+/// was installed first: then nothing is recorded and `/metrics` says so.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(SECONDS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            gauge!("kpi_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            Some(handle)
+        })
+        .clone()
+}
+
+/// The exposition, in the Prometheus text format.
+pub fn render() -> Option<String> {
+    let handle = install()?;
+    // Histograms are summarised on upkeep; a scrape is a good moment.
+    handle.run_upkeep();
+    Some(handle.render())
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "kpi_rpc_requests_total",
+        "Calls answered, by service, method and gRPC status code (Connect JSON calls included)."
+    );
+    describe_histogram!(
+        "kpi_rpc_duration_seconds",
+        Unit::Seconds,
+        "Time to the answer's start (for streams: to the first message or the error), by service, method and code."
+    );
+    describe_counter!(
+        "kpi_ingest_records_total",
+        "Records in committed batches, by record type and outcome (inserted, updated, unchanged, stale, deleted)."
+    );
+    describe_counter!(
+        "kpi_ingest_batches_total",
+        "Batches, by outcome: committed, rejected (invalid records), failed (database)."
+    );
+    describe_histogram!(
+        "kpi_query_duration_seconds",
+        Unit::Seconds,
+        "KPI tally queries, by source: rollup (daily and coarser sums) or raw (records)."
+    );
+    describe_counter!(
+        "kpi_cache_lookups_total",
+        "Result cache lookups, by result: hit or miss."
+    );
+    describe_gauge!(
+        "kpi_watches_open",
+        "Open WatchScorecard and WatchLeaderboard calls."
+    );
+    describe_counter!(
+        "kpi_change_feed_events_total",
+        "Change notifications received, by kind: change, or resync (after a reconnect or a lagging subscriber)."
+    );
+    describe_gauge!(
+        "kpi_db_pool_connections",
+        "Database pool connections, by state: idle or in_use."
+    );
+    describe_gauge!("kpi_db_pool_max_connections", "The pool's maximum size.");
+    describe_histogram!(
+        "kpi_db_pool_acquire_duration_seconds",
+        Unit::Seconds,
+        "Time to acquire a pool connection, sampled once a second."
+    );
+    describe_gauge!(
+        "kpi_database_up",
+        "1 while the database answers the health probe, else 0."
+    );
+    describe_counter!(
+        "kpi_embedded_postgres_restarts_total",
+        "Times the embedded PostgreSQL was found dead and started again."
+    );
+    describe_gauge!("kpi_build_info", "1, labelled with the service's version.");
+}
+
+/// The (service, method) labels of a request path: one of the API's
+/// methods, else ("other", "other"), so hostile paths cannot grow the
+/// number of series.
+fn method_labels(path: &str) -> (String, String) {
+    static KNOWN: OnceLock<HashMap<String, (String, String)>> = OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        let mut known: HashMap<String, (String, String)> = HashMap::new();
+        for method in crate::grpc::methods() {
+            if let Some((service, name)) = method.path.trim_start_matches('/').split_once('/') {
+                let labels = (service.to_owned(), name.to_owned());
+                known.insert(method.path.clone(), labels);
+            }
+        }
+        for (service, method) in [
+            ("grpc.health.v1.Health", "Check"),
+            ("grpc.health.v1.Health", "Watch"),
+            (
+                "grpc.reflection.v1.ServerReflection",
+                "ServerReflectionInfo",
+            ),
+            (
+                "grpc.reflection.v1alpha.ServerReflection",
+                "ServerReflectionInfo",
+            ),
+        ] {
+            known.insert(
+                format!("/{service}/{method}"),
+                (service.to_owned(), method.to_owned()),
+            );
+        }
+        known
+    });
+    known
+        .get(path)
+        .cloned()
+        .unwrap_or_else(|| ("other".to_owned(), "other".to_owned()))
+}
+
+/// The Prometheus label of a gRPC code: its canonical name.
+fn code_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A call answered.
+pub fn rpc(path: &str, code: Code, elapsed: Duration) {
+    let (service, method) = method_labels(path);
+    let code = code_label(code);
+    counter!("kpi_rpc_requests_total", "service" => service.clone(), "method" => method.clone(), "code" => code)
+        .increment(1);
+    histogram!("kpi_rpc_duration_seconds", "service" => service, "method" => method, "code" => code)
+        .record(elapsed.as_secs_f64());
+}
+
+/// A committed batch's records of one type.
+pub fn ingested(kind: &'static str, counts: &Counts) {
+    for (outcome, n) in [
+        ("inserted", counts.inserted),
+        ("updated", counts.updated),
+        ("unchanged", counts.unchanged),
+        ("stale", counts.stale),
+        ("deleted", counts.deleted),
+    ] {
+        if n > 0 {
+            counter!("kpi_ingest_records_total", "type" => kind, "outcome" => outcome).increment(n);
+        }
+    }
+}
+
+/// A batch's end: committed, rejected or failed.
+pub fn batch(outcome: &'static str) {
+    counter!("kpi_ingest_batches_total", "outcome" => outcome).increment(1);
+}
+
+/// One tally query, from rollups or raw records.
+pub fn kpi_query(source: &'static str, elapsed: Duration) {
+    histogram!("kpi_query_duration_seconds", "source" => source).record(elapsed.as_secs_f64());
+}
+
+/// A result cache lookup.
+pub fn cache_lookup(hit: bool) {
+    counter!("kpi_cache_lookups_total", "result" => if hit { "hit" } else { "miss" }).increment(1);
+}
+
+/// Watches open now.
+pub fn watches_open(open: usize) {
+    gauge!("kpi_watches_open").set(open as f64);
+}
+
+/// A change notification (or a resync) received.
+pub fn change_feed(kind: &'static str) {
+    counter!("kpi_change_feed_events_total", "kind" => kind).increment(1);
+}
+
+/// The pool as sampled now, and what acquiring a connection took.
+pub fn pool(size: u32, idle: usize, max: u32, acquire: Option<Duration>) {
+    let idle = idle as f64;
+    gauge!("kpi_db_pool_connections", "state" => "idle").set(idle);
+    gauge!("kpi_db_pool_connections", "state" => "in_use").set((f64::from(size) - idle).max(0.0));
+    gauge!("kpi_db_pool_max_connections").set(f64::from(max));
+    if let Some(acquire) = acquire {
+        histogram!("kpi_db_pool_acquire_duration_seconds").record(acquire.as_secs_f64());
+    }
+}
+
+/// Whether the database answers.
+pub fn database_up(up: bool) {
+    gauge!("kpi_database_up").set(if up { 1.0 } else { 0.0 });
+}
+
+/// The embedded PostgreSQL was started again.
+pub fn embedded_restarted() {
+    counter!("kpi_embedded_postgres_restarts_total").increment(1);
+}
+
+/// Samples the pool and the open watches once a second until `stop`.
+pub async fn sample_until(
+    pool: sqlx::PgPool,
+    max: u32,
+    open_watches: impl Fn() -> usize + Send + 'static,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let started = std::time::Instant::now();
+        let acquired = tokio::time::timeout(Duration::from_secs(5), pool.acquire()).await;
+        let waited = started.elapsed();
+        let acquire = matches!(acquired, Ok(Ok(_))).then_some(waited);
+        drop(acquired);
+        self::pool(pool.size(), pool.num_idle(), max, acquire);
+        watches_open(open_watches());
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_apis_methods_are_labels() {
+        assert_eq!(
+            method_labels("/kpi.v1.KpiService/GetScorecard"),
+            ("kpi.v1.KpiService".to_owned(), "GetScorecard".to_owned())
+        );
+        assert_eq!(
+            method_labels("/grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health".to_owned(), "Check".to_owned())
+        );
+        assert_eq!(
+            method_labels("/kpi.v1.KpiService/rep-0042"),
+            ("other".to_owned(), "other".to_owned())
+        );
+        assert_eq!(code_label(Code::InvalidArgument), "INVALID_ARGUMENT");
+    }
+}

@@ -1,0 +1,197 @@
+//! The Prometheus scrape at `GET /metrics`, read by the real `curl`: the
+//! figures move with traffic (calls by method and code, records by type and
+//! outcome, batches, KPI queries by source, cache lookups, the pool), no id
+//! ever becomes a label, and `promtool check metrics` (Debian's prometheus,
+//! which `cargo xtask test` provides as `PROMTOOL`) accepts the exposition.
+
+use std::{collections::HashMap, time::Duration};
+
+use kpi_service::{
+    grpc::pb::{self, kpi_service_client::KpiServiceClient},
+    testkit::records,
+};
+
+use crate::helpers::{Bearer, TestApp};
+
+/// The scrape, as curl gets it.
+async fn scrape(app: &TestApp) -> String {
+    let bin = std::env::var("CURL").unwrap_or_else(|_| "curl".to_owned());
+    let output = tokio::process::Command::new(&bin)
+        .args(["--silent", "--show-error", "--fail"])
+        .arg(format!("{}/metrics", app.endpoint))
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run curl ({bin}): {e}"));
+    assert!(
+        output.status.success(),
+        "GET /metrics: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// One sample: its name and labels.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: HashMap<String, String>,
+    value: f64,
+}
+
+fn samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split(',')
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+                .collect();
+            Some(Sample {
+                name: name.to_owned(),
+                labels,
+                value: value.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The sum of the samples of `name` whose labels include `labels`.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(text)
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+#[tokio::test]
+async fn the_scrape_moves_with_traffic_and_never_labels_an_id() {
+    let app = TestApp::spawn().await;
+    app.upsert_team("team-9c1d", "Team", "").await.unwrap();
+    app.rep_in("rep-5e7a", "team-9c1d").await;
+    let before = scrape(&app).await;
+
+    let at = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let batch = || {
+        (0..3)
+            .map(|i| {
+                records::interaction(format!("call-{i}"), "rep-5e7a", pb::Channel::Call, at)
+                    .record()
+            })
+            .collect::<Vec<_>>()
+    };
+    app.record(batch()).await.unwrap();
+    app.record(batch()).await.unwrap();
+    let mut kpis =
+        KpiServiceClient::with_interceptor(app.channel.clone(), Bearer::new(&app.admin_key));
+    let request = |zone: &str| pb::GetScorecardRequest {
+        subject: Some(pb::Subject {
+            subject: Some(pb::subject::Subject::TeamId("team-9c1d".into())),
+        }),
+        period: Some(pb::Period {
+            relative: pb::RelativePeriod::CurrentMonth as i32,
+            time_zone: zone.into(),
+            ..Default::default()
+        }),
+        kpis: Vec::new(),
+    };
+    kpis.get_scorecard(request("UTC")).await.unwrap();
+    kpis.get_scorecard(request("UTC")).await.unwrap();
+    assert!(kpis.get_scorecard(request("Mars/Olympus")).await.is_err());
+    // A path that is no method: counted, under "other".
+    let _ = tokio::process::Command::new(std::env::var("CURL").unwrap_or_else(|_| "curl".into()))
+        .args(["--silent", "--http2-prior-knowledge", "-X", "POST"])
+        .args(["-H", "content-type: application/grpc"])
+        .arg(format!("{}/kpi.v1.KpiService/rep-5e7a", app.endpoint))
+        .output()
+        .await;
+    // The pool is sampled once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = scrape(&app).await;
+
+    let moved = |name: &str, labels: &[(&str, &str)]| {
+        value(&after, name, labels) - value(&before, name, labels)
+    };
+    let scorecard = [("service", "kpi.v1.KpiService"), ("method", "GetScorecard")];
+    assert!(
+        moved(
+            "kpi_rpc_requests_total",
+            &[scorecard[0], scorecard[1], ("code", "OK")]
+        ) >= 2.0
+    );
+    assert!(
+        moved(
+            "kpi_rpc_requests_total",
+            &[scorecard[0], scorecard[1], ("code", "INVALID_ARGUMENT")]
+        ) >= 1.0
+    );
+    assert!(
+        moved(
+            "kpi_rpc_duration_seconds_count",
+            &[scorecard[0], scorecard[1], ("code", "OK")]
+        ) >= 2.0
+    );
+    assert!(
+        moved(
+            "kpi_rpc_requests_total",
+            &[("service", "other"), ("method", "other")]
+        ) >= 1.0
+    );
+    let records = |outcome| [("type", "interaction"), ("outcome", outcome)];
+    assert!(moved("kpi_ingest_records_total", &records("inserted")) >= 3.0);
+    assert!(moved("kpi_ingest_records_total", &records("unchanged")) >= 3.0);
+    assert!(moved("kpi_ingest_batches_total", &[("outcome", "committed")]) >= 2.0);
+    assert!(moved("kpi_query_duration_seconds_count", &[]) >= 1.0);
+    assert!(moved("kpi_cache_lookups_total", &[("result", "miss")]) >= 1.0);
+    assert!(moved("kpi_cache_lookups_total", &[("result", "hit")]) >= 1.0);
+    assert!(value(&after, "kpi_db_pool_max_connections", &[]) >= 1.0);
+    assert!(value(&after, "kpi_db_pool_acquire_duration_seconds_count", &[]) >= 1.0);
+    assert!(after.contains("kpi_db_pool_connections{state=\"in_use\"}"));
+    assert!(after.contains("kpi_database_up"));
+    assert!(after.contains("kpi_watches_open"));
+    assert!(after.contains("# HELP kpi_rpc_requests_total"));
+    assert!(after.contains("# TYPE kpi_rpc_duration_seconds histogram"));
+
+    // No id, key or name in any label.
+    for secret in ["team-9c1d", "rep-5e7a", "call-0", &app.admin_key[4..16]] {
+        assert!(!after.contains(secret), "{secret} in the scrape");
+    }
+
+    // promtool's lint (names, units, _total, HELP) accepts it.
+    match std::env::var("PROMTOOL") {
+        Ok(promtool) => {
+            use tokio::io::AsyncWriteExt as _;
+            let mut check = tokio::process::Command::new(&promtool)
+                .args(["check", "metrics"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {promtool}: {e}"));
+            if let Some(mut stdin) = check.stdin.take() {
+                stdin.write_all(after.as_bytes()).await.unwrap();
+            }
+            let output = check.wait_with_output().await.unwrap();
+            assert!(
+                output.status.success(),
+                "promtool check metrics: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Err(_) => eprintln!(
+            "PROMTOOL is not set: the exposition is not linted (cargo xtask test sets it)"
+        ),
+    }
+}
