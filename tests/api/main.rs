@@ -20,6 +20,7 @@ mod hostile;
 mod import;
 mod kpi;
 mod metrics;
+mod protos;
 mod relative;
 mod server;
 mod streams;

