@@ -116,6 +116,23 @@ fn unique_suffix() -> u32 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A fresh, empty database of the run's PostgreSQL (nothing migrated),
+/// dropped with the value when the run's PostgreSQL is external.
+pub struct EmptyDatabase {
+    pub url: String,
+    _database: TestDatabase,
+}
+
+impl EmptyDatabase {
+    pub async fn create() -> Self {
+        let database = TestDatabase::create().await;
+        Self {
+            url: test_server().url_for(&database.name),
+            _database: database,
+        }
+    }
+}
+
 /// A database of its own for one test.
 struct TestDatabase {
     name: String,

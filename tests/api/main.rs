@@ -22,6 +22,7 @@ mod kpi;
 mod metrics;
 mod protos;
 mod relative;
+mod replicas;
 mod server;
 mod streams;
 mod targets;
