@@ -4,8 +4,13 @@ use kpi_service::{app, config::Cli, telemetry};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
-    match app::run_cli(cli).await {
+    let telemetry = telemetry::init(cli.log_format);
+    let result = app::run_cli(cli).await;
+    // Off the runtime's threads: flushing waits for the exporter's thread.
+    tokio::task::spawn_blocking(move || telemetry.shutdown())
+        .await
+        .ok();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             if let Some(incomplete) = err.downcast_ref::<kpi_service::import::Incomplete>() {

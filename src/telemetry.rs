@@ -5,26 +5,174 @@ use std::{
 };
 
 use futures::FutureExt;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::panic::AssertUnwindSafe;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 use tracing::Instrument;
-use tracing_subscriber::EnvFilter;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::{
+    EnvFilter, Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+};
 
 use crate::config::LogFormat;
 
+/// What `init` set up that must be flushed at exit.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Sends the spans still buffered (bounded by the exporter's timeout).
+    pub fn shutdown(self) {
+        if let Some(traces) = self.traces
+            && let Err(err) = traces.shutdown()
+        {
+            eprintln!("traces: cannot flush the last spans: {err}");
+        }
+    }
+}
+
 /// Installs the global subscriber: RUST_LOG filter (default `info`), text or
-/// JSON lines on stderr. Calling it twice is harmless (tests do).
-pub fn init(format: LogFormat) {
+/// JSON lines on stderr, and with `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+/// `..._TRACES_ENDPOINT`) set, OpenTelemetry traces over OTLP/gRPC (the
+/// standard `OTEL_*` variables configure the exporter). Calling it twice is
+/// harmless (tests do).
+pub fn init(format: LogFormat) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _already_set = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let logs = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
+    let traces = trace_provider();
+    let otel = traces
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("kpi-service")));
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(otel)
+        .try_init();
     std::panic::set_hook(Box::new(log_panic));
+    if installed.is_err() {
+        // A subscriber was there first (a test process): it stays.
+        return Telemetry::default();
+    }
+    if traces.is_some() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        tracing::info!("traces: exporting spans over OTLP/gRPC (OTEL_EXPORTER_OTLP_ENDPOINT)");
+    }
+    Telemetry { traces }
+}
+
+/// The OTLP trace pipeline, when an endpoint is configured.
+fn trace_provider() -> Option<SdkTracerProvider> {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
+    if !configured {
+        return None;
+    }
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+    {
+        Ok(exporter) => exporter,
+        Err(err) => {
+            eprintln!("traces: cannot build the OTLP exporter ({err}); no traces");
+            return None;
+        }
+    };
+    let exporter = match OwnRuntime::new(exporter) {
+        Ok(exporter) => exporter,
+        Err(err) => {
+            eprintln!("traces: cannot start the exporter's runtime ({err}); no traces");
+            return None;
+        }
+    };
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("kpi-service")
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    )
+}
+
+/// An exporter run on a runtime of its own: the batch processor exports
+/// from a plain thread, and tonic's client needs a Tokio reactor there.
+#[derive(Debug)]
+struct OwnRuntime<E> {
+    inner: E,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl<E> OwnRuntime<E> {
+    fn new(inner: E) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Self { inner, runtime })
+    }
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for OwnRuntime<E>
+{
+    fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> impl Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
+        let exported = self.runtime.block_on(self.inner.export(batch));
+        std::future::ready(exported)
+    }
+
+    fn shutdown_with_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// A W3C `traceparent` (and `tracestate`) from request headers.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
 }
 
 /// Panics become one `error` event in the service's log format (with the
@@ -79,7 +227,20 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let span = tracing::info_span!("rpc", method = %req.uri().path());
+        let span = tracing::info_span!(
+            "rpc",
+            method = %req.uri().path(),
+            otel.name = %req.uri().path(),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        // The caller's trace continues here (W3C traceparent); without
+        // traces configured this is a no-op.
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&Headers(req.headers()))
+        });
+        let _ = span.set_parent(parent);
         let path = req.uri().path().to_owned();
         let started = Instant::now();
         let future = {
@@ -116,6 +277,7 @@ where
                             .and_then(|v| v.parse::<i32>().ok())
                             .map_or(Code::Ok, Code::from_i32);
                         crate::scrape::rpc(&path, code, started.elapsed());
+                        tracing::Span::current().record("rpc.grpc.status_code", code as i32);
                         if matches!(
                             code,
                             Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable

@@ -88,7 +88,9 @@ pub async fn record_batch(
     let plan = BatchPlan::new(batch);
     let mut attempt = 1;
     loop {
-        match apply(pool, known_reps, reporting, &plan).await {
+        let span = tracing::info_span!("batch_transaction", attempt);
+        match tracing::Instrument::instrument(apply(pool, known_reps, reporting, &plan), span).await
+        {
             Ok(Ok(mut counts)) => {
                 counts.merge(&plan.counts);
                 for (kind, counts) in counts.iter() {

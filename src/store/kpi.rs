@@ -39,12 +39,16 @@ pub async fn tallies(
     source: Source,
     reporting: &str,
 ) -> Result<Vec<Tally>, Error> {
+    use tracing::Instrument as _;
     let started = std::time::Instant::now();
-    let tallies = tallies_from(pool, queries, source, reporting).await;
     let label = match source {
         Source::Rollups => "rollup",
         Source::Raw => "raw",
     };
+    let span = tracing::info_span!("kpi_query", source = label, queries = queries.len());
+    let tallies = tallies_from(pool, queries, source, reporting)
+        .instrument(span)
+        .await;
     crate::scrape::kpi_query(label, started.elapsed());
     tallies
 }

@@ -29,6 +29,8 @@ pub struct Launch<'a> {
     /// Let a first start on the embedded database load the demo
     /// organisation (off: `--no-demo`).
     pub demo: bool,
+    /// Extra environment variables.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl<'a> Launch<'a> {
@@ -41,6 +43,7 @@ impl<'a> Launch<'a> {
             log_filter: "info",
             echo_all: true,
             demo: false,
+            env: &[],
         }
     }
 }
@@ -76,6 +79,7 @@ impl ServiceProcess {
             .arg(launch.data_dir)
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", launch.log_filter)
+            .envs(launch.env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(url) = launch.database_url {

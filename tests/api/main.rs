@@ -26,4 +26,5 @@ mod replicas;
 mod server;
 mod streams;
 mod targets;
+mod traces;
 mod watch;
