@@ -558,7 +558,6 @@ impl Application {
             let watches = services.watches.clone();
             crate::scrape::sample_until(
                 db.pool.clone(),
-                settings.database.db_max_connections,
                 move || watches.open(),
                 stop_health.subscribe(),
             )

@@ -62,8 +62,18 @@ impl DirLock {
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                // The holder writes its name right after taking the lock:
+                // give it a moment (two starts at once meet here).
                 let mut named = String::new();
-                file.read_to_string(&mut named).ok();
+                for _ in 0..50 {
+                    named.clear();
+                    file.seek(SeekFrom::Start(0)).ok();
+                    file.read_to_string(&mut named).ok();
+                    if !named.trim().is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
                 let named = named.trim();
                 return Ok(Err(if named.is_empty() {
                     "another process".to_owned()

@@ -24,10 +24,10 @@ pub mod health;
 pub mod import;
 /// Returning freed memory to the system after heavy calls.
 pub mod memory;
-/// The use cases shared by every transport: caller + typed query in,
-/// domain values out; authorization, planning and ranking live here once.
 /// Prometheus metrics: names, recording, the exposition.
 pub mod scrape;
+/// The use cases shared by every transport: caller + typed query in,
+/// domain values out; authorization, planning and ranking live here once.
 pub mod service;
 /// All SQL, grouped by aggregate; returns domain types.
 pub mod store;

@@ -84,7 +84,7 @@ fn describe() {
     );
     describe_counter!(
         "kpi_change_feed_events_total",
-        "Change notifications received, by kind: change, or resync (after a reconnect or a lagging subscriber)."
+        "Change-feed events, by kind: change (a notification), and what makes watches recompute everything: reconnected (the listener lost its connection), lagged (a subscriber fell behind), unparsed (a notification it could not read)."
     );
     describe_gauge!(
         "kpi_db_pool_connections",
@@ -94,7 +94,7 @@ fn describe() {
     describe_histogram!(
         "kpi_db_pool_acquire_duration_seconds",
         Unit::Seconds,
-        "Time to acquire a pool connection, sampled once a second."
+        "Time to acquire a pool connection, sampled once a second (a failed or timed-out acquire counts with the time it took)."
     );
     describe_gauge!(
         "kpi_database_up",
@@ -110,7 +110,7 @@ fn describe() {
 /// The (service, method) labels of a request path: one of the API's
 /// methods, else ("other", "other"), so hostile paths cannot grow the
 /// number of series.
-fn method_labels(path: &str) -> (String, String) {
+pub(crate) fn method_labels(path: &str) -> (String, String) {
     static KNOWN: OnceLock<HashMap<String, (String, String)>> = OnceLock::new();
     let known = KNOWN.get_or_init(|| {
         let mut known: HashMap<String, (String, String)> = HashMap::new();
@@ -219,14 +219,12 @@ pub fn change_feed(kind: &'static str) {
 }
 
 /// The pool as sampled now, and what acquiring a connection took.
-pub fn pool(size: u32, idle: usize, max: u32, acquire: Option<Duration>) {
+pub fn pool(size: u32, idle: usize, max: u32, acquire: Duration) {
     let idle = idle as f64;
     gauge!("kpi_db_pool_connections", "state" => "idle").set(idle);
     gauge!("kpi_db_pool_connections", "state" => "in_use").set((f64::from(size) - idle).max(0.0));
     gauge!("kpi_db_pool_max_connections").set(f64::from(max));
-    if let Some(acquire) = acquire {
-        histogram!("kpi_db_pool_acquire_duration_seconds").record(acquire.as_secs_f64());
-    }
+    histogram!("kpi_db_pool_acquire_duration_seconds").record(acquire.as_secs_f64());
 }
 
 /// Whether the database answers.
@@ -239,21 +237,29 @@ pub fn embedded_restarted() {
     counter!("kpi_embedded_postgres_restarts_total").increment(1);
 }
 
-/// Samples the pool and the open watches once a second until `stop`.
+/// Once a second until `stop`: samples the pool and the open watches, and
+/// summarises the histograms (the recorder keeps every sample until then,
+/// so this bounds its memory whether or not anyone scrapes).
 pub async fn sample_until(
     pool: sqlx::PgPool,
-    max: u32,
     open_watches: impl Fn() -> usize + Send + 'static,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let max = pool.options().get_max_connections();
     loop {
+        // The pool as callers find it, before this sampler takes a
+        // connection itself.
+        let (size, idle) = (pool.size(), pool.num_idle());
         let started = std::time::Instant::now();
-        let acquired = tokio::time::timeout(Duration::from_secs(5), pool.acquire()).await;
-        let waited = started.elapsed();
-        let acquire = matches!(acquired, Ok(Ok(_))).then_some(waited);
-        drop(acquired);
-        self::pool(pool.size(), pool.num_idle(), max, acquire);
+        tokio::select! {
+            acquired = tokio::time::timeout(Duration::from_secs(5), pool.acquire()) => drop(acquired),
+            _ = stop.changed() => return,
+        }
+        self::pool(size, idle, max, started.elapsed());
         watches_open(open_watches());
+        if let Some(handle) = install() {
+            handle.run_upkeep();
+        }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.changed() => return,

@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{
-    EnvFilter, Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _,
+    EnvFilter, Layer as _, filter::Targets, layer::SubscriberExt as _, util::SubscriberInitExt as _,
 };
 
 use crate::config::LogFormat;
@@ -25,7 +25,7 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Sends the spans still buffered (bounded by the exporter's timeout).
+    /// Sends the spans still buffered (the SDK waits at most 5 s).
     pub fn shutdown(self) {
         if let Some(traces) = self.traces
             && let Err(err) = traces.shutdown()
@@ -42,22 +42,27 @@ impl Telemetry {
 /// harmless (tests do).
 pub fn init(format: LogFormat) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // RUST_LOG filters the log lines only; traces always carry the
+    // service's own info spans (and never the exporter's HTTP/2 client's).
     let logs = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_writer(std::io::stderr)
+            .with_filter(filter)
             .boxed(),
     };
     let traces = trace_provider();
-    let otel = traces
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("kpi-service")));
+    let otel = traces.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("kpi-service"))
+            .with_filter(Targets::new().with_target("kpi_service", tracing::Level::INFO))
+    });
     let installed = tracing_subscriber::registry()
-        .with(filter)
         .with(logs)
         .with(otel)
         .try_init();
@@ -119,7 +124,8 @@ fn trace_provider() -> Option<SdkTracerProvider> {
 }
 
 /// An exporter run on a runtime of its own: the batch processor exports
-/// from a plain thread, and tonic's client needs a Tokio reactor there.
+/// from a plain thread, and the futures of tonic's client need a Tokio
+/// context there (timers; without one they panic).
 #[derive(Debug)]
 struct OwnRuntime<E> {
     inner: E,
@@ -143,6 +149,9 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
         batch: Vec<opentelemetry_sdk::trace::SpanData>,
     ) -> impl Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
         let exported = self.runtime.block_on(self.inner.export(batch));
+        if let Err(err) = &exported {
+            warn_export_failed(err);
+        }
         std::future::ready(exported)
     }
 
@@ -159,6 +168,24 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
 
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+/// Says (at most once a minute; a log event outside any span is not
+/// exported, so this cannot feed itself) that spans were dropped.
+fn warn_export_failed(err: &opentelemetry_sdk::error::OTelSdkError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 60
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(error = %err, "traces: cannot export spans to the OTLP endpoint; they are dropped");
     }
 }
 
@@ -227,13 +254,17 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        // Named by the API's method; any other path is "other/other"
+        // (callers cannot make up span names).
+        let (service, method) = crate::scrape::method_labels(req.uri().path());
         let span = tracing::info_span!(
             "rpc",
             method = %req.uri().path(),
-            otel.name = %req.uri().path(),
+            otel.name = %format!("{service}/{method}"),
             otel.kind = "server",
             rpc.system = "grpc",
             rpc.grpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
         // The caller's trace continues here (W3C traceparent); without
         // traces configured this is a no-op.
@@ -277,7 +308,21 @@ where
                             .and_then(|v| v.parse::<i32>().ok())
                             .map_or(Code::Ok, Code::from_i32);
                         crate::scrape::rpc(&path, code, started.elapsed());
-                        tracing::Span::current().record("rpc.grpc.status_code", code as i32);
+                        let span = tracing::Span::current();
+                        span.record("rpc.grpc.status_code", code as i32);
+                        // The server's errors (OpenTelemetry's gRPC
+                        // conventions), not the caller's.
+                        if matches!(
+                            code,
+                            Code::Unknown
+                                | Code::DeadlineExceeded
+                                | Code::Unimplemented
+                                | Code::Internal
+                                | Code::Unavailable
+                                | Code::DataLoss
+                        ) {
+                            span.record("otel.status_code", "error");
+                        }
                         if matches!(
                             code,
                             Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable

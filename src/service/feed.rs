@@ -67,7 +67,10 @@ impl Subscription {
     pub async fn next(&mut self) -> Event {
         match self.rx.recv().await {
             Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(_)) => Event::Resync,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                crate::scrape::change_feed("lagged");
+                Event::Resync
+            }
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
         }
     }
@@ -90,10 +93,6 @@ impl Feed {
     /// Publishes an event to this process's subscribers (the listener does;
     /// tests may).
     pub fn send(&self, event: Event) {
-        crate::scrape::change_feed(match event {
-            Event::Changed(_) => "change",
-            Event::Resync => "resync",
-        });
         // No subscriber is not an error.
         let _ = self.tx.send(event);
     }
@@ -123,6 +122,7 @@ impl Feed {
             // Watches that began before this LISTEN may have missed what
             // committed since they computed.
             if !first {
+                crate::scrape::change_feed("reconnected");
                 tracing::info!("listening for KPI changes again; every watch recomputes once");
             }
             self.send(Event::Resync);
@@ -135,13 +135,22 @@ impl Feed {
                 };
                 match received {
                     Ok(Some(notification)) => {
-                        let event = Change::parse(notification.payload())
-                            .map_or(Event::Resync, |change| Event::Changed(Arc::new(change)));
+                        let event = match Change::parse(notification.payload()) {
+                            Some(change) => {
+                                crate::scrape::change_feed("change");
+                                Event::Changed(Arc::new(change))
+                            }
+                            None => {
+                                crate::scrape::change_feed("unparsed");
+                                Event::Resync
+                            }
+                        };
                         self.send(event);
                     }
                     // The connection was lost and (eager reconnection) is
                     // listening again: what committed in between is unheard.
                     Ok(None) => {
+                        crate::scrape::change_feed("reconnected");
                         tracing::warn!(
                             "the KPI change listener lost its connection and reconnected; every watch recomputes once"
                         );

@@ -79,6 +79,11 @@ impl ServiceProcess {
             .arg(launch.data_dir)
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", launch.log_filter)
+            // The runner's own OpenTelemetry settings must not redirect a
+            // test service's spans.
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
             .envs(launch.env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

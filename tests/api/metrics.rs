@@ -7,14 +7,26 @@
 use std::{collections::HashMap, time::Duration};
 
 use kpi_service::{
-    grpc::pb::{self, kpi_service_client::KpiServiceClient},
-    testkit::records,
+    grpc::pb::{
+        self, activity_service_client::ActivityServiceClient,
+        directory_service_client::DirectoryServiceClient, kpi_service_client::KpiServiceClient,
+    },
+    testkit::{
+        process::{Launch, ServiceProcess},
+        records,
+    },
 };
+use tonic::transport::Channel;
 
-use crate::helpers::{Bearer, TestApp};
+use crate::helpers::{BIN, Bearer, EmptyDatabase, watched_dir};
+
+/// The service's address, for curl.
+struct App {
+    endpoint: String,
+}
 
 /// The scrape, as curl gets it.
-async fn scrape(app: &TestApp) -> String {
+async fn scrape(app: &App) -> String {
     let bin = std::env::var("CURL").unwrap_or_else(|_| "curl".to_owned());
     let output = tokio::process::Command::new(&bin)
         .args(["--silent", "--show-error", "--fail"])
@@ -77,10 +89,45 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[tokio::test]
 async fn the_scrape_moves_with_traffic_and_never_labels_an_id() {
-    let app = TestApp::spawn().await;
-    app.upsert_team("team-9c1d", "Team", "").await.unwrap();
-    app.rep_in("rep-5e7a", "team-9c1d").await;
+    // A process of its own: its figures are this test's traffic only, so
+    // they must move by exactly what it did.
+    let database = EmptyDatabase::create().await;
+    let dir = watched_dir("metrics");
+    let service = ServiceProcess::start(&Launch {
+        database_url: Some(&database.url),
+        ..Launch::new(BIN, &dir)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let key = service.admin_key().unwrap();
+    let app = App {
+        endpoint: service.endpoint(),
+    };
+    let channel = Channel::from_shared(service.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut directory =
+        DirectoryServiceClient::with_interceptor(channel.clone(), Bearer::new(&key));
+    directory
+        .upsert_team(pb::UpsertTeamRequest {
+            team_id: "team-9c1d".into(),
+            display_name: "Team".into(),
+            parent_team_id: String::new(),
+        })
+        .await
+        .unwrap();
+    directory
+        .upsert_rep(pb::UpsertRepRequest {
+            rep_id: "rep-5e7a".into(),
+            display_name: "Rep".into(),
+            team_id: "team-9c1d".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let before = scrape(&app).await;
+    let mut activity = ActivityServiceClient::with_interceptor(channel.clone(), Bearer::new(&key));
 
     let at = chrono::Utc::now() - chrono::Duration::minutes(1);
     let batch = || {
@@ -91,10 +138,23 @@ async fn the_scrape_moves_with_traffic_and_never_labels_an_id() {
             })
             .collect::<Vec<_>>()
     };
-    app.record(batch()).await.unwrap();
-    app.record(batch()).await.unwrap();
-    let mut kpis =
-        KpiServiceClient::with_interceptor(app.channel.clone(), Bearer::new(&app.admin_key));
+    for _ in 0..2 {
+        activity
+            .record_activities(pb::RecordActivitiesRequest { records: batch() })
+            .await
+            .unwrap();
+    }
+    // A batch naming an unknown rep: rejected, nothing counted as stored.
+    let unknown = records::interaction("call-x", "nobody", pb::Channel::Call, at).record();
+    assert!(
+        activity
+            .record_activities(pb::RecordActivitiesRequest {
+                records: vec![unknown]
+            })
+            .await
+            .is_err()
+    );
+    let mut kpis = KpiServiceClient::with_interceptor(channel.clone(), Bearer::new(&key));
     let request = |zone: &str| pb::GetScorecardRequest {
         subject: Some(pb::Subject {
             subject: Some(pb::subject::Subject::TeamId("team-9c1d".into())),
@@ -124,37 +184,40 @@ async fn the_scrape_moves_with_traffic_and_never_labels_an_id() {
         value(&after, name, labels) - value(&before, name, labels)
     };
     let scorecard = [("service", "kpi.v1.KpiService"), ("method", "GetScorecard")];
-    assert!(
-        moved(
-            "kpi_rpc_requests_total",
-            &[scorecard[0], scorecard[1], ("code", "OK")]
-        ) >= 2.0
+    let calls = |code| [scorecard[0], scorecard[1], ("code", code)];
+    assert_eq!(moved("kpi_rpc_requests_total", &calls("OK")), 2.0);
+    assert_eq!(
+        moved("kpi_rpc_requests_total", &calls("INVALID_ARGUMENT")),
+        1.0
     );
-    assert!(
-        moved(
-            "kpi_rpc_requests_total",
-            &[scorecard[0], scorecard[1], ("code", "INVALID_ARGUMENT")]
-        ) >= 1.0
-    );
-    assert!(
-        moved(
-            "kpi_rpc_duration_seconds_count",
-            &[scorecard[0], scorecard[1], ("code", "OK")]
-        ) >= 2.0
-    );
-    assert!(
-        moved(
-            "kpi_rpc_requests_total",
-            &[("service", "other"), ("method", "other")]
-        ) >= 1.0
-    );
+    assert_eq!(moved("kpi_rpc_duration_seconds_count", &calls("OK")), 2.0);
+    let record_calls = [
+        ("service", "kpi.v1.ActivityService"),
+        ("method", "RecordActivities"),
+    ];
+    assert_eq!(moved("kpi_rpc_requests_total", &record_calls), 3.0);
+    let other = [("service", "other"), ("method", "other")];
+    assert_eq!(moved("kpi_rpc_requests_total", &other), 1.0);
     let records = |outcome| [("type", "interaction"), ("outcome", outcome)];
-    assert!(moved("kpi_ingest_records_total", &records("inserted")) >= 3.0);
-    assert!(moved("kpi_ingest_records_total", &records("unchanged")) >= 3.0);
-    assert!(moved("kpi_ingest_batches_total", &[("outcome", "committed")]) >= 2.0);
+    assert_eq!(moved("kpi_ingest_records_total", &records("inserted")), 3.0);
+    assert_eq!(
+        moved("kpi_ingest_records_total", &records("unchanged")),
+        3.0
+    );
+    assert_eq!(
+        moved("kpi_ingest_records_total", &[]),
+        6.0,
+        "the rejected batch counts no record"
+    );
+    let batches = |outcome| [("outcome", outcome)];
+    assert_eq!(
+        moved("kpi_ingest_batches_total", &batches("committed")),
+        2.0
+    );
+    assert_eq!(moved("kpi_ingest_batches_total", &batches("rejected")), 1.0);
     assert!(moved("kpi_query_duration_seconds_count", &[]) >= 1.0);
-    assert!(moved("kpi_cache_lookups_total", &[("result", "miss")]) >= 1.0);
-    assert!(moved("kpi_cache_lookups_total", &[("result", "hit")]) >= 1.0);
+    assert_eq!(moved("kpi_cache_lookups_total", &[("result", "miss")]), 1.0);
+    assert_eq!(moved("kpi_cache_lookups_total", &[("result", "hit")]), 1.0);
     assert!(value(&after, "kpi_db_pool_max_connections", &[]) >= 1.0);
     assert!(value(&after, "kpi_db_pool_acquire_duration_seconds_count", &[]) >= 1.0);
     assert!(after.contains("kpi_db_pool_connections{state=\"in_use\"}"));
@@ -164,7 +227,7 @@ async fn the_scrape_moves_with_traffic_and_never_labels_an_id() {
     assert!(after.contains("# TYPE kpi_rpc_duration_seconds histogram"));
 
     // No id, key or name in any label.
-    for secret in ["team-9c1d", "rep-5e7a", "call-0", &app.admin_key[4..16]] {
+    for secret in ["team-9c1d", "rep-5e7a", "call-0", &key[4..16]] {
         assert!(!after.contains(secret), "{secret} in the scrape");
     }
 

@@ -2,7 +2,7 @@
 //! once on an empty database (the migrations apply once), taking the same
 //! batches concurrently (each record stored once, every id counted
 //! inserted exactly once across both), answering the same KPIs, and
-//! refusing a revoked key within a second, both of them.
+//! refusing a revoked key within about a second (1.5 s allowed), both.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,32 @@ async fn channel(service: &ServiceProcess) -> Channel {
         .unwrap()
 }
 
+async fn get_team(channel: Channel, token: String) -> Code {
+    DirectoryServiceClient::with_interceptor(channel, Bearer::new(&token))
+        .get_team(pb::GetTeamRequest {
+            team_id: "floor".into(),
+        })
+        .await
+        .map_or_else(|s| s.code(), |_| Code::Ok)
+}
+
+/// Waits (up to 10 s) until both replicas have loaded `token`.
+async fn accepted_by_both(a: &Channel, b: &Channel, token: &str) {
+    let since = Instant::now();
+    for channel in [a, b] {
+        while !matches!(
+            get_team(channel.clone(), token.to_owned()).await,
+            Code::Ok | Code::NotFound
+        ) {
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "the key was never loaded"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn two_replicas_migrate_once_store_each_record_once_and_agree() {
     let database = EmptyDatabase::create().await;
@@ -37,17 +63,18 @@ async fn two_replicas_migrate_once_store_each_record_once_and_agree() {
         (a.join().unwrap(), b.join().unwrap())
     };
     let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
-    let applied: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT version, count(*) FROM _sqlx_migrations GROUP BY version ORDER BY version",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    // Both serve (neither failed on the other's half-applied schema), and
+    // every migration is recorded as applied, successfully.
+    let applied: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
         .unwrap()
         .count();
     assert_eq!(applied.len(), files, "{applied:?}");
-    assert!(applied.iter().all(|(_, n)| *n == 1), "{applied:?}");
+    assert!(applied.iter().all(|(_, ok)| *ok), "{applied:?}");
     let admins: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE role = 'admin'")
         .fetch_one(&pool)
         .await
@@ -58,8 +85,8 @@ async fn two_replicas_migrate_once_store_each_record_once_and_agree() {
         .await
         .unwrap()
         .token;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // both reload keys
     let (ch_a, ch_b) = (channel(&a).await, channel(&b).await);
+    accepted_by_both(&ch_a, &ch_b, &key).await;
     let mut directory = DirectoryServiceClient::with_interceptor(ch_a.clone(), Bearer::new(&key));
     directory
         .upsert_team(pb::UpsertTeamRequest {
@@ -164,17 +191,7 @@ async fn two_replicas_migrate_once_store_each_record_once_and_agree() {
         .await
         .unwrap()
         .token;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let get_team = |channel: Channel, token: String| async move {
-        DirectoryServiceClient::with_interceptor(channel, Bearer::new(&token))
-            .get_team(pb::GetTeamRequest {
-                team_id: "floor".into(),
-            })
-            .await
-            .map_or_else(|s| s.code(), |_| Code::Ok)
-    };
-    assert_eq!(get_team(ch_a.clone(), reader.clone()).await, Code::Ok);
-    assert_eq!(get_team(ch_b.clone(), reader.clone()).await, Code::Ok);
+    accepted_by_both(&ch_a, &ch_b, &reader).await;
     let revoked = tokio::process::Command::new(BIN)
         .args(["keys", "revoke", &reader[4..16]])
         .env("DATABASE_URL", &database.url)
