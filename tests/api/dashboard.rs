@@ -261,8 +261,12 @@ async fn the_dashboard_shows_the_scorecard_updates_live_and_opens_from_a_share_l
         .eval("[...document.querySelectorAll('#trend-chart circle.point:not(.missing)')].reduce((s, c) => s + Number(c.dataset.value), 0)")
         .await;
     assert_eq!(trend_total.as_f64(), Some(7.0));
+    // Rows and values: the previous KPI's board (all tied at 0) has the
+    // same order.
     page.wait_for(
-        "[...document.querySelectorAll('#leaderboard-body tr[data-rep]')].map(r => r.dataset.rep).join() === 'ann,bob,cat'",
+        "[...document.querySelectorAll('#leaderboard-body tr[data-rep]')] \
+         .map(r => r.dataset.rep + '=' + r.querySelector('td.value').dataset.value).join() \
+         === 'ann=4,bob=2,cat=1'",
         WAIT,
     )
     .await;
