@@ -91,7 +91,7 @@ async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()>
             let key = keys
                 .create(&name, role, team_id.as_ref(), expires.map(Into::into))
                 .await
-                .map_err(|e| anyhow!("{}", tonic::Status::from(e).message().to_owned()))?;
+                .map_err(refused)?;
             eprintln!(
                 "created {role} key {} ({name}){}{}; it is shown once:",
                 key.key_id,
@@ -115,7 +115,7 @@ async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()>
             let key = keys
                 .create(&name, Role::Read, Some(&team_id), Some(expires.into()))
                 .await
-                .map_err(|e| anyhow!("{}", tonic::Status::from(e).message().to_owned()))?;
+                .map_err(refused)?;
             eprintln!(
                 "created read key {} ({name}) limited to team {team}, ending in {expires}; \
                  revoke with `kpi-service keys revoke {}`. The link is shown once:",
@@ -155,6 +155,11 @@ async fn keys_command(pool: &PgPool, command: KeysCommand) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// A refused key command, in the words its gRPC status would use.
+fn refused(err: crate::Error) -> anyhow::Error {
+    anyhow!("{}", tonic::Status::from(err).message().to_owned())
 }
 
 /// The dashboard's URL at `base` that signs in with `token`: the key is in
@@ -221,19 +226,14 @@ fn first_start_demo(settings: &Settings, page: &str) -> Option<tokio::task::Join
         return None;
     }
     let options = crate::demo::DemoOptions {
-        client: crate::client::ClientOptions {
+        // Gentler than the command's default: the service is serving too.
+        concurrency: 2,
+        ..crate::demo::DemoOptions::defaults(crate::client::ClientOptions {
             target: Some(page.to_owned()),
             data_dir: settings.database.data_dir.clone(),
             key: None,
             ca_cert: None,
-        },
-        seed: 42,
-        reps: 40,
-        days: 365,
-        end_date: None,
-        interactions_per_day: 8.0,
-        concurrency: 2,
-        batch_size: 1000,
+        })
     };
     tracing::info!("first start: loading the demo organisation (--no-demo skips it)");
     Some(tokio::spawn(async move {

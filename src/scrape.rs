@@ -107,16 +107,36 @@ fn describe() {
     describe_gauge!("kpi_build_info", "1, labelled with the service's version.");
 }
 
-/// The (service, method) labels of a request path: one of the API's
-/// methods, else ("other", "other"), so hostile paths cannot grow the
-/// number of series.
-pub(crate) fn method_labels(path: &str) -> (String, String) {
-    static KNOWN: OnceLock<HashMap<String, (String, String)>> = OnceLock::new();
+/// The labels of one of the API's methods (metrics and span names).
+#[derive(Debug)]
+pub(crate) struct MethodLabels {
+    pub service: String,
+    pub method: String,
+    /// `service/method`, the span name.
+    pub name: String,
+}
+
+impl MethodLabels {
+    fn new(service: &str, method: &str) -> Self {
+        Self {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            name: format!("{service}/{method}"),
+        }
+    }
+}
+
+/// The labels of a request path: one of the API's methods, else
+/// `other/other`, so hostile paths cannot grow the number of series (or of
+/// span names). Looked up once per call, without allocating.
+pub(crate) fn method_labels(path: &str) -> &'static MethodLabels {
+    static KNOWN: OnceLock<HashMap<String, MethodLabels>> = OnceLock::new();
+    static OTHER: OnceLock<MethodLabels> = OnceLock::new();
     let known = KNOWN.get_or_init(|| {
-        let mut known: HashMap<String, (String, String)> = HashMap::new();
+        let mut known = HashMap::new();
         for method in crate::grpc::methods() {
             if let Some((service, name)) = method.path.trim_start_matches('/').split_once('/') {
-                let labels = (service.to_owned(), name.to_owned());
+                let labels = MethodLabels::new(service, name);
                 known.insert(method.path.clone(), labels);
             }
         }
@@ -134,15 +154,14 @@ pub(crate) fn method_labels(path: &str) -> (String, String) {
         ] {
             known.insert(
                 format!("/{service}/{method}"),
-                (service.to_owned(), method.to_owned()),
+                MethodLabels::new(service, method),
             );
         }
         known
     });
     known
         .get(path)
-        .cloned()
-        .unwrap_or_else(|| ("other".to_owned(), "other".to_owned()))
+        .unwrap_or_else(|| OTHER.get_or_init(|| MethodLabels::new("other", "other")))
 }
 
 /// The Prometheus label of a gRPC code: its canonical name.
@@ -169,10 +188,10 @@ fn code_label(code: Code) -> &'static str {
 }
 
 /// A call answered.
-pub fn rpc(path: &str, code: Code, elapsed: Duration) {
-    let (service, method) = method_labels(path);
+pub(crate) fn rpc(labels: &'static MethodLabels, code: Code, elapsed: Duration) {
+    let (service, method) = (labels.service.as_str(), labels.method.as_str());
     let code = code_label(code);
-    counter!("kpi_rpc_requests_total", "service" => service.clone(), "method" => method.clone(), "code" => code)
+    counter!("kpi_rpc_requests_total", "service" => service, "method" => method, "code" => code)
         .increment(1);
     histogram!("kpi_rpc_duration_seconds", "service" => service, "method" => method, "code" => code)
         .record(elapsed.as_secs_f64());
@@ -273,17 +292,29 @@ mod tests {
 
     #[test]
     fn only_the_apis_methods_are_labels() {
+        let labels = |path| {
+            let l = method_labels(path);
+            (l.service.as_str(), l.method.as_str(), l.name.as_str())
+        };
         assert_eq!(
-            method_labels("/kpi.v1.KpiService/GetScorecard"),
-            ("kpi.v1.KpiService".to_owned(), "GetScorecard".to_owned())
+            labels("/kpi.v1.KpiService/GetScorecard"),
+            (
+                "kpi.v1.KpiService",
+                "GetScorecard",
+                "kpi.v1.KpiService/GetScorecard"
+            )
         );
         assert_eq!(
-            method_labels("/grpc.health.v1.Health/Check"),
-            ("grpc.health.v1.Health".to_owned(), "Check".to_owned())
+            labels("/grpc.health.v1.Health/Check"),
+            (
+                "grpc.health.v1.Health",
+                "Check",
+                "grpc.health.v1.Health/Check"
+            )
         );
         assert_eq!(
-            method_labels("/kpi.v1.KpiService/rep-0042"),
-            ("other".to_owned(), "other".to_owned())
+            labels("/kpi.v1.KpiService/rep-0042"),
+            ("other", "other", "other/other")
         );
         assert_eq!(code_label(Code::InvalidArgument), "INVALID_ARGUMENT");
     }

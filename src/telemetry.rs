@@ -256,11 +256,11 @@ where
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         // Named by the API's method; any other path is "other/other"
         // (callers cannot make up span names).
-        let (service, method) = crate::scrape::method_labels(req.uri().path());
+        let labels = crate::scrape::method_labels(req.uri().path());
         let span = tracing::info_span!(
             "rpc",
             method = %req.uri().path(),
-            otel.name = %format!("{service}/{method}"),
+            otel.name = labels.name.as_str(),
             otel.kind = "server",
             rpc.system = "grpc",
             rpc.grpc.status_code = tracing::field::Empty,
@@ -272,7 +272,6 @@ where
             propagator.extract(&Headers(req.headers()))
         });
         let _ = span.set_parent(parent);
-        let path = req.uri().path().to_owned();
         let started = Instant::now();
         let future = {
             let _entered = span.enter();
@@ -307,7 +306,7 @@ where
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| v.parse::<i32>().ok())
                             .map_or(Code::Ok, Code::from_i32);
-                        crate::scrape::rpc(&path, code, started.elapsed());
+                        crate::scrape::rpc(labels, code, started.elapsed());
                         let span = tracing::Span::current();
                         span.record("rpc.grpc.status_code", code as i32);
                         // The server's errors (OpenTelemetry's gRPC

@@ -42,6 +42,21 @@ pub struct DemoOptions {
     pub batch_size: usize,
 }
 
+impl DemoOptions {
+    /// The `demo` command's defaults (its flags' defaults: one source),
+    /// calling `client`.
+    pub fn defaults(client: ClientOptions) -> Self {
+        #[derive(clap::Parser)]
+        struct Demo {
+            #[command(flatten)]
+            options: DemoOptions,
+        }
+        let mut options = <Demo as clap::Parser>::parse_from(["demo"]).options;
+        options.client = client;
+        options
+    }
+}
+
 /// `kpi-service demo`: creates the organisation and pushes the activity.
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let key = options.client.api_key()?;
