@@ -1,11 +1,14 @@
-//! KPI query latency through gRPC at 1M and then 10M interactions (plus
+//! KPI query latency through gRPC at 1M, 10M, ... interactions (plus
 //! proportional customers, deals, feedback and requests), against the same
 //! team scorecard computed naively from the raw rows, in one run.
 //!
-//! The service runs with `--cache-mib 0`: every call computes.
+//! The stages are KPI_BENCH_SMALL interactions, ten times that, and so on
+//! below KPI_BENCH_LARGE, then KPI_BENCH_LARGE: the defaults (1,000,000 and
+//! 10,000,000) measure at 1M and 10M; `KPI_BENCH_LARGE=100000000` at 1M,
+//! 10M and 100M (about 50 GB of disk at 100M: the run prints the database's
+//! size at every stage). KPI_BENCH_CALLS, default 200.
 //!
-//! `cargo bench --bench kpi` (env KPI_BENCH_SMALL, default 1,000,000;
-//! KPI_BENCH_LARGE, default 10,000,000; KPI_BENCH_CALLS, default 200).
+//! The service runs with `--cache-mib 0`: every call computes.
 //! Prints the figures; asserts nothing about speed.
 
 mod common;
@@ -119,7 +122,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    for _ in 0..calls.min(20) {
+    for _ in 0..(calls / 10).clamp(1, 20) {
         call().await?;
     }
     let mut times = Vec::with_capacity(calls);
@@ -143,6 +146,7 @@ struct Figures {
     rep_p50: Duration,
     rep_p99: Duration,
     series_p50: Duration,
+    retention_p50: Duration,
     board_p50: Duration,
     explain_revenue_p50: Duration,
     explain_interactions_p50: Duration,
@@ -169,9 +173,12 @@ fn subject(team: bool, id: &str) -> Option<pb::Subject> {
 }
 
 /// Measures in the steady state autovacuum keeps a live system in: a bulk
-/// load leaves every rollup row with a chain of dead versions.
+/// load leaves every rollup row with a chain of dead versions. Then a
+/// checkpoint, so that writing out the load's dirty pages does not run
+/// during the measurements.
 async fn settle(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     sqlx::raw_sql("VACUUM ANALYZE").execute(pool).await?;
+    sqlx::raw_sql("CHECKPOINT").execute(pool).await?;
     Ok(())
 }
 
@@ -220,6 +227,22 @@ async fn measure_all(
                         ..Default::default()
                     }),
                     granularity: pb::Granularity::Month as i32,
+                })
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    // Retention reads the customers active at the period's start (and the
+    // previous period's): everything converted or churned before it.
+    let (retention_p50, _) = measure(calls / 4, || {
+        let mut client = client.clone();
+        async move {
+            client
+                .get_scorecard(pb::GetScorecardRequest {
+                    subject: subject(true, "bench"),
+                    period: period("Europe/Berlin"),
+                    kpis: vec![pb::Kpi::RetentionRate as i32],
                 })
                 .await?;
             Ok(())
@@ -282,7 +305,7 @@ async fn measure_all(
         .iter()
         .map(|p| kpi_service::domain::tally::team_query(&team, p.start_time(), p.end_time()))
         .collect();
-    // Each call takes seconds at 10M: a few suffice.
+    // Each call takes seconds at 10M, a minute at 100M: a few suffice.
     let naive_calls = (calls / 40).max(5);
     let (naive_p50, _) = measure(naive_calls, || {
         let queries = queries.clone();
@@ -299,6 +322,7 @@ async fn measure_all(
         rep_p50,
         rep_p99,
         series_p50,
+        retention_p50,
         board_p50,
         explain_revenue_p50,
         explain_interactions_p50,
@@ -325,6 +349,10 @@ fn report(label: &str, f: &Figures) {
     println!(
         "    12-month MONTH series (team, win rate):                    p50 {:.2} ms",
         ms(f.series_p50)
+    );
+    println!(
+        "    team RETENTION_RATE alone (quarter, Europe/Berlin):        p50 {:.2} ms",
+        ms(f.retention_p50)
     );
     println!(
         "    50-rep leaderboard (revenue, quarter):                     p50 {:.2} ms",
@@ -363,45 +391,52 @@ async fn main() -> anyhow::Result<()> {
         .connect(&cluster.url())
         .await?;
 
-    // The data set is `large` interactions spread over a year. Every
-    // (large/small)-th of them is loaded first, so that the small stage
-    // covers the same year at a lower density; then the rest.
-    let ratio = large / small.max(1);
-    let first: Vec<usize> = (0..small).map(|n| n * ratio).collect();
-    let loaded = demo::push(
-        channel.clone(),
-        &key,
-        batch_indexes(first.clone(), large),
-        4,
-        "load 1",
-    )
-    .await?;
-    println!(
-        "loaded {} records ({} interactions) in {:.1} s: {:.0} records/s",
-        loaded.records,
-        small,
-        loaded.elapsed.as_secs_f64(),
-        loaded.records_per_second()
-    );
-    settle(&pool).await?;
-    let at_small = measure_all(&kpi, &pool, calls).await?;
-    let rest: Vec<usize> = (0..large).filter(|n| n % ratio != 0).collect();
-    let loaded = demo::push(
-        channel.clone(),
-        &key,
-        batch_indexes(rest, large),
-        4,
-        "load 2",
-    )
-    .await?;
-    println!(
-        "loaded {} more records in {:.1} s: {:.0} records/s",
-        loaded.records,
-        loaded.elapsed.as_secs_f64(),
-        loaded.records_per_second()
-    );
-    settle(&pool).await?;
-    let at_large = measure_all(&kpi, &pool, calls).await?;
+    // The data set is `large` interactions spread over a year. Each stage
+    // loads every (large/size)-th of them not loaded yet, so that every
+    // stage covers the same year, at a higher density than the one before.
+    let sizes = stage_sizes(small, large);
+    let mut ratios: Vec<usize> = Vec::new();
+    let mut stages = Vec::new();
+    for (n, &size) in sizes.iter().enumerate() {
+        let ratio = (large / size.max(1)).max(1);
+        let earlier = ratios.clone();
+        let indexes = (0..large).filter(move |i| {
+            i.is_multiple_of(ratio) && !earlier.iter().any(|r| i.is_multiple_of(*r))
+        });
+        ratios.push(ratio);
+        let loaded = demo::push(
+            channel.clone(),
+            &key,
+            batch_indexes(indexes, large),
+            4,
+            &format!("load {}", n + 1),
+        )
+        .await?;
+        println!(
+            "stage {}: loaded {} records in {:.1} s: {:.0} records/s",
+            n + 1,
+            loaded.records,
+            loaded.elapsed.as_secs_f64(),
+            loaded.records_per_second()
+        );
+        let settle_started = Instant::now();
+        settle(&pool).await?;
+        let interactions: i64 = sqlx::query_scalar("SELECT count(*) FROM interactions")
+            .fetch_one(&pool)
+            .await?;
+        let bytes: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+            .fetch_one(&pool)
+            .await?;
+        println!(
+            "stage {}: {interactions} interactions, database {:.1} GiB, VACUUM ANALYZE {:.1} s",
+            n + 1,
+            bytes as f64 / (1u64 << 30) as f64,
+            settle_started.elapsed().as_secs_f64()
+        );
+        let figures = measure_all(&kpi, &pool, calls).await?;
+        report(&format!("{interactions} interactions"), &figures);
+        stages.push((interactions, bytes, figures));
+    }
 
     let heavy = measure_heavy_series(&kpi, &service, calls).await?;
 
@@ -412,13 +447,27 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "kpi bench: {REPS} reps in {PODS} pods under one team; {calls} calls per figure; rollup rows: {rollups}"
     );
-    report(&format!("{small} interactions"), &at_small);
-    report(&format!("{large} interactions"), &at_large);
-    println!(
-        "  growth {large} / {small}: team scorecard p50 x{:.2}, p99 x{:.2}",
-        ms(at_large.team_p50) / ms(at_small.team_p50),
-        ms(at_large.team_p99) / ms(at_small.team_p99)
-    );
+    for (interactions, bytes, figures) in &stages {
+        report(
+            &format!(
+                "{interactions} interactions (database {:.1} GiB)",
+                *bytes as f64 / (1u64 << 30) as f64
+            ),
+            figures,
+        );
+    }
+    if let Some((first, _, base)) = stages.first() {
+        for (interactions, _, figures) in stages.iter().skip(1) {
+            println!(
+                "  growth {interactions} / {first}: team scorecard p50 x{:.2}, p99 x{:.2}; series x{:.2}; leaderboard x{:.2}; retention x{:.2}",
+                ms(figures.team_p50) / ms(base.team_p50),
+                ms(figures.team_p99) / ms(base.team_p99),
+                ms(figures.series_p50) / ms(base.series_p50),
+                ms(figures.board_p50) / ms(base.board_p50),
+                ms(figures.retention_p50) / ms(base.retention_p50),
+            );
+        }
+    }
     println!(
         "  at {large}: 10-year DAY series (team, calls, Europe/Berlin, 3,653 points): p50 {:.2} ms, p99 {:.2} ms",
         ms(heavy.p50),
@@ -521,13 +570,20 @@ async fn measure_heavy_series(
 
 /// Batches of the records of the given interaction numbers.
 fn batch_indexes(
-    indexes: Vec<usize>,
+    indexes: impl Iterator<Item = usize> + Send,
     total: usize,
 ) -> impl Iterator<Item = Vec<pb::ActivityRecord>> + Send {
-    demo::chunks(
-        indexes
-            .into_iter()
-            .flat_map(move |i| records(i, i + 1, total)),
-        1000,
-    )
+    demo::chunks(indexes.flat_map(move |i| records(i, i + 1, total)), 1000)
+}
+
+/// `small`, ten times that, and so on while below `large`, then `large`.
+fn stage_sizes(small: usize, large: usize) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    let mut size = small.max(1);
+    while size < large {
+        sizes.push(size);
+        size = size.saturating_mul(10);
+    }
+    sizes.push(large);
+    sizes
 }
