@@ -31,7 +31,7 @@ use crate::{
     grpc::{connect::ConnectLayer, page::PageLayer},
     health::DatabaseHealth,
     service::{KpiSettings, Services},
-    store,
+    store::{self, reads::Reads},
     telemetry::RpcTraceLayer,
 };
 
@@ -281,6 +281,28 @@ pub enum Opener {
 /// health loop restarts one that died within a probe interval or two).
 const GUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Pools for the read replicas (`--read-database-url`), with the primary's
+/// session settings; they connect on first use.
+fn replica_pools(settings: &Settings) -> anyhow::Result<Vec<(String, PgPool)>> {
+    settings
+        .read_database_urls
+        .iter()
+        .enumerate()
+        .map(|(n, url)| {
+            // The parse error could quote the URL, password included.
+            let options = PgConnectOptions::from_str(url).map_err(|_| {
+                anyhow!(
+                    "read database URL number {} is not a valid postgres:// URL",
+                    n + 1
+                )
+            })?;
+            let options = store::session_options(options, &settings.database);
+            let name = store::describe(&options);
+            Ok((name, store::connect_lazy(options, &settings.database)))
+        })
+        .collect()
+}
+
 /// The database the service uses: the one `DATABASE_URL` names, or the
 /// embedded PostgreSQL. Only the owner of the data directory (see
 /// `embedded_pg::Tenure`) starts and stops the embedded cluster.
@@ -412,6 +434,8 @@ pub struct Application {
     incoming: TcpIncoming,
     local_addr: SocketAddr,
     db: Database,
+    /// Where KPI reads go (the primary, and any read replicas).
+    reads: Reads,
     settings: Settings,
     access: Arc<AccessControl>,
     tls: Option<ServerTlsConfig>,
@@ -442,16 +466,22 @@ impl Application {
         let local_addr = incoming
             .local_addr()
             .context("cannot read the listening address")?;
+        let replicas = replica_pools(&settings)?;
         let db = Database::open(&settings.database, Opener::Serve).await?;
         let access = Arc::new(AccessControl::default());
         if let Err(err) = Self::prepare(&db, &settings, &access).await {
             db.close().await;
             return Err(err);
         }
+        for (name, _) in &replicas {
+            tracing::info!(replica = %name, max_wait = ?settings.read_replica_max_wait, "KPI reads may use this read replica once it has caught up");
+        }
+        let reads = Reads::new(db.pool.clone(), replicas, settings.read_replica_max_wait);
         Ok(Self {
             incoming,
             local_addr,
             db,
+            reads,
             settings,
             access,
             tls,
@@ -513,6 +543,7 @@ impl Application {
             incoming,
             local_addr,
             db,
+            reads,
             settings,
             access,
             tls,
@@ -542,7 +573,7 @@ impl Application {
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
         let services = Services::new(
-            db.pool.clone(),
+            reads.clone(),
             KpiSettings {
                 default_zone: settings.time_zone,
                 fiscal_year_start_month: settings.fiscal_year_start_month,
@@ -662,6 +693,9 @@ impl Application {
         keys_task.await.ok();
         feed_task.await.ok();
         sampler.await.ok();
+        for replica in reads.replica_pools() {
+            replica.close().await;
+        }
         db.close().await;
         tracing::info!("kpi-service stopped");
         served

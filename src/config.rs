@@ -167,6 +167,24 @@ pub struct Settings {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
+    /// A PostgreSQL streaming replica of the database, for KPI reads
+    /// (scorecards, series, leaderboards, ExplainKpi, target progress);
+    /// repeat the flag (or separate URLs with commas in the variable) for
+    /// more. A read uses a replica only once it has replayed everything the
+    /// primary had written when the read began, so reads are never stale.
+    #[arg(
+        long = "read-database-url",
+        env = "KPI_READ_DATABASE_URLS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub read_database_urls: Vec<String>,
+
+    /// Longest a read waits for a replica to catch up before it runs on the
+    /// primary instead.
+    #[arg(long, env = "KPI_READ_REPLICA_MAX_WAIT", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub read_replica_max_wait: Duration,
+
     /// The currency every amount is reported in (ISO 4217). Deals in any
     /// other currency are rejected until multi-currency support lands.
     #[arg(long, env = "KPI_REPORTING_CURRENCY", default_value = "USD", value_parser = parse_currency)]
@@ -301,6 +319,7 @@ mod tests {
             "tls-cert",
             "shutdown-timeout",
             "database-url",
+            "read-database-url",
             "time-zone",
         ] {
             assert!(serve.iter().any(|f| f == flag), "serve lacks --{flag}");
@@ -308,7 +327,13 @@ mod tests {
         for path in [&["keys", "list"][..], &["keys", "create"], &["migrate"]] {
             let got = flags(path);
             assert!(got.iter().any(|f| f == "database-url"), "{path:?}: {got:?}");
-            for foreign in ["listen", "tls-cert", "shutdown-timeout", "seed"] {
+            for foreign in [
+                "listen",
+                "tls-cert",
+                "shutdown-timeout",
+                "seed",
+                "read-database-url",
+            ] {
                 assert!(
                     !got.iter().any(|f| f == foreign),
                     "{path:?} shows --{foreign}"
@@ -320,6 +345,28 @@ mod tests {
         for foreign in ["tls-cert", "database-url", "shutdown-timeout", "listen"] {
             assert!(!demo.iter().any(|f| f == foreign), "demo shows --{foreign}");
         }
+    }
+
+    #[test]
+    fn read_replicas_repeat_the_flag() {
+        let cli = Cli::parse_from([
+            "kpi-service",
+            "--read-database-url",
+            "postgres://a/kpi",
+            "--read-database-url",
+            "postgres://b/kpi",
+            "--read-replica-max-wait",
+            "250ms",
+        ]);
+        assert_eq!(
+            cli.settings.read_database_urls,
+            ["postgres://a/kpi", "postgres://b/kpi"]
+        );
+        assert_eq!(
+            cli.settings.read_replica_max_wait,
+            Duration::from_millis(250)
+        );
+        assert!(Settings::defaults().read_database_urls.is_empty());
     }
 
     #[test]

@@ -309,6 +309,52 @@ impl EmbeddedPostgres {
         })
     }
 
+    /// Makes this cluster, which must not exist yet, a streaming replica of
+    /// `primary` (a running cluster of the same binaries): `pg_basebackup`
+    /// over the primary's socket, writing `standby.signal` and the
+    /// connection back to the primary (`-R`). Start it with `start`: it
+    /// replays the primary's WAL and answers read-only queries.
+    pub fn base_backup_from(&self, primary: &EmbeddedPostgres) -> anyhow::Result<()> {
+        if self.has_cluster() || self.pgdata.exists() {
+            bail!("{} exists already", self.pgdata.display());
+        }
+        if let Some(user) = &self.run_as {
+            check_reachable(&self.data_dir, user)?;
+        }
+        self.private_dir(&self.socket_dir)?;
+        if !self.log_file.exists() {
+            fs::write(&self.log_file, b"")
+                .with_context(|| format!("cannot create {}", self.log_file.display()))?;
+        }
+        self.hand_over(&self.log_file)?;
+        self.private_dir(&self.pgdata)?;
+        let output = self
+            .command(&self.sibling_tool("pg_basebackup").to_string_lossy())
+            .arg("-D")
+            .arg(&self.pgdata)
+            .arg("-h")
+            .arg(&primary.socket_dir)
+            .args([
+                "-p",
+                &PORT.to_string(),
+                "-U",
+                SUPERUSER,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ])
+            .output()
+            .with_context(|| {
+                format!(
+                    "cannot run {}",
+                    self.sibling_tool("pg_basebackup").display()
+                )
+            })?;
+        check_output("pg_basebackup", &output)
+    }
+
     /// Starts the cluster and waits until it accepts connections. A cluster
     /// that is already running (left by a service that was killed) is
     /// adopted; a stale `postmaster.pid` from a crash is removed first.
@@ -409,6 +455,20 @@ impl EmbeddedPostgres {
         }
         conn.close().await.ok();
         Ok(())
+    }
+
+    /// A tool of the same installation that the bin directory may lack (a
+    /// directory of links to initdb, pg_ctl and postgres only): found next
+    /// to where `postgres` really is.
+    fn sibling_tool(&self, name: &str) -> PathBuf {
+        let here = self.bin_dir.join(name);
+        if here.exists() {
+            return here;
+        }
+        fs::canonicalize(self.bin_dir.join("postgres"))
+            .ok()
+            .and_then(|real| real.parent().map(|dir| dir.join(name)))
+            .unwrap_or(here)
     }
 
     fn command(&self, program: &str) -> Command {

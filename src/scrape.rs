@@ -104,6 +104,15 @@ fn describe() {
         "kpi_embedded_postgres_restarts_total",
         "Times the embedded PostgreSQL was found dead and started again."
     );
+    describe_counter!(
+        "kpi_reads_total",
+        "KPI reads that needed the database, by target (replica or primary) and route: caught_up, waited (the replica replayed the primary's position within the wait), behind (none did: primary), replica_unavailable, no_position (the primary's WAL position could not be read). Only with --read-database-url."
+    );
+    describe_histogram!(
+        "kpi_read_routing_duration_seconds",
+        Unit::Seconds,
+        "Time spent choosing where a read runs (the primary's WAL position, the replicas' replay positions, the wait), by target."
+    );
     describe_gauge!("kpi_build_info", "1, labelled with the service's version.");
 }
 
@@ -249,6 +258,14 @@ pub fn pool(size: u32, idle: usize, max: u32, acquire: Duration) {
 /// Whether the database answers.
 pub fn database_up(up: bool) {
     gauge!("kpi_database_up").set(if up { 1.0 } else { 0.0 });
+}
+
+/// Where a KPI read went, and what choosing took.
+pub fn read_routed(route: &'static str, replica: bool, elapsed: Duration) {
+    let target = if replica { "replica" } else { "primary" };
+    counter!("kpi_reads_total", "target" => target, "route" => route).increment(1);
+    histogram!("kpi_read_routing_duration_seconds", "target" => target)
+        .record(elapsed.as_secs_f64());
 }
 
 /// The embedded PostgreSQL was started again.

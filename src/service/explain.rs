@@ -6,6 +6,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use crate::store::reads::Reads;
+
 use super::{KpiSettings, authorize, plan::Planner};
 use crate::{
     Error,
@@ -55,7 +57,11 @@ pub struct Explanation {
 
 #[derive(Debug, Clone)]
 pub struct Explainer {
+    /// The primary: authorization.
     pool: PgPool,
+    /// Where the KPI and its records are read: the primary or a caught-up
+    /// replica.
+    reads: Reads,
     settings: Arc<KpiSettings>,
 }
 
@@ -73,8 +79,12 @@ fn parse_cursor(raw: &str) -> Result<(DateTime<Utc>, String), Error> {
 }
 
 impl Explainer {
-    pub fn new(pool: PgPool, settings: Arc<KpiSettings>) -> Self {
-        Self { pool, settings }
+    pub fn new(reads: Reads, settings: Arc<KpiSettings>) -> Self {
+        Self {
+            pool: reads.primary().clone(),
+            reads,
+            settings,
+        }
     }
 
     pub async fn explain(
@@ -86,7 +96,8 @@ impl Explainer {
         let after = page.after.as_deref().map(parse_cursor).transpose()?;
         let period = self.settings.resolve(&query.period);
         authorize::read(&self.pool, caller, &query.subject).await?;
-        let queries = Planner::new(&self.pool)
+        let db = self.reads.pool().await;
+        let queries = Planner::new(&db)
             .queries_for(&query.subject, &[period], &[query.kpi])
             .await?;
         let Some(tally_query) = queries.first() else {
@@ -95,9 +106,9 @@ impl Explainer {
         let reporting = &self.settings.reporting_currency;
         let fetch = i64::from(page.fetch());
         let (tallies, rows) = tokio::try_join!(
-            tallies::tallies(&self.pool, &queries, Source::Rollups, reporting),
+            tallies::tallies(&db, &queries, Source::Rollups, reporting),
             store::contributions(
-                &self.pool,
+                &db,
                 tally_query,
                 query.kpi,
                 query.part,
@@ -111,7 +122,7 @@ impl Explainer {
         };
         let mut value = kpi::evaluate(query.kpi, tally);
         self.settings
-            .explain_unconverted(&self.pool, &queries, vec![(0, &mut value)])
+            .explain_unconverted(&db, &queries, vec![(0, &mut value)])
             .await?;
         Ok(Explanation {
             period,

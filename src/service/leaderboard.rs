@@ -4,6 +4,8 @@ use std::{collections::HashMap, sync::Arc};
 
 use sqlx::PgPool;
 
+use crate::store::reads::Reads;
+
 use super::{
     KpiSettings, authorize,
     cache::{self, Caches, Lookup},
@@ -42,15 +44,19 @@ pub struct LeaderboardQuery {
 
 #[derive(Debug, Clone)]
 pub struct Leaderboards {
+    /// The primary: the cache's version checks.
     pool: PgPool,
+    /// Where the KPIs are computed: the primary or a caught-up replica.
+    reads: Reads,
     settings: Arc<KpiSettings>,
     caches: Arc<Caches>,
 }
 
 impl Leaderboards {
-    pub fn new(pool: PgPool, settings: Arc<KpiSettings>, caches: Arc<Caches>) -> Self {
+    pub fn new(reads: Reads, settings: Arc<KpiSettings>, caches: Arc<Caches>) -> Self {
         Self {
-            pool,
+            pool: reads.primary().clone(),
+            reads,
             settings,
             caches,
         }
@@ -91,7 +97,8 @@ impl Leaderboards {
             Lookup::Hit(board, scopes) => return Ok((Leaderboard::clone(&board), scopes)),
             Lookup::Miss(miss) => miss,
         };
-        let mut planner = Planner::new(&self.pool);
+        let db = self.reads.pool().await;
+        let mut planner = Planner::new(&db);
         let team = planner.team(&team).await?;
         let (from, to) = (period.start_time(), period.end_time());
         let mut members: Vec<String> = team
@@ -100,7 +107,7 @@ impl Leaderboards {
             .filter(|(_, points)| !intervals_in(points, &team.teams, from, to).is_empty())
             .map(|(rep, _)| rep.to_string())
             .collect();
-        let mut cards = store::rep_cards(&self.pool, &members).await?;
+        let mut cards = store::rep_cards(&db, &members).await?;
         if caller.scope.is_some() {
             members.retain(|rep| {
                 cards
@@ -112,17 +119,15 @@ impl Leaderboards {
         let mut queries: Vec<TallyQuery> =
             members.iter().map(|rep| rep_query(rep, from, to)).collect();
         without_unneeded_retention(&mut queries, &[kpi]);
-        miss.stamp
-            .read(&self.pool, cache::rep_scopes(&queries))
-            .await?;
+        miss.stamp.read(&db, cache::rep_scopes(&queries)).await?;
         let (tallies, targets) = tokio::try_join!(
             store::tallies(
-                &self.pool,
+                &db,
                 &queries,
                 Source::Rollups,
                 &self.settings.reporting_currency
             ),
-            targets_store::for_period(&self.pool, "rep", &members, &period)
+            targets_store::for_period(&db, "rep", &members, &period)
         )?;
         let targets: HashMap<String, f64> = targets
             .into_iter()
@@ -150,7 +155,7 @@ impl Leaderboards {
             .map(|(i, c)| (i, &mut c.value))
             .collect();
         self.settings
-            .explain_unconverted(&self.pool, &queries, values)
+            .explain_unconverted(&db, &queries, values)
             .await?;
         let min_sample = min_sample.unwrap_or_else(|| kpi::default_min_sample(kpi));
         let board = Leaderboard {

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 use sqlx::PgPool;
 
+use crate::store::reads::Reads;
+
 pub mod authorize;
 pub mod cache;
 pub mod directory;
@@ -99,16 +101,19 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(pool: PgPool, settings: KpiSettings) -> Self {
+    /// The use cases on `reads`' primary (writes, authorization, version
+    /// checks), computing KPIs wherever `reads` sends them.
+    pub fn new(reads: Reads, settings: KpiSettings) -> Self {
+        let pool = reads.primary().clone();
         let settings = Arc::new(settings);
         let caches = Arc::new(cache::Caches::new(settings.cache_bytes, pool.clone()));
         Self {
             directory: directory::Directory::new(pool.clone()),
             ingest: ingest::Ingest::new(pool.clone(), settings.reporting_currency.clone()),
-            scorecards: scorecard::Scorecards::new(pool.clone(), settings.clone(), caches.clone()),
-            leaderboards: leaderboard::Leaderboards::new(pool.clone(), settings.clone(), caches),
-            explainer: explain::Explainer::new(pool.clone(), settings.clone()),
-            targets: targets::Targets::new(pool.clone(), settings.clone()),
+            scorecards: scorecard::Scorecards::new(reads.clone(), settings.clone(), caches.clone()),
+            leaderboards: leaderboard::Leaderboards::new(reads.clone(), settings.clone(), caches),
+            explainer: explain::Explainer::new(reads.clone(), settings.clone()),
+            targets: targets::Targets::new(reads, settings.clone()),
             rates: rates::Rates::new(pool, settings.reporting_currency.clone()),
             watches: watch::Watches::new(feed::Feed::default(), settings.max_watches),
         }

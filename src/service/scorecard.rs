@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use sqlx::PgPool;
+
+use crate::store::reads::Reads;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{
@@ -56,7 +58,10 @@ pub struct SeriesQuery {
 
 #[derive(Debug, Clone)]
 pub struct Scorecards {
+    /// The primary: authorization and the cache's version checks.
     pool: PgPool,
+    /// Where the KPIs are computed: the primary or a caught-up replica.
+    reads: Reads,
     settings: Arc<KpiSettings>,
     heavy: Arc<Semaphore>,
     caches: Arc<Caches>,
@@ -76,10 +81,11 @@ fn progress_now(kpi: Kpi, target: &Target, current: &KpiValue, period: &Period) 
 }
 
 impl Scorecards {
-    pub fn new(pool: PgPool, settings: Arc<KpiSettings>, caches: Arc<Caches>) -> Self {
+    pub fn new(reads: Reads, settings: Arc<KpiSettings>, caches: Arc<Caches>) -> Self {
         let heavy = Arc::new(Semaphore::new(settings.max_heavy_calls.max(1)));
         Self {
-            pool,
+            pool: reads.primary().clone(),
+            reads,
             settings,
             heavy,
             caches,
@@ -148,21 +154,20 @@ impl Scorecards {
             Lookup::Miss(miss) => miss,
         };
         let previous = period.previous();
-        let queries = Planner::new(&self.pool)
+        let db = self.reads.pool().await;
+        let queries = Planner::new(&db)
             .queries_for(&subject, &[period, previous], &kpis)
             .await?;
-        miss.stamp
-            .read(&self.pool, cache::rep_scopes(&queries))
-            .await?;
+        miss.stamp.read(&db, cache::rep_scopes(&queries)).await?;
         let subject_ids = [subject.id().to_owned()];
         let (tallies, targets) = tokio::try_join!(
             store::tallies(
-                &self.pool,
+                &db,
                 &queries,
                 Source::Rollups,
                 &self.settings.reporting_currency
             ),
-            targets_store::for_period(&self.pool, subject.kind(), &subject_ids, &period)
+            targets_store::for_period(&db, subject.kind(), &subject_ids, &period)
         )?;
         let (Some(now_tally), Some(before_tally)) = (tallies.first(), tallies.get(1)) else {
             return Err(Error::internal(anyhow::anyhow!(
@@ -193,7 +198,7 @@ impl Scorecards {
             .flat_map(|e| [(0, &mut e.current), (1, &mut e.previous)])
             .collect();
         self.settings
-            .explain_unconverted(&self.pool, &queries, values)
+            .explain_unconverted(&db, &queries, values)
             .await?;
         let card = Scorecard {
             subject,
@@ -241,14 +246,13 @@ impl Scorecards {
             Lookup::Hit(series, _) => return Ok(Series::clone(&series)),
             Lookup::Miss(miss) => miss,
         };
-        let queries = Planner::new(&self.pool)
+        let db = self.reads.pool().await;
+        let queries = Planner::new(&db)
             .queries_for(&subject, &buckets, &[kpi])
             .await?;
-        miss.stamp
-            .read(&self.pool, cache::rep_scopes(&queries))
-            .await?;
+        miss.stamp.read(&db, cache::rep_scopes(&queries)).await?;
         let tallies = store::tallies(
-            &self.pool,
+            &db,
             &queries,
             Source::Rollups,
             &self.settings.reporting_currency,
@@ -268,7 +272,7 @@ impl Scorecards {
             .map(|(i, p)| (i, &mut p.value))
             .collect();
         self.settings
-            .explain_unconverted(&self.pool, &queries, values)
+            .explain_unconverted(&db, &queries, values)
             .await?;
         drop(queries);
         drop(tallies);

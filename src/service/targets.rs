@@ -5,6 +5,8 @@ use std::sync::Arc;
 use chrono::{Days, Utc};
 use sqlx::PgPool;
 
+use crate::store::reads::Reads;
+
 use super::{KpiSettings, authorize, plan::Planner, plan::today};
 use crate::{
     Error,
@@ -23,13 +25,20 @@ use crate::{
 
 #[derive(Debug, Clone)]
 pub struct Targets {
+    /// The primary: targets are read and written there.
     pool: PgPool,
+    /// Where progress is computed: the primary or a caught-up replica.
+    reads: Reads,
     settings: Arc<KpiSettings>,
 }
 
 impl Targets {
-    pub fn new(pool: PgPool, settings: Arc<KpiSettings>) -> Self {
-        Self { pool, settings }
+    pub fn new(reads: Reads, settings: Arc<KpiSettings>) -> Self {
+        Self {
+            pool: reads.primary().clone(),
+            reads,
+            settings,
+        }
     }
 
     /// Sets a target; the same KPI, subject and dates replace the old value.
@@ -59,7 +68,8 @@ impl Targets {
         )
         .await?;
 
-        let mut planner = Planner::new(&self.pool);
+        let db = self.reads.pool().await;
+        let mut planner = Planner::new(&db);
         let mut queries = Vec::new();
         // Per target: the slot of its tally (none before its period) and
         // its progress so far.
@@ -93,7 +103,7 @@ impl Targets {
             ));
         }
         let tallies = store::tallies(
-            &self.pool,
+            &db,
             &queries,
             Source::Rollups,
             &self.settings.reporting_currency,

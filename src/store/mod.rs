@@ -19,6 +19,7 @@ pub mod explain;
 pub mod keys;
 pub mod kpi;
 pub mod rates;
+pub mod reads;
 pub mod records;
 pub mod rollup;
 pub mod targets;
@@ -59,15 +60,26 @@ pub fn describe(options: &PgConnectOptions) -> String {
 /// service: broken connections are dropped and replaced.
 pub async fn connect(options: PgConnectOptions, settings: &DatabaseArgs) -> anyhow::Result<PgPool> {
     let target = describe(&options);
+    pool_options(settings)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {target}"))
+}
+
+/// A pool like `connect`'s that connects on first use: a read replica that
+/// is down when the service starts does not stop it (reads go to the
+/// primary until the replica answers).
+pub fn connect_lazy(options: PgConnectOptions, settings: &DatabaseArgs) -> PgPool {
+    pool_options(settings).connect_lazy_with(options)
+}
+
+fn pool_options(settings: &DatabaseArgs) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(settings.db_max_connections.max(1))
         .acquire_timeout(settings.db_acquire_timeout)
         .test_before_acquire(true)
         .idle_timeout(Duration::from_secs(300))
         .max_lifetime(Duration::from_secs(1800))
-        .connect_with(options)
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {target}"))
 }
 
 /// Applies pending migrations. sqlx holds an advisory lock meanwhile, so

@@ -49,6 +49,24 @@ pub fn throwaway_cluster(
     Ok(pg)
 }
 
+/// Starts a streaming replica of `primary` (a throwaway cluster) in a new
+/// watched directory, with `settings` on top of 300 connections (a hot
+/// standby needs at least the primary's `max_connections`).
+pub fn throwaway_standby(
+    label: &str,
+    primary: &EmbeddedPostgres,
+    settings: &[(&str, &str)],
+) -> anyhow::Result<EmbeddedPostgres> {
+    let dir = watched_dir(label)?;
+    let mut pg = EmbeddedPostgres::new(&dir)?.with_setting("max_connections", "300");
+    for (name, value) in settings {
+        pg = pg.with_setting(name, value);
+    }
+    pg.base_backup_from(primary)?;
+    pg.start()?;
+    Ok(pg)
+}
+
 /// A `postgres://` URL reaching `database` over the cluster's socket.
 pub fn socket_url(pg: &EmbeddedPostgres, database: &str) -> String {
     format!(

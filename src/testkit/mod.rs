@@ -7,11 +7,13 @@
 //! - `cluster`: a throwaway PostgreSQL cluster in a directory that a
 //!   watchdog removes when the process ends, however it ends;
 //! - `process`: the `kpi-service` binary run as its own process, as a user
-//!   runs it.
+//!   runs it;
+//! - `load`: the same call, many at a time, for the benches' rates.
 //!
 //! The service itself uses none of this.
 
 pub mod cluster;
+pub mod load;
 pub mod org;
 pub mod process;
 pub mod records;

@@ -21,6 +21,7 @@ mod import;
 mod kpi;
 mod metrics;
 mod protos;
+mod read_replicas;
 mod relative;
 mod replicas;
 mod server;

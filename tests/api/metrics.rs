@@ -21,12 +21,12 @@ use tonic::transport::Channel;
 use crate::helpers::{BIN, Bearer, EmptyDatabase, watched_dir};
 
 /// The service's address, for curl.
-struct App {
-    endpoint: String,
+pub(crate) struct App {
+    pub(crate) endpoint: String,
 }
 
 /// The scrape, as curl gets it.
-async fn scrape(app: &App) -> String {
+pub(crate) async fn scrape(app: &App) -> String {
     let bin = std::env::var("CURL").unwrap_or_else(|_| "curl".to_owned());
     let output = tokio::process::Command::new(&bin)
         .args(["--silent", "--show-error", "--fail"])
@@ -74,7 +74,7 @@ fn samples(text: &str) -> Vec<Sample> {
 }
 
 /// The sum of the samples of `name` whose labels include `labels`.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     samples(text)
         .iter()
         .filter(|s| s.name == name)
