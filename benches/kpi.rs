@@ -151,6 +151,44 @@ struct Figures {
     explain_revenue_p50: Duration,
     explain_interactions_p50: Duration,
     naive_p50: Duration,
+    /// Per team scorecard, rollup blocks: heap hit, heap read, index hit,
+    /// index read.
+    team_blocks: [f64; 4],
+}
+
+/// The rollup partitions' block accesses so far: heap hit, heap read
+/// (from the OS), index hit, index read.
+async fn rollup_io(pool: &sqlx::PgPool) -> anyhow::Result<[i64; 4]> {
+    let (a, b, c, d): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(heap_blks_hit), 0)::bigint, coalesce(sum(heap_blks_read), 0)::bigint, \
+                coalesce(sum(idx_blks_hit), 0)::bigint, coalesce(sum(idx_blks_read), 0)::bigint \
+         FROM pg_statio_user_tables WHERE relname LIKE 'kpi\\_rollups\\_%'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok([a, b, c, d])
+}
+
+/// Heap and index sizes of the rollup partitions and the customers, in MiB.
+async fn relation_sizes(pool: &sqlx::PgPool) -> anyhow::Result<String> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, pg_relation_size(relid), pg_indexes_size(relid) \
+         FROM pg_stat_user_tables \
+         WHERE relname LIKE 'kpi\\_rollups\\_%' OR relname = 'customers' ORDER BY relname",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|(name, heap, index)| {
+            format!(
+                "{name} {:.0}+{:.0}",
+                *heap as f64 / 1048576.0,
+                *index as f64 / 1048576.0
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", "))
 }
 
 fn period(zone: &str) -> Option<pb::Period> {
@@ -208,7 +246,16 @@ async fn measure_all(
             }
         }
     };
+    // The rollups' block accesses during the team scorecards (PostgreSQL
+    // reports a backend's I/O counts within a second of its going idle;
+    // autovacuum's count too, when it runs meanwhile).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let io_before = rollup_io(pool).await?;
     let (team_p50, team_p99) = measure(calls, scorecard(true, "bench", "Europe/Berlin")).await?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let io_after = rollup_io(pool).await?;
+    let team_calls = (calls + (calls / 10).clamp(1, 20)) as f64;
+    let team_blocks = [0, 1, 2, 3].map(|i| (io_after[i] - io_before[i]) as f64 / team_calls);
     let (team_kathmandu_p50, _) =
         measure(calls, scorecard(true, "bench", "Asia/Kathmandu")).await?;
     let (rep_p50, rep_p99) = measure(calls, scorecard(false, "rep-007", "Europe/Berlin")).await?;
@@ -327,6 +374,7 @@ async fn measure_all(
         explain_revenue_p50,
         explain_interactions_p50,
         naive_p50,
+        team_blocks,
     })
 }
 
@@ -336,6 +384,10 @@ fn report(label: &str, f: &Figures) {
         "    team scorecard (50 reps, quarter, all KPIs, Europe/Berlin): p50 {:.2} ms, p99 {:.2} ms",
         ms(f.team_p50),
         ms(f.team_p99)
+    );
+    println!(
+        "      rollup blocks per team scorecard: heap {:.0} hit, {:.1} read; index {:.0} hit, {:.1} read",
+        f.team_blocks[0], f.team_blocks[1], f.team_blocks[2], f.team_blocks[3]
     );
     println!(
         "    team scorecard, Asia/Kathmandu (raw sub-hour edges):       p50 {:.2} ms",
@@ -432,6 +484,11 @@ async fn main() -> anyhow::Result<()> {
             n + 1,
             bytes as f64 / (1u64 << 30) as f64,
             settle_started.elapsed().as_secs_f64()
+        );
+        println!(
+            "stage {}: heap+index MiB: {}",
+            n + 1,
+            relation_sizes(&pool).await?
         );
         let figures = measure_all(&kpi, &pool, calls).await?;
         report(&format!("{interactions} interactions"), &figures);

@@ -283,7 +283,7 @@ const GUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Pools for the read replicas (`--read-database-url`), with the primary's
 /// session settings; they connect on first use.
-fn replica_pools(settings: &Settings) -> anyhow::Result<Vec<(String, PgPool)>> {
+fn replica_pools(settings: &Settings) -> anyhow::Result<Vec<(String, PgPool, PgConnectOptions)>> {
     settings
         .read_database_urls
         .iter()
@@ -298,7 +298,8 @@ fn replica_pools(settings: &Settings) -> anyhow::Result<Vec<(String, PgPool)>> {
             })?;
             let options = store::session_options(options, &settings.database);
             let name = store::describe(&options);
-            Ok((name, store::connect_lazy(options, &settings.database)))
+            let pool = store::connect_lazy(options.clone(), &settings.database);
+            Ok((name, pool, options))
         })
         .collect()
 }
@@ -473,10 +474,14 @@ impl Application {
             db.close().await;
             return Err(err);
         }
-        for (name, _) in &replicas {
+        for (name, _, _) in &replicas {
             tracing::info!(replica = %name, max_wait = ?settings.read_replica_max_wait, "KPI reads may use this read replica once it has caught up");
         }
         let reads = Reads::new(db.pool.clone(), replicas, settings.read_replica_max_wait);
+        if let Err(err) = reads.check_primary().await {
+            db.close().await;
+            return Err(err);
+        }
         Ok(Self {
             incoming,
             local_addr,

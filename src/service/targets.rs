@@ -68,6 +68,9 @@ impl Targets {
         )
         .await?;
 
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
         let db = self.reads.pool().await;
         let mut planner = Planner::new(&db);
         let mut queries = Vec::new();

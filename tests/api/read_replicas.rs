@@ -28,15 +28,19 @@ use crate::metrics::{App, scrape, value};
 type Kpis = KpiServiceClient<InterceptedService<Channel, Bearer>>;
 type Activity = ActivityServiceClient<InterceptedService<Channel, Bearer>>;
 
-/// The rep's interactions today, as the service answers.
+/// The rep's interactions from yesterday to tomorrow (UTC), as the service
+/// answers.
 async fn interactions(kpis: &mut Kpis) -> f64 {
+    let today = chrono::Utc::now().date_naive();
+    let day = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
     let card = kpis
         .get_scorecard(pb::GetScorecardRequest {
             subject: Some(pb::Subject {
                 subject: Some(pb::subject::Subject::RepId("rep-a".into())),
             }),
             period: Some(pb::Period {
-                relative: pb::RelativePeriod::CurrentMonth as i32,
+                start_date: day(today - chrono::Days::new(1)),
+                end_date: day(today + chrono::Days::new(1)),
                 time_zone: "UTC".into(),
                 ..Default::default()
             }),
@@ -223,9 +227,14 @@ async fn reads_run_on_a_caught_up_replica_and_never_miss_an_acknowledged_write()
     );
     let after = scrape(&app).await;
     assert_eq!(
-        reads(&after, "primary", "behind") - reads(&before, "primary", "behind"),
+        value(&after, "kpi_reads_total", &[("target", "primary")])
+            - value(&before, "kpi_reads_total", &[("target", "primary")]),
         3.0,
-        "the reads went to the primary after the wait"
+        "the reads went to the primary"
+    );
+    assert!(
+        reads(&after, "primary", "behind") > reads(&before, "primary", "behind"),
+        "after waiting for the paused replica"
     );
     sqlx::query("SELECT pg_wal_replay_resume()")
         .execute(&mut on_standby)
@@ -288,4 +297,37 @@ async fn admin_kpi(pg: &kpi_service::embedded_pg::EmbeddedPostgres) -> PgConnect
     PgConnection::connect_with(&pg.connect_options("kpi"))
         .await
         .unwrap()
+}
+
+#[tokio::test]
+async fn replicas_are_refused_when_the_primary_acknowledges_before_flushing() {
+    // The fast test cluster commits asynchronously (synchronous_commit =
+    // off): a write could be acknowledged before a replica can see it.
+    let primary = tokio::task::spawn_blocking(|| throwaway_cluster("async", Durability::Off))
+        .await
+        .unwrap();
+    let mut admin = PgConnection::connect_with(&primary.connect_options("postgres"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("CREATE DATABASE kpi")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = socket_url(&primary, "kpi");
+    let dir = watched_dir("async-primary");
+    let refused = ServiceProcess::start(&Launch {
+        database_url: Some(&url),
+        args: &[
+            "--read-database-url",
+            "postgres://postgres@localhost/kpi?host=/nonexistent",
+        ],
+        ..Launch::new(BIN, &dir)
+    })
+    .err()
+    .map(|e| format!("{e:#}"))
+    .unwrap_or_default();
+    assert!(
+        refused.contains("synchronous_commit"),
+        "refused with a reason: {refused}"
+    );
 }
