@@ -86,6 +86,11 @@ fn describe() {
         "kpi_change_feed_events_total",
         "Change-feed events, by kind: change (a notification), and what makes watches recompute everything: reconnected (the listener lost its connection), lagged (a subscriber fell behind), unparsed (a notification it could not read)."
     );
+    describe_histogram!(
+        "kpi_change_feed_lag_seconds",
+        Unit::Seconds,
+        "From a change noted in its write transaction (the database's clock, just before commit) to this process hearing its notification (this process's clock: skew between the two machines adds to it)."
+    );
     describe_gauge!(
         "kpi_db_pool_connections",
         "Database pool connections, by state: idle or in_use."
@@ -244,6 +249,12 @@ pub fn watches_open(open: usize) {
 /// A change notification (or a resync) received.
 pub fn change_feed(kind: &'static str) {
     counter!("kpi_change_feed_events_total", "kind" => kind).increment(1);
+}
+
+/// From a change's note in its transaction (the database's clock) to this
+/// process hearing it.
+pub fn change_feed_lag(lag: Duration) {
+    histogram!("kpi_change_feed_lag_seconds").record(lag.as_secs_f64());
 }
 
 /// The pool as sampled now, and what acquiring a connection took.

@@ -135,9 +135,14 @@ impl Feed {
                 };
                 match received {
                     Ok(Some(notification)) => {
-                        let event = match Change::parse(notification.payload()) {
-                            Some(change) => {
+                        let event = match Change::parse_noted(notification.payload()) {
+                            Some((change, noted)) => {
                                 crate::scrape::change_feed("change");
+                                if let Some(noted) = noted {
+                                    let lag =
+                                        (chrono::Utc::now() - noted).to_std().unwrap_or_default();
+                                    crate::scrape::change_feed_lag(lag);
+                                }
                                 Event::Changed(Arc::new(change))
                             }
                             None => {

@@ -62,7 +62,19 @@ impl Change {
     /// Reads a payload; `None` for anything else (another writer on the
     /// channel): the caller treats that as "everything changed".
     pub fn parse(payload: &str) -> Option<Self> {
+        Self::parse_noted(payload).map(|(change, _)| change)
+    }
+
+    /// Reads a payload and, when it has one, the database's clock when the
+    /// change was noted in its transaction (`publish` adds it as `at`,
+    /// microseconds since the epoch): what the change feed's lag is
+    /// measured from.
+    pub fn parse_noted(payload: &str) -> Option<(Self, Option<DateTime<Utc>>)> {
         let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+        let noted = value
+            .get("at")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(DateTime::from_timestamp_micros);
         let scopes = value
             .get("scopes")?
             .as_array()?
@@ -76,7 +88,7 @@ impl Change {
                 .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
                 .map(|t| t.to_utc())
         };
-        Some(Self::new(scopes, time("from").zip(time("until"))))
+        Some((Self::new(scopes, time("from").zip(time("until"))), noted))
     }
 
     /// Whether a reader of `scopes` is affected.
@@ -94,13 +106,15 @@ pub async fn publish(conn: &mut PgConnection, change: &Change) -> Result<(), sql
         return Ok(());
     }
     // One statement, one round trip on the ingest path: a data-modifying
-    // WITH runs whether or not the query reads it.
+    // WITH runs whether or not the query reads it. The payload (a JSON
+    // object) gets the database's clock as `at`, for the feed's lag.
     sqlx::query(
         "WITH bumped AS ( \
              INSERT INTO kpi_versions AS v (scope, version) \
              SELECT s, 1 FROM unnest($1::text[]) WITH ORDINALITY AS u(s, n) ORDER BY n \
              ON CONFLICT (scope) DO UPDATE SET version = v.version + 1) \
-         SELECT pg_notify($2, $3)",
+         SELECT pg_notify($2, left($3, -1) || ',\"at\":' \
+             || (extract(epoch FROM clock_timestamp()) * 1000000)::bigint || '}')",
     )
     .bind(&change.scopes)
     .bind(CHANNEL)
@@ -152,6 +166,17 @@ mod tests {
         );
         assert_eq!(change.scopes, ["rep:anna", "rep:bob"]);
         assert_eq!(Change::parse(&change.payload()), Some(change.clone()));
+        // As publish sends it: the database's clock appended as `at`.
+        let payload = change.payload();
+        let noted = format!(
+            "{},\"at\":1767261600000000}}",
+            &payload[..payload.len() - 1]
+        );
+        assert_eq!(
+            Change::parse_noted(&noted),
+            Some((change.clone(), Some(at("2026-01-01T10:00:00Z"))))
+        );
+        assert_eq!(Change::parse_noted(&payload), Some((change.clone(), None)));
         assert!(change.touches(&[rep_scope("bob")]));
         assert!(!change.touches(&[rep_scope("cara"), DIRECTORY.to_owned()]));
 

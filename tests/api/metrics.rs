@@ -217,6 +217,9 @@ async fn the_scrape_moves_with_traffic_and_never_labels_an_id() {
     assert_eq!(moved("kpi_ingest_batches_total", &batches("rejected")), 1.0);
     assert!(moved("kpi_query_duration_seconds_count", &[]) >= 1.0);
     assert_eq!(moved("kpi_cache_lookups_total", &[("result", "miss")]), 1.0);
+    // The batch that inserted was noted and heard (the replay changed
+    // nothing, so it notified nothing).
+    assert!(moved("kpi_change_feed_lag_seconds_count", &[]) >= 1.0);
     assert_eq!(moved("kpi_cache_lookups_total", &[("result", "hit")]), 1.0);
     assert!(value(&after, "kpi_db_pool_max_connections", &[]) >= 1.0);
     assert!(value(&after, "kpi_db_pool_acquire_duration_seconds_count", &[]) >= 1.0);
