@@ -18,9 +18,8 @@ use std::{
     time::Duration,
 };
 
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use kpi_service::{
-    client::ClientOptions,
     demo::{self, DemoOptions, bearer},
     grpc::pb::{self, kpi_service_client::KpiServiceClient},
     testkit::{
@@ -34,16 +33,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 const REPS: usize = 50;
 
 fn options() -> DemoOptions {
-    DemoOptions {
-        client: ClientOptions::default(),
-        seed: 5,
-        reps: REPS,
-        days: 365,
-        end_date: NaiveDate::from_ymd_opt(2026, 9, 30),
-        interactions_per_day: 8.0,
-        concurrency: 4,
-        batch_size: 1000,
-    }
+    kpi_service::testkit::org::bench_demo(REPS)
 }
 
 fn scorecard_request() -> pb::GetScorecardRequest {
@@ -51,12 +41,7 @@ fn scorecard_request() -> pb::GetScorecardRequest {
         subject: Some(pb::Subject {
             subject: Some(pb::subject::Subject::TeamId("bench".into())),
         }),
-        period: Some(pb::Period {
-            start_date: "2026-07-01".into(),
-            end_date: "2026-09-30".into(),
-            time_zone: "Europe/Berlin".into(),
-            ..Default::default()
-        }),
+        period: Some(kpi_service::testkit::org::bench_quarter()),
         kpis: vec![],
     }
 }

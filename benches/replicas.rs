@@ -28,9 +28,8 @@ use std::{
     time::Duration,
 };
 
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use kpi_service::{
-    client::ClientOptions,
     demo::{self, DemoOptions, bearer},
     embedded_pg::EmbeddedPostgres,
     grpc::pb::{self, activity_service_client::ActivityServiceClient},
@@ -45,16 +44,7 @@ use tonic::transport::Channel;
 const REPS: usize = 50;
 
 fn options() -> DemoOptions {
-    DemoOptions {
-        client: ClientOptions::default(),
-        seed: 5,
-        reps: REPS,
-        days: 365,
-        end_date: NaiveDate::from_ymd_opt(2026, 9, 30),
-        interactions_per_day: 8.0,
-        concurrency: 4,
-        batch_size: 1000,
-    }
+    kpi_service::testkit::org::bench_demo(REPS)
 }
 
 fn scorecard_request() -> pb::GetScorecardRequest {
@@ -62,12 +52,7 @@ fn scorecard_request() -> pb::GetScorecardRequest {
         subject: Some(pb::Subject {
             subject: Some(pb::subject::Subject::TeamId("bench".into())),
         }),
-        period: Some(pb::Period {
-            start_date: "2026-07-01".into(),
-            end_date: "2026-09-30".into(),
-            time_zone: "Europe/Berlin".into(),
-            ..Default::default()
-        }),
+        period: Some(kpi_service::testkit::org::bench_quarter()),
         kpis: vec![],
     }
 }

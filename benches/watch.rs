@@ -12,9 +12,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use kpi_service::{
-    client::ClientOptions,
     demo::{self, DemoOptions, bearer},
     grpc::pb::{
         self, activity_service_client::ActivityServiceClient, kpi_service_client::KpiServiceClient,
@@ -29,16 +28,7 @@ use tonic::{Streaming, transport::Channel};
 const REPS: usize = 50;
 
 fn options() -> DemoOptions {
-    DemoOptions {
-        client: ClientOptions::default(),
-        seed: 5,
-        reps: REPS,
-        days: 365,
-        end_date: NaiveDate::from_ymd_opt(2026, 9, 30),
-        interactions_per_day: 8.0,
-        concurrency: 4,
-        batch_size: 1000,
-    }
+    kpi_service::testkit::org::bench_demo(REPS)
 }
 
 fn subject(team: bool, id: &str) -> Option<pb::Subject> {
@@ -54,12 +44,7 @@ fn subject(team: bool, id: &str) -> Option<pb::Subject> {
 fn watch(subject: Option<pb::Subject>) -> pb::WatchScorecardRequest {
     pb::WatchScorecardRequest {
         subject,
-        period: Some(pb::Period {
-            start_date: "2026-07-01".into(),
-            end_date: "2026-09-30".into(),
-            time_zone: "Europe/Berlin".into(),
-            ..Default::default()
-        }),
+        period: Some(kpi_service::testkit::org::bench_quarter()),
         kpis: vec![],
         min_interval: Some(pbjson_types::Duration {
             seconds: 0,

@@ -249,16 +249,7 @@ impl EmbeddedPostgres {
     /// succeeded, so an interrupted initdb is never taken for a cluster
     /// (its leftovers are removed at the next start).
     fn prepare(&self) -> anyhow::Result<()> {
-        if let Some(user) = &self.run_as {
-            check_reachable(&self.data_dir, user)?;
-        }
-        self.private_dir(&self.socket_dir)?;
-        if !self.log_file.exists() {
-            fs::write(&self.log_file, b"")
-                .with_context(|| format!("cannot create {}", self.log_file.display()))?;
-        }
-        self.hand_over(&self.log_file)?;
-
+        self.prepare_files()?;
         if self.has_cluster() {
             return Ok(());
         }
@@ -318,15 +309,7 @@ impl EmbeddedPostgres {
         if self.has_cluster() || self.pgdata.exists() {
             bail!("{} exists already", self.pgdata.display());
         }
-        if let Some(user) = &self.run_as {
-            check_reachable(&self.data_dir, user)?;
-        }
-        self.private_dir(&self.socket_dir)?;
-        if !self.log_file.exists() {
-            fs::write(&self.log_file, b"")
-                .with_context(|| format!("cannot create {}", self.log_file.display()))?;
-        }
-        self.hand_over(&self.log_file)?;
+        self.prepare_files()?;
         self.private_dir(&self.pgdata)?;
         let output = self
             .command(&self.sibling_tool("pg_basebackup").to_string_lossy())
@@ -353,6 +336,20 @@ impl EmbeddedPostgres {
                 )
             })?;
         check_output("pg_basebackup", &output)
+    }
+
+    /// The socket directory and the log file, owned by the user the cluster
+    /// runs as, who must be able to reach the data directory.
+    fn prepare_files(&self) -> anyhow::Result<()> {
+        if let Some(user) = &self.run_as {
+            check_reachable(&self.data_dir, user)?;
+        }
+        self.private_dir(&self.socket_dir)?;
+        if !self.log_file.exists() {
+            fs::write(&self.log_file, b"")
+                .with_context(|| format!("cannot create {}", self.log_file.display()))?;
+        }
+        self.hand_over(&self.log_file)
     }
 
     /// Starts the cluster and waits until it accepts connections. A cluster

@@ -56,3 +56,28 @@ pub async fn bench_organisation(
     }
     Ok(())
 }
+
+/// The demo data the cache, watch and replica benches load: `reps` reps,
+/// the year to 2026-09-30, 8 interactions a day each (seed 5).
+pub fn bench_demo(reps: usize) -> crate::demo::DemoOptions {
+    crate::demo::DemoOptions {
+        client: crate::client::ClientOptions::default(),
+        seed: 5,
+        reps,
+        days: 365,
+        end_date: chrono::NaiveDate::from_ymd_opt(2026, 9, 30),
+        interactions_per_day: 8.0,
+        concurrency: 4,
+        batch_size: 1000,
+    }
+}
+
+/// The period those benches ask for: 2026 Q3 in Berlin.
+pub fn bench_quarter() -> pb::Period {
+    pb::Period {
+        start_date: "2026-07-01".into(),
+        end_date: "2026-09-30".into(),
+        time_zone: "Europe/Berlin".into(),
+        ..Default::default()
+    }
+}
