@@ -6,7 +6,9 @@
 //! below KPI_BENCH_LARGE, then KPI_BENCH_LARGE: the defaults (1,000,000 and
 //! 10,000,000) measure at 1M and 10M; `KPI_BENCH_LARGE=100000000` at 1M,
 //! 10M and 100M (about 50 GB of disk at 100M: the run prints the database's
-//! size at every stage). KPI_BENCH_CALLS, default 200.
+//! size at every stage). KPI_BENCH_CALLS, default 200. KPI_BENCH_KEEP=1
+//! keeps the cluster and the service up at the end, until Ctrl-C, to look
+//! into the data (psql, EXPLAIN).
 //!
 //! The service runs with `--cache-mib 0`: every call computes.
 //! Prints the figures; asserts nothing about speed.
@@ -546,6 +548,14 @@ async fn main() -> anyhow::Result<()> {
         "  service peak RSS over the whole run (VmHWM): {:.1} MiB",
         service.peak_rss_mib()
     );
+    if std::env::var_os("KPI_BENCH_KEEP").is_some() {
+        println!(
+            "KPI_BENCH_KEEP: the cluster and the service stay up until Ctrl-C; database {}, service {}",
+            cluster.url(),
+            service.endpoint()
+        );
+        tokio::signal::ctrl_c().await?;
+    }
     Ok(())
 }
 
