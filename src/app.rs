@@ -281,9 +281,9 @@ pub enum Opener {
 /// health loop restarts one that died within a probe interval or two).
 const GUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Pools for the read replicas (`--read-database-url`), with the primary's
-/// session settings; they connect on first use.
-fn replica_pools(settings: &Settings) -> anyhow::Result<Vec<(String, PgPool, PgConnectOptions)>> {
+/// How to reach the read replicas (`--read-database-url`), with the
+/// primary's session settings.
+fn replica_options(settings: &Settings) -> anyhow::Result<Vec<PgConnectOptions>> {
     settings
         .read_database_urls
         .iter()
@@ -296,10 +296,7 @@ fn replica_pools(settings: &Settings) -> anyhow::Result<Vec<(String, PgPool, PgC
                     n + 1
                 )
             })?;
-            let options = store::session_options(options, &settings.database);
-            let name = store::describe(&options);
-            let pool = store::connect_lazy(options.clone(), &settings.database);
-            Ok((name, pool, options))
+            Ok(store::session_options(options, &settings.database))
         })
         .collect()
 }
@@ -467,17 +464,19 @@ impl Application {
         let local_addr = incoming
             .local_addr()
             .context("cannot read the listening address")?;
-        let replicas = replica_pools(&settings)?;
+        let replicas = replica_options(&settings)?;
         let db = Database::open(&settings.database, Opener::Serve).await?;
         let access = Arc::new(AccessControl::default());
         if let Err(err) = Self::prepare(&db, &settings, &access).await {
             db.close().await;
             return Err(err);
         }
-        for (name, _, _) in &replicas {
-            tracing::info!(replica = %name, max_wait = ?settings.read_replica_max_wait, "KPI reads may use this read replica once it has caught up");
-        }
-        let reads = Reads::new(db.pool.clone(), replicas, settings.read_replica_max_wait);
+        let reads = Reads::new(
+            db.pool.clone(),
+            replicas,
+            &settings.database,
+            settings.read_replica_max_wait,
+        );
         if let Err(err) = reads.check_primary().await {
             db.close().await;
             return Err(err);
@@ -698,9 +697,7 @@ impl Application {
         keys_task.await.ok();
         feed_task.await.ok();
         sampler.await.ok();
-        for replica in reads.replica_pools() {
-            replica.close().await;
-        }
+        reads.close_replicas().await;
         db.close().await;
         tracing::info!("kpi-service stopped");
         served

@@ -311,8 +311,9 @@ impl EmbeddedPostgres {
         }
         self.prepare_files()?;
         self.private_dir(&self.pgdata)?;
+        let tool = self.sibling_tool("pg_basebackup");
         let output = self
-            .command(&self.sibling_tool("pg_basebackup").to_string_lossy())
+            .command(&tool.to_string_lossy())
             .arg("-D")
             .arg(&self.pgdata)
             .arg("-h")
@@ -329,12 +330,7 @@ impl EmbeddedPostgres {
                 "fast",
             ])
             .output()
-            .with_context(|| {
-                format!(
-                    "cannot run {}",
-                    self.sibling_tool("pg_basebackup").display()
-                )
-            })?;
+            .with_context(|| format!("cannot run {}", tool.display()))?;
         check_output("pg_basebackup", &output)
     }
 

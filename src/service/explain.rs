@@ -4,9 +4,6 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
-
-use crate::store::reads::Reads;
 
 use super::{KpiSettings, authorize, plan::Planner};
 use crate::{
@@ -18,6 +15,7 @@ use crate::{
         period::{Period, PeriodSpec},
         target::Subject,
     },
+    store::reads::Reads,
     store::{
         explain::{self as store, Contribution, Part},
         kpi::{self as tallies, Source},
@@ -57,10 +55,8 @@ pub struct Explanation {
 
 #[derive(Debug, Clone)]
 pub struct Explainer {
-    /// The primary: authorization.
-    pool: PgPool,
-    /// Where the KPI and its records are read: the primary or a caught-up
-    /// replica.
+    /// The primary (authorization) and where the KPI and its records are
+    /// read: it or a caught-up replica.
     reads: Reads,
     settings: Arc<KpiSettings>,
 }
@@ -80,11 +76,7 @@ fn parse_cursor(raw: &str) -> Result<(DateTime<Utc>, String), Error> {
 
 impl Explainer {
     pub fn new(reads: Reads, settings: Arc<KpiSettings>) -> Self {
-        Self {
-            pool: reads.primary().clone(),
-            reads,
-            settings,
-        }
+        Self { reads, settings }
     }
 
     pub async fn explain(
@@ -95,7 +87,7 @@ impl Explainer {
     ) -> Result<Explanation, Error> {
         let after = page.after.as_deref().map(parse_cursor).transpose()?;
         let period = self.settings.resolve(&query.period);
-        authorize::read(&self.pool, caller, &query.subject).await?;
+        authorize::read(self.reads.primary(), caller, &query.subject).await?;
         let db = self.reads.pool().await;
         let queries = Planner::new(&db)
             .queries_for(&query.subject, &[period], &[query.kpi])

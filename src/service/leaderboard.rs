@@ -2,10 +2,6 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use sqlx::PgPool;
-
-use crate::store::reads::Reads;
-
 use super::{
     KpiSettings, authorize,
     cache::{self, Caches, Lookup},
@@ -23,6 +19,7 @@ use crate::{
         report::{Candidate, Leaderboard, rank},
         tally::{TallyQuery, rep_query},
     },
+    store::reads::Reads,
     store::{
         kpi::{self as store, Source},
         targets as targets_store,
@@ -44,9 +41,8 @@ pub struct LeaderboardQuery {
 
 #[derive(Debug, Clone)]
 pub struct Leaderboards {
-    /// The primary: the cache's version checks.
-    pool: PgPool,
-    /// Where the KPIs are computed: the primary or a caught-up replica.
+    /// The primary (authorization, the cache's version checks) and where
+    /// the KPIs are computed: it or a caught-up replica.
     reads: Reads,
     settings: Arc<KpiSettings>,
     caches: Arc<Caches>,
@@ -55,7 +51,6 @@ pub struct Leaderboards {
 impl Leaderboards {
     pub fn new(reads: Reads, settings: Arc<KpiSettings>, caches: Arc<Caches>) -> Self {
         Self {
-            pool: reads.primary().clone(),
             reads,
             settings,
             caches,
@@ -93,7 +88,12 @@ impl Leaderboards {
             "{kpi:?}|{team:?}|{period:?}|{min_sample:?}|{limit}|{:?}",
             caller.scope
         );
-        let mut miss = match self.caches.leaderboards.lookup(&self.pool, &key).await? {
+        let mut miss = match self
+            .caches
+            .leaderboards
+            .lookup(self.reads.primary(), &key)
+            .await?
+        {
             Lookup::Hit(board, scopes) => return Ok((Leaderboard::clone(&board), scopes)),
             Lookup::Miss(miss) => miss,
         };

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use sqlx::PgPool;
 
-use crate::store::reads::Reads;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{
@@ -24,6 +22,7 @@ use crate::{
         report::{Scorecard, ScorecardEntry, Series, SeriesPoint},
         target::{Subject, Target, TargetProgress},
     },
+    store::reads::Reads,
     store::{
         kpi::{self as store, Source},
         targets as targets_store,
@@ -58,9 +57,8 @@ pub struct SeriesQuery {
 
 #[derive(Debug, Clone)]
 pub struct Scorecards {
-    /// The primary: authorization and the cache's version checks.
-    pool: PgPool,
-    /// Where the KPIs are computed: the primary or a caught-up replica.
+    /// The primary (authorization, the cache's version checks) and where
+    /// the KPIs are computed: it or a caught-up replica.
     reads: Reads,
     settings: Arc<KpiSettings>,
     heavy: Arc<Semaphore>,
@@ -84,7 +82,6 @@ impl Scorecards {
     pub fn new(reads: Reads, settings: Arc<KpiSettings>, caches: Arc<Caches>) -> Self {
         let heavy = Arc::new(Semaphore::new(settings.max_heavy_calls.max(1)));
         Self {
-            pool: reads.primary().clone(),
             reads,
             settings,
             heavy,
@@ -134,7 +131,7 @@ impl Scorecards {
         } else {
             kpis
         };
-        authorize::read(&self.pool, caller, &subject).await?;
+        authorize::read(self.reads.primary(), caller, &subject).await?;
 
         // Answered from memory when nothing it read changed; the pace of a
         // target moves with the clock, so it is worked out again.
@@ -149,7 +146,12 @@ impl Scorecards {
             }
             card
         };
-        let mut miss = match self.caches.scorecards.lookup(&self.pool, &key).await? {
+        let mut miss = match self
+            .caches
+            .scorecards
+            .lookup(self.reads.primary(), &key)
+            .await?
+        {
             Lookup::Hit(card, scopes) => return Ok((hit(card), scopes)),
             Lookup::Miss(miss) => miss,
         };
@@ -233,7 +235,7 @@ impl Scorecards {
                 ),
             ));
         }
-        authorize::read(&self.pool, caller, &subject).await?;
+        authorize::read(self.reads.primary(), caller, &subject).await?;
         // A heavy call holds its slot from here, cache check included: when
         // the database is slow, the slots are what bounds the waiting.
         let heavy_slot = if buckets.len() > HEAVY_SERIES_POINTS {
@@ -242,7 +244,12 @@ impl Scorecards {
             None
         };
         let key = format!("{subject:?}|{kpi:?}|{period:?}|{granularity:?}");
-        let mut miss = match self.caches.series.lookup(&self.pool, &key).await? {
+        let mut miss = match self
+            .caches
+            .series
+            .lookup(self.reads.primary(), &key)
+            .await?
+        {
             Lookup::Hit(series, _) => return Ok(Series::clone(&series)),
             Lookup::Miss(miss) => miss,
         };

@@ -3,9 +3,6 @@
 use std::sync::Arc;
 
 use chrono::{Days, Utc};
-use sqlx::PgPool;
-
-use crate::store::reads::Reads;
 
 use super::{KpiSettings, authorize, plan::Planner, plan::today};
 use crate::{
@@ -17,6 +14,7 @@ use crate::{
         period,
         target::{NewTarget, Target, TargetFilter, TargetProgress, TargetStatus},
     },
+    store::reads::Reads,
     store::{
         kpi::{self as store, Source},
         targets as targets_store,
@@ -25,26 +23,21 @@ use crate::{
 
 #[derive(Debug, Clone)]
 pub struct Targets {
-    /// The primary: targets are read and written there.
-    pool: PgPool,
-    /// Where progress is computed: the primary or a caught-up replica.
+    /// The primary (targets are read and written there) and where progress
+    /// is computed: it or a caught-up replica.
     reads: Reads,
     settings: Arc<KpiSettings>,
 }
 
 impl Targets {
     pub fn new(reads: Reads, settings: Arc<KpiSettings>) -> Self {
-        Self {
-            pool: reads.primary().clone(),
-            reads,
-            settings,
-        }
+        Self { reads, settings }
     }
 
     /// Sets a target; the same KPI, subject and dates replace the old value.
     pub async fn set(&self, caller: &Principal, target: NewTarget) -> Result<Target, Error> {
-        authorize::subject(&self.pool, caller, target.subject()).await?;
-        targets_store::set(&self.pool, &target).await
+        authorize::subject(self.reads.primary(), caller, target.subject()).await?;
+        targets_store::set(self.reads.primary(), &target).await
     }
 
     /// The targets matching `filter` that the caller may see (filtered in
@@ -57,11 +50,11 @@ impl Targets {
         filter: TargetFilter,
     ) -> Result<Vec<TargetStatus>, Error> {
         if let Some(subject) = &filter.subject {
-            authorize::subject(&self.pool, caller, subject).await?;
+            authorize::subject(self.reads.primary(), caller, subject).await?;
         }
         let period = filter.period.map(|spec| self.settings.resolve(&spec));
         let targets = targets_store::list(
-            &self.pool,
+            self.reads.primary(),
             &filter,
             period.as_ref(),
             authorize::visible_teams(caller),
@@ -132,7 +125,7 @@ impl Targets {
 
     /// Deletes a target, or NOT_FOUND.
     pub async fn delete(&self, _caller: &Principal, target_id: &str) -> Result<(), Error> {
-        if targets_store::delete(&self.pool, target_id).await? {
+        if targets_store::delete(self.reads.primary(), target_id).await? {
             Ok(())
         } else {
             Err(Error::NotFound {

@@ -33,6 +33,8 @@ use std::{
 };
 
 use sqlx::{Connection as _, PgConnection, PgPool, postgres::PgConnectOptions};
+
+use crate::config::DatabaseArgs;
 use tokio::time::Instant;
 
 /// How often a replica that is behind is asked again while a read waits.
@@ -194,22 +196,28 @@ impl Probe {
 }
 
 impl Reads {
-    /// Reads on `replicas` (name for logs, pool, how to open a probe
-    /// connection) once caught up, waiting up to `max_wait` for one to catch
-    /// up before using the primary.
+    /// Reads on the `replicas` (with the session settings of the primary's
+    /// connections; pools that connect on first use) once caught up,
+    /// waiting up to `max_wait` for one to catch up before using the
+    /// primary.
     pub fn new(
         primary: PgPool,
-        replicas: Vec<(String, PgPool, PgConnectOptions)>,
+        replicas: Vec<PgConnectOptions>,
+        settings: &DatabaseArgs,
         max_wait: Duration,
     ) -> Self {
         let replicas = replicas
             .into_iter()
-            .map(|(name, pool, options)| Replica {
-                pool,
-                options,
-                name,
-                down_until: Mutex::new(None),
-                probe: tokio::sync::Mutex::new(Probe::default()),
+            .map(|options| {
+                let name = super::describe(&options);
+                tracing::info!(replica = %name, ?max_wait, "KPI reads may use this read replica once it has caught up");
+                Replica {
+                    pool: super::connect_lazy(options.clone(), settings),
+                    options,
+                    name,
+                    down_until: Mutex::new(None),
+                    probe: tokio::sync::Mutex::new(Probe::default()),
+                }
             })
             .collect();
         Self {
@@ -248,8 +256,11 @@ impl Reads {
         &self.inner.primary
     }
 
-    pub fn replica_pools(&self) -> impl Iterator<Item = &PgPool> {
-        self.inner.replicas.iter().map(|r| &r.pool)
+    /// Closes the replicas' pools (the primary's belongs to its owner).
+    pub async fn close_replicas(&self) {
+        for replica in &self.inner.replicas {
+            replica.pool.close().await;
+        }
     }
 
     /// The pool to run one read on: a replica that has replayed everything

@@ -34,8 +34,7 @@ pub fn throwaway_cluster(
     durability: Durability,
     settings: &[(&str, &str)],
 ) -> anyhow::Result<EmbeddedPostgres> {
-    let dir = watched_dir(label)?;
-    let mut pg = EmbeddedPostgres::new(&dir)?.with_setting("max_connections", "300");
+    let mut pg = planned(label, &[])?;
     if durability == Durability::Off {
         pg = pg
             .with_setting("fsync", "off")
@@ -57,13 +56,20 @@ pub fn throwaway_standby(
     primary: &EmbeddedPostgres,
     settings: &[(&str, &str)],
 ) -> anyhow::Result<EmbeddedPostgres> {
+    let pg = planned(label, settings)?;
+    pg.base_backup_from(primary)?;
+    pg.start()?;
+    Ok(pg)
+}
+
+/// A cluster planned in a new watched directory with 300 connections and
+/// `settings`; nothing created yet.
+fn planned(label: &str, settings: &[(&str, &str)]) -> anyhow::Result<EmbeddedPostgres> {
     let dir = watched_dir(label)?;
     let mut pg = EmbeddedPostgres::new(&dir)?.with_setting("max_connections", "300");
     for (name, value) in settings {
         pg = pg.with_setting(name, value);
     }
-    pg.base_backup_from(primary)?;
-    pg.start()?;
     Ok(pg)
 }
 

@@ -14,7 +14,7 @@ use kpi_service::{
         directory_service_client::DirectoryServiceClient, kpi_service_client::KpiServiceClient,
     },
     testkit::{
-        cluster,
+        cluster, org,
         process::{Launch, ServiceProcess},
         records,
     },
@@ -140,20 +140,11 @@ async fn reads_run_on_a_caught_up_replica_and_never_miss_an_acknowledged_write()
     let mut directory =
         DirectoryServiceClient::with_interceptor(channel.clone(), Bearer::new(&key));
     directory
-        .upsert_team(pb::UpsertTeamRequest {
-            team_id: "team-a".into(),
-            display_name: "Team A".into(),
-            parent_team_id: String::new(),
-        })
+        .upsert_team(org::team("team-a", "Team A", ""))
         .await
         .unwrap();
     directory
-        .upsert_rep(pb::UpsertRepRequest {
-            rep_id: "rep-a".into(),
-            display_name: "Rep A".into(),
-            team_id: "team-a".into(),
-            ..Default::default()
-        })
+        .upsert_rep(org::rep("rep-a", "team-a"))
         .await
         .unwrap();
     let mut activity = ActivityServiceClient::with_interceptor(channel.clone(), Bearer::new(&key));
