@@ -54,12 +54,12 @@ fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "kpi_rpc_requests_total",
-        "Calls answered, by service, method and gRPC status code (Connect JSON calls included)."
+        "Calls, by service, method and the gRPC status code they ended with (a stream's trailers; CANCELLED when the caller went away first; Connect JSON calls included)."
     );
     describe_histogram!(
         "kpi_rpc_duration_seconds",
         Unit::Seconds,
-        "Time to the answer's start (for streams: to the first message or the error), by service, method and code."
+        "Time to the end of the answer (for a stream: its whole life), by service, method and the code it ended with."
     );
     describe_counter!(
         "kpi_ingest_records_total",

@@ -8,7 +8,7 @@ use futures::FutureExt;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::panic::AssertUnwindSafe;
-use tonic::{Code, Status};
+use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -238,12 +238,11 @@ pub struct RpcTrace<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcTrace<S>
+impl<S, ReqBody> Service<http::Request<ReqBody>> for RpcTrace<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: Service<http::Request<ReqBody>, Response = http::Response<Body>>,
     S::Future: Send + 'static,
     S::Error: std::fmt::Display,
-    ResBody: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -272,11 +271,13 @@ where
             propagator.extract(&Headers(req.headers()))
         });
         let _ = span.set_parent(parent);
-        let started = Instant::now();
         let future = {
             let _entered = span.enter();
             self.inner.call(req)
         };
+        // Counted once, with the status the call ended with: dropped
+        // before its end (the caller went away), it counts CANCELLED.
+        let mut call = CallEnd::new(labels, span.clone());
         Box::pin(
             async move {
                 // Defence in depth: a handler that panics answers INTERNAL
@@ -289,56 +290,144 @@ where
                     )
                     .into_http()),
                 };
-                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                let mut result = result;
-                if let Ok(response) = &mut result {
-                    normalise_oversize(response);
-                }
-                match &result {
-                    Ok(response) => {
-                        // Unary errors travel as "trailers-only" responses, so
-                        // their status is in the headers; a response without
-                        // one has started successfully (streams report
-                        // mid-stream errors in trailers, seen by the client).
-                        let code = response
-                            .headers()
-                            .get("grpc-status")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse::<i32>().ok())
-                            .map_or(Code::Ok, Code::from_i32);
-                        crate::scrape::rpc(labels, code, started.elapsed());
-                        let span = tracing::Span::current();
-                        span.record("rpc.grpc.status_code", code as i32);
-                        // The server's errors (OpenTelemetry's gRPC
-                        // conventions), not the caller's.
-                        if matches!(
-                            code,
-                            Code::Unknown
-                                | Code::DeadlineExceeded
-                                | Code::Unimplemented
-                                | Code::Internal
-                                | Code::Unavailable
-                                | Code::DataLoss
-                        ) {
-                            span.record("otel.status_code", "error");
+                match result {
+                    Ok(mut response) => {
+                        normalise_oversize(&mut response);
+                        // Errors before the first message travel as
+                        // "trailers-only" responses: their status is in the
+                        // headers. Otherwise the status comes in the
+                        // trailers at the end of the body (a stream's error
+                        // after messages too).
+                        if let Some(code) = grpc_status(response.headers()) {
+                            call.end(code);
                         }
-                        if matches!(
-                            code,
-                            Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable
-                        ) {
-                            tracing::warn!(?code, latency_ms, "rpc finished");
-                        } else {
-                            tracing::info!(?code, latency_ms, "rpc finished");
-                        }
+                        Ok(response.map(|body| Body::new(Observed { body, call })))
                     }
                     Err(err) => {
-                        tracing::warn!(error = %err, latency_ms, "rpc failed in transport");
+                        call.end_in_transport(&err);
+                        Err(err)
                     }
                 }
-                result
             }
             .instrument(span),
         )
+    }
+}
+
+/// The `grpc-status` in headers or trailers.
+fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(Code::from_i32)
+}
+
+/// The end of one call: its metrics, its span's status and its log line,
+/// once, when its status is known (or CANCELLED if it is dropped first).
+struct CallEnd {
+    labels: &'static crate::scrape::MethodLabels,
+    span: tracing::Span,
+    started: Instant,
+    ended: bool,
+}
+
+impl CallEnd {
+    fn new(labels: &'static crate::scrape::MethodLabels, span: tracing::Span) -> Self {
+        Self {
+            labels,
+            span,
+            started: Instant::now(),
+            ended: false,
+        }
+    }
+
+    fn end(&mut self, code: Code) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        crate::scrape::rpc(self.labels, code, elapsed);
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let _entered = self.span.enter();
+        self.span.record("rpc.grpc.status_code", code as i32);
+        // The server's errors (OpenTelemetry's gRPC conventions), not the
+        // caller's.
+        if matches!(
+            code,
+            Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::Unimplemented
+                | Code::Internal
+                | Code::Unavailable
+                | Code::DataLoss
+        ) {
+            self.span.record("otel.status_code", "error");
+        }
+        if matches!(
+            code,
+            Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable
+        ) {
+            tracing::warn!(?code, latency_ms, "rpc finished");
+        } else {
+            tracing::info!(?code, latency_ms, "rpc finished");
+        }
+    }
+
+    /// The inner service failed without an answer (the connection is
+    /// reset): logged, not counted as a status.
+    fn end_in_transport(&mut self, err: &dyn std::fmt::Display) {
+        self.ended = true;
+        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let _entered = self.span.enter();
+        tracing::warn!(error = %err, latency_ms, "rpc failed in transport");
+    }
+}
+
+impl Drop for CallEnd {
+    fn drop(&mut self) {
+        self.end(Code::Cancelled);
+    }
+}
+
+/// An answer's body, passed through, that ends its call with the status in
+/// its trailers (an answer that ends without one ends UNKNOWN, a body that
+/// fails INTERNAL).
+struct Observed {
+    body: Body,
+    call: CallEnd,
+}
+
+impl http_body::Body for Observed {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.call
+                        .end(grpc_status(trailers).unwrap_or(Code::Unknown));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.call.end(Code::Internal),
+            Poll::Ready(None) => this.call.end(Code::Unknown),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -366,11 +455,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_handler_answers_internal_and_the_service_keeps_serving() {
+        use http_body_util::BodyExt as _;
         let handler = tower::service_fn(|req: http::Request<String>| async move {
             if req.uri().path() == "/kpi.v1.KpiService/Panic" {
                 panic!("deliberate");
             }
-            Ok::<_, std::convert::Infallible>(http::Response::new("fine".to_owned()))
+            Ok::<_, std::convert::Infallible>(http::Response::new(Body::new("fine".to_owned())))
         });
         let service = RpcTraceLayer.layer(handler);
         let call = |path: &str| {
@@ -388,7 +478,10 @@ mod tests {
             .and_then(|r| r.headers().get("grpc-status"))
             .map(|v| v.as_bytes().to_vec());
         assert_eq!(status, Some(b"13".to_vec()), "{panicked:?}");
-        let fine = call("/kpi.v1.KpiService/Fine").await;
-        assert_eq!(fine.map(|r| r.into_body()), Ok("fine".to_owned()));
+        let fine = match call("/kpi.v1.KpiService/Fine").await {
+            Ok(response) => response.into_body().collect().await.map(|b| b.to_bytes()),
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(fine.ok().as_deref(), Some(&b"fine"[..]));
     }
 }

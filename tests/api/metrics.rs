@@ -261,3 +261,113 @@ async fn the_scrape_moves_with_traffic_and_never_labels_an_id() {
         ),
     }
 }
+
+#[tokio::test]
+async fn a_stream_counts_the_status_it_ended_with_and_a_call_given_up_counts_cancelled() {
+    use kpi_service::{domain::access::Role, store};
+    let database = EmptyDatabase::create().await;
+    let dir = watched_dir("metrics-streams");
+    let service = ServiceProcess::start(&Launch {
+        database_url: Some(&database.url),
+        ..Launch::new(BIN, &dir)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let admin = service.admin_key().unwrap();
+    let app = App {
+        endpoint: service.endpoint(),
+    };
+    let channel = Channel::from_shared(service.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    DirectoryServiceClient::with_interceptor(channel.clone(), Bearer::new(&admin))
+        .upsert_team(pb::UpsertTeamRequest {
+            team_id: "team-4b2e".into(),
+            display_name: "Team".into(),
+            parent_team_id: String::new(),
+        })
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let reader = store::keys::create(&pool, "watcher", Role::Read, None, None)
+        .await
+        .unwrap()
+        .token;
+    tokio::time::sleep(kpi_service::access::REFRESH_EVERY * 3).await;
+    let watch = pb::WatchScorecardRequest {
+        subject: Some(pb::Subject {
+            subject: Some(pb::subject::Subject::TeamId("team-4b2e".into())),
+        }),
+        period: Some(pb::Period {
+            relative: pb::RelativePeriod::CurrentMonth as i32,
+            time_zone: "UTC".into(),
+            ..Default::default()
+        }),
+        kpis: vec![pb::Kpi::Interactions as i32],
+        min_interval: None,
+    };
+    let before = scrape(&app).await;
+
+    // A watch that started well (its first message) and then ended with an
+    // error: its key was revoked.
+    let mut revoked = KpiServiceClient::with_interceptor(channel.clone(), Bearer::new(&reader))
+        .watch_scorecard(watch.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), revoked.message()).await;
+    assert!(matches!(first, Ok(Ok(Some(_)))), "{first:?}");
+    store::keys::revoke(&pool, &reader[4..16]).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), revoked.message())
+        .await
+        .expect("the watch stayed open after its key was revoked");
+    let code = end.map(|_| ()).unwrap_err().code();
+    assert_eq!(code, tonic::Code::Unauthenticated);
+
+    // A watch its caller gives up on after the first message.
+    let mut given_up = KpiServiceClient::with_interceptor(channel.clone(), Bearer::new(&admin))
+        .watch_scorecard(watch)
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), given_up.message()).await;
+    assert!(matches!(first, Ok(Ok(Some(_)))), "{first:?}");
+    drop(given_up);
+
+    let method = |code| {
+        [
+            ("service", "kpi.v1.KpiService"),
+            ("method", "WatchScorecard"),
+            ("code", code),
+        ]
+    };
+    let moved = |after: &str, code| {
+        value(after, "kpi_rpc_requests_total", &method(code))
+            - value(&before, "kpi_rpc_requests_total", &method(code))
+    };
+    // The server hears of the reset when it next polls the stream.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut after = scrape(&app).await;
+    while moved(&after, "CANCELLED") < 1.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = scrape(&app).await;
+    }
+    assert_eq!(moved(&after, "UNAUTHENTICATED"), 1.0);
+    assert_eq!(moved(&after, "CANCELLED"), 1.0);
+    assert_eq!(
+        moved(&after, "OK"),
+        0.0,
+        "a watch that started is not an OK call"
+    );
+    let lived = value(
+        &after,
+        "kpi_rpc_duration_seconds_count",
+        &method("UNAUTHENTICATED"),
+    ) - value(
+        &before,
+        "kpi_rpc_duration_seconds_count",
+        &method("UNAUTHENTICATED"),
+    );
+    assert_eq!(lived, 1.0);
+}
