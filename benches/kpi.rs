@@ -8,7 +8,9 @@
 //! 10M and 100M (about 50 GB of disk at 100M: the run prints the database's
 //! size at every stage). KPI_BENCH_CALLS, default 200. KPI_BENCH_KEEP=1
 //! keeps the cluster and the service up at the end, until Ctrl-C, to look
-//! into the data (psql, EXPLAIN).
+//! into the data (psql, EXPLAIN). KPI_BENCH_STATEMENTS=1 loads
+//! pg_stat_statements and prints, per stage, the statements of the team
+//! scorecards with their planning and execution times.
 //!
 //! The service runs with `--cache-mib 0`: every call computes.
 //! Prints the figures; asserts nothing about speed.
@@ -153,6 +155,9 @@ struct Figures {
     explain_revenue_p50: Duration,
     explain_interactions_p50: Duration,
     naive_p50: Duration,
+    /// The team scorecard measured again after the other figures: how far
+    /// two measurements of one figure in one stage differ.
+    team_again_p50: Duration,
     /// Per team scorecard, rollup blocks: heap hit, heap read, index hit,
     /// index read.
     team_blocks: [f64; 4],
@@ -169,6 +174,52 @@ async fn rollup_io(pool: &sqlx::PgPool) -> anyhow::Result<[i64; 4]> {
     .fetch_one(pool)
     .await?;
     Ok([a, b, c, d])
+}
+
+/// KPI_BENCH_STATEMENTS=1: the statements of the team scorecards
+/// (pg_stat_statements since its reset), the costliest first: calls, mean
+/// planning and execution time, shared blocks hit and read per call.
+async fn print_statements(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    type Row = (i64, f64, f64, f64, f64, String);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT calls, mean_plan_time, mean_exec_time, \
+                shared_blks_hit::float8 / calls, shared_blks_read::float8 / calls, \
+                regexp_replace(left(query, 400), '\\s+', ' ', 'g') \
+         FROM pg_stat_statements WHERE calls > 0 AND query NOT LIKE '%pg_stat%' \
+         ORDER BY total_plan_time + total_exec_time DESC LIMIT 12",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (calls, plan, exec, hit, read, query) in rows {
+        println!(
+            "      {calls:>5} x plan {plan:.3} ms, exec {exec:.3} ms, blocks {hit:.0} hit {read:.1} read: {}",
+            query.chars().take(160).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
+/// The machine's memory (/proc/meminfo): available and in the page
+/// cache, in GiB; empty where there is no /proc.
+fn memory() -> String {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let gib = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(f64::NAN, |kib| kib / 1048576.0)
+    };
+    format!(
+        "{:.1} GiB available, {:.1} GiB page cache",
+        gib("MemAvailable:"),
+        gib("Cached:")
+    )
 }
 
 /// Heap and index sizes of the rollup partitions and the customers, in MiB.
@@ -231,6 +282,7 @@ async fn measure_all(
     >,
     pool: &sqlx::PgPool,
     calls: usize,
+    statements: bool,
 ) -> anyhow::Result<Figures> {
     let scorecard = |team: bool, id: &'static str, zone: &'static str| {
         let client = kpi.clone();
@@ -253,9 +305,17 @@ async fn measure_all(
     // autovacuum's count too, when it runs meanwhile).
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let io_before = rollup_io(pool).await?;
+    if statements {
+        sqlx::raw_sql("SELECT pg_stat_statements_reset()")
+            .execute(pool)
+            .await?;
+    }
     let (team_p50, team_p99) = measure(calls, scorecard(true, "bench", "Europe/Berlin")).await?;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let io_after = rollup_io(pool).await?;
+    if statements {
+        print_statements(pool).await?;
+    }
     let team_calls = (calls + (calls / 10).clamp(1, 20)) as f64;
     let team_blocks = [0, 1, 2, 3].map(|i| (io_after[i] - io_before[i]) as f64 / team_calls);
     let (team_kathmandu_p50, _) =
@@ -337,6 +397,7 @@ async fn measure_all(
     };
     let (explain_revenue_p50, _) = measure(calls / 4, explain(pb::Kpi::Revenue)).await?;
     let (explain_interactions_p50, _) = measure(calls / 4, explain(pb::Kpi::Interactions)).await?;
+    let (team_again_p50, _) = measure(calls, scorecard(true, "bench", "Europe/Berlin")).await?;
 
     // The naive baseline: the same two tallies (period and previous
     // period, all KPIs) aggregated from the raw rows in SQL.
@@ -365,6 +426,7 @@ async fn measure_all(
     })
     .await?;
     Ok(Figures {
+        team_again_p50,
         team_p50,
         team_p99,
         team_kathmandu_p50,
@@ -386,6 +448,10 @@ fn report(label: &str, f: &Figures) {
         "    team scorecard (50 reps, quarter, all KPIs, Europe/Berlin): p50 {:.2} ms, p99 {:.2} ms",
         ms(f.team_p50),
         ms(f.team_p99)
+    );
+    println!(
+        "      measured again after the other figures:                  p50 {:.2} ms",
+        ms(f.team_again_p50)
     );
     println!(
         "      rollup blocks per team scorecard: heap {:.0} hit, {:.1} read; index {:.0} hit, {:.1} read",
@@ -432,7 +498,19 @@ async fn main() -> anyhow::Result<()> {
     let small = common::env_or("KPI_BENCH_SMALL", 1_000_000);
     let large = common::env_or("KPI_BENCH_LARGE", 10_000_000);
     let calls = common::env_or("KPI_BENCH_CALLS", 200);
-    let cluster = common::Cluster::start("kpi").await?;
+    let statements = std::env::var_os("KPI_BENCH_STATEMENTS").is_some();
+    let cluster = if statements {
+        common::Cluster::start_with(
+            "kpi",
+            &[
+                ("shared_preload_libraries", "pg_stat_statements"),
+                ("pg_stat_statements.track_planning", "on"),
+            ],
+        )
+        .await?
+    } else {
+        common::Cluster::start("kpi").await?
+    };
     // Without the result cache: this bench measures computing the answers
     // (the cache bench measures answering repeated calls from memory).
     let service = common::start_service(&cluster, &["--cache-mib", "0"])?;
@@ -444,6 +522,11 @@ async fn main() -> anyhow::Result<()> {
         .max_connections(2)
         .connect(&cluster.url())
         .await?;
+    if statements {
+        sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&pool)
+            .await?;
+    }
 
     // The data set is `large` interactions spread over a year. Each stage
     // loads every (large/size)-th of them not loaded yet, so that every
@@ -488,11 +571,12 @@ async fn main() -> anyhow::Result<()> {
             settle_started.elapsed().as_secs_f64()
         );
         println!(
-            "stage {}: heap+index MiB: {}",
+            "stage {}: heap+index MiB: {}; machine: {}",
             n + 1,
-            relation_sizes(&pool).await?
+            relation_sizes(&pool).await?,
+            memory()
         );
-        let figures = measure_all(&kpi, &pool, calls).await?;
+        let figures = measure_all(&kpi, &pool, calls, statements).await?;
         report(&format!("{interactions} interactions"), &figures);
         stages.push((interactions, bytes, figures));
     }
@@ -518,8 +602,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some((first, _, base)) = stages.first() {
         for (interactions, _, figures) in stages.iter().skip(1) {
             println!(
-                "  growth {interactions} / {first}: team scorecard p50 x{:.2}, p99 x{:.2}; series x{:.2}; leaderboard x{:.2}; retention x{:.2}",
+                "  growth {interactions} / {first}: team scorecard p50 x{:.2} (measured again: x{:.2}), p99 x{:.2}; series x{:.2}; leaderboard x{:.2}; retention x{:.2}",
                 ms(figures.team_p50) / ms(base.team_p50),
+                ms(figures.team_again_p50) / ms(base.team_again_p50),
                 ms(figures.team_p99) / ms(base.team_p99),
                 ms(figures.series_p50) / ms(base.series_p50),
                 ms(figures.board_p50) / ms(base.board_p50),

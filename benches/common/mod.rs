@@ -30,11 +30,14 @@ impl Cluster {
     /// A throwaway cluster with PostgreSQL's defaults (durable commits),
     /// large buffers and a `kpi` database; gone when the bench exits.
     pub async fn start(label: &str) -> anyhow::Result<Self> {
-        let pg = cluster::throwaway_cluster(
-            &format!("bench-{label}"),
-            Durability::On,
-            &[("shared_buffers", "1GB"), ("max_wal_size", "8GB")],
-        )?;
+        Self::start_with(label, &[]).await
+    }
+
+    /// `start`, with more server settings.
+    pub async fn start_with(label: &str, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut all = vec![("shared_buffers", "1GB"), ("max_wal_size", "8GB")];
+        all.extend_from_slice(settings);
+        let pg = cluster::throwaway_cluster(&format!("bench-{label}"), Durability::On, &all)?;
         pg.ensure_database("kpi").await?;
         let data_dir = cluster::watched_dir(&format!("bench-{label}-service"))?;
         Ok(Self { pg, data_dir })
