@@ -42,6 +42,42 @@ pub(crate) async fn scrape(app: &App) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// A service process of its own on an empty database, so that its figures
+/// are one test's traffic only.
+struct OwnService {
+    database: EmptyDatabase,
+    _service: ServiceProcess,
+    app: App,
+    channel: Channel,
+    admin: String,
+}
+
+impl OwnService {
+    async fn start(label: &str) -> Self {
+        let database = EmptyDatabase::create().await;
+        let dir = watched_dir(label);
+        let service = ServiceProcess::start(&Launch {
+            database_url: Some(&database.url),
+            ..Launch::new(BIN, &dir)
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let channel = Channel::from_shared(service.endpoint())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            admin: service.admin_key().unwrap(),
+            app: App {
+                endpoint: service.endpoint(),
+            },
+            channel,
+            database,
+            _service: service,
+        }
+    }
+}
+
 /// One sample: its name and labels.
 #[derive(Debug)]
 struct Sample {
@@ -91,22 +127,8 @@ pub(crate) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 async fn the_scrape_moves_with_traffic_and_never_labels_an_id() {
     // A process of its own: its figures are this test's traffic only, so
     // they must move by exactly what it did.
-    let database = EmptyDatabase::create().await;
-    let dir = watched_dir("metrics");
-    let service = ServiceProcess::start(&Launch {
-        database_url: Some(&database.url),
-        ..Launch::new(BIN, &dir)
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    let key = service.admin_key().unwrap();
-    let app = App {
-        endpoint: service.endpoint(),
-    };
-    let channel = Channel::from_shared(service.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let own = OwnService::start("metrics").await;
+    let (app, channel, key) = (&own.app, own.channel.clone(), own.admin.clone());
     let mut directory =
         DirectoryServiceClient::with_interceptor(channel.clone(), Bearer::new(&key));
     directory
@@ -126,7 +148,7 @@ async fn the_scrape_moves_with_traffic_and_never_labels_an_id() {
         })
         .await
         .unwrap();
-    let before = scrape(&app).await;
+    let before = scrape(app).await;
     let mut activity = ActivityServiceClient::with_interceptor(channel.clone(), Bearer::new(&key));
 
     let at = chrono::Utc::now() - chrono::Duration::minutes(1);
@@ -178,7 +200,7 @@ async fn the_scrape_moves_with_traffic_and_never_labels_an_id() {
         .await;
     // The pool is sampled once a second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let after = scrape(&app).await;
+    let after = scrape(app).await;
 
     let moved = |name: &str, labels: &[(&str, &str)]| {
         value(&after, name, labels) - value(&before, name, labels)
@@ -265,22 +287,8 @@ async fn the_scrape_moves_with_traffic_and_never_labels_an_id() {
 #[tokio::test]
 async fn a_stream_counts_the_status_it_ended_with_and_a_call_given_up_counts_cancelled() {
     use kpi_service::{domain::access::Role, store};
-    let database = EmptyDatabase::create().await;
-    let dir = watched_dir("metrics-streams");
-    let service = ServiceProcess::start(&Launch {
-        database_url: Some(&database.url),
-        ..Launch::new(BIN, &dir)
-    })
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    let admin = service.admin_key().unwrap();
-    let app = App {
-        endpoint: service.endpoint(),
-    };
-    let channel = Channel::from_shared(service.endpoint())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let own = OwnService::start("metrics-streams").await;
+    let (app, channel, admin) = (&own.app, own.channel.clone(), own.admin.clone());
     DirectoryServiceClient::with_interceptor(channel.clone(), Bearer::new(&admin))
         .upsert_team(pb::UpsertTeamRequest {
             team_id: "team-4b2e".into(),
@@ -289,7 +297,7 @@ async fn a_stream_counts_the_status_it_ended_with_and_a_call_given_up_counts_can
         })
         .await
         .unwrap();
-    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&own.database.url).await.unwrap();
     let reader = store::keys::create(&pool, "watcher", Role::Read, None, None)
         .await
         .unwrap()
@@ -307,7 +315,7 @@ async fn a_stream_counts_the_status_it_ended_with_and_a_call_given_up_counts_can
         kpis: vec![pb::Kpi::Interactions as i32],
         min_interval: None,
     };
-    let before = scrape(&app).await;
+    let before = scrape(app).await;
 
     // A watch that started well (its first message) and then ended with an
     // error: its key was revoked.
@@ -348,10 +356,10 @@ async fn a_stream_counts_the_status_it_ended_with_and_a_call_given_up_counts_can
     };
     // The server hears of the reset when it next polls the stream.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut after = scrape(&app).await;
+    let mut after = scrape(app).await;
     while moved(&after, "CANCELLED") < 1.0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        after = scrape(&app).await;
+        after = scrape(app).await;
     }
     assert_eq!(moved(&after, "UNAUTHENTICATED"), 1.0);
     assert_eq!(moved(&after, "CANCELLED"), 1.0);
