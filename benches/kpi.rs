@@ -178,7 +178,11 @@ async fn rollup_io(pool: &sqlx::PgPool) -> anyhow::Result<[i64; 4]> {
 
 /// KPI_BENCH_STATEMENTS=1: the statements of the team scorecards
 /// (pg_stat_statements since its reset), the costliest first: calls, mean
-/// planning and execution time, shared blocks hit and read per call.
+/// planning and execution time, shared blocks hit and read per call. The
+/// service's own background statements in that time (the key reload every
+/// 500 ms) are listed too, with their few calls. With the extension loaded
+/// and planning tracked, a run's figures are not comparable with a run
+/// without it.
 async fn print_statements(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     type Row = (i64, f64, f64, f64, f64, String);
     let rows: Vec<Row> = sqlx::query_as(

@@ -271,13 +271,13 @@ where
             propagator.extract(&Headers(req.headers()))
         });
         let _ = span.set_parent(parent);
+        // Counted once, with the status the call ended with: dropped
+        // before its end (the caller went away), it counts CANCELLED.
+        let mut call = CallEnd::new(labels, span.clone());
         let future = {
             let _entered = span.enter();
             self.inner.call(req)
         };
-        // Counted once, with the status the call ended with: dropped
-        // before its end (the caller went away), it counts CANCELLED.
-        let mut call = CallEnd::new(labels, span.clone());
         Box::pin(
             async move {
                 // Defence in depth: a handler that panics answers INTERNAL
@@ -292,7 +292,7 @@ where
                 };
                 match result {
                     Ok(mut response) => {
-                        normalise_oversize(&mut response);
+                        normalise_oversize(response.headers_mut());
                         // Errors before the first message travel as
                         // "trailers-only" responses: their status is in the
                         // headers. Otherwise the status comes in the
@@ -300,6 +300,10 @@ where
                         // after messages too).
                         if let Some(code) = grpc_status(response.headers()) {
                             call.end(code);
+                        } else if http_body::Body::is_end_stream(response.body()) {
+                            // No status and nothing to come: not a gRPC
+                            // answer.
+                            call.end(Code::Unknown);
                         }
                         Ok(response.map(|body| Body::new(Observed { body, call })))
                     }
@@ -386,7 +390,14 @@ impl CallEnd {
 
 impl Drop for CallEnd {
     fn drop(&mut self) {
-        self.end(Code::Cancelled);
+        // A stream whose handler panicked while its body was polled (outside
+        // the handler's catch_unwind) is the server's fault, not a caller
+        // that went away.
+        if std::thread::panicking() {
+            self.end(Code::Internal);
+        } else {
+            self.end(Code::Cancelled);
+        }
     }
 }
 
@@ -407,10 +418,15 @@ impl http_body::Body for Observed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
+        // What the handler logs while its stream is polled belongs to the
+        // call.
+        let span = this.call.span.clone();
+        let _entered = span.enter();
+        let mut polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &mut polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
+                if let Some(trailers) = frame.trailers_mut() {
+                    normalise_oversize(trailers);
                     this.call
                         .end(grpc_status(trailers).unwrap_or(Code::Unknown));
                 }
@@ -434,8 +450,7 @@ impl http_body::Body for Observed {
 /// tonic answers a request message over the size limit with OUT_OF_RANGE;
 /// gRPC's convention (and grpc-go, grpc-java, grpcio) is RESOURCE_EXHAUSTED,
 /// which is what clients retry on and alert for.
-fn normalise_oversize<B>(response: &mut http::Response<B>) {
-    let headers = response.headers_mut();
+fn normalise_oversize(headers: &mut http::HeaderMap) {
     let out_of_range = headers
         .get("grpc-status")
         .is_some_and(|v| v.as_bytes() == b"11");
