@@ -20,7 +20,7 @@ use std::{
 
 use chrono::{TimeZone, Utc};
 use kpi_service::{
-    demo::{self, DemoOptions, bearer},
+    demo::bearer,
     grpc::pb::{self, kpi_service_client::KpiServiceClient},
     testkit::{
         process::{Launch, ServiceProcess},
@@ -32,20 +32,6 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const REPS: usize = 50;
 
-fn options() -> DemoOptions {
-    kpi_service::testkit::org::bench_demo(REPS)
-}
-
-fn scorecard_request() -> pb::GetScorecardRequest {
-    pb::GetScorecardRequest {
-        subject: Some(pb::Subject {
-            subject: Some(pb::subject::Subject::TeamId("bench".into())),
-        }),
-        period: Some(kpi_service::testkit::org::bench_quarter()),
-        kpis: vec![],
-    }
-}
-
 type Auth =
     Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync>;
 type Kpis = KpiServiceClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
@@ -56,7 +42,10 @@ fn kpi_client(channel: &Channel, key: &str) -> anyhow::Result<Kpis> {
 }
 
 async fn interactions(client: &mut Kpis) -> Option<f64> {
-    let answer = client.get_scorecard(scorecard_request()).await.ok()?;
+    let answer = client
+        .get_scorecard(kpi_service::testkit::org::bench_scorecard_request())
+        .await
+        .ok()?;
     answer
         .into_inner()
         .entries
@@ -104,7 +93,10 @@ async fn measure(
         let client = kpi_client(&pick(), &key);
         async move {
             match client {
-                Ok(mut client) => client.get_scorecard(scorecard_request()).await.is_ok(),
+                Ok(mut client) => client
+                    .get_scorecard(kpi_service::testkit::org::bench_scorecard_request())
+                    .await
+                    .is_ok(),
                 Err(_) => false,
             }
         }
@@ -121,21 +113,8 @@ async fn main() -> anyhow::Result<()> {
     let cached = common::start_service(&cluster, &[])?;
     let channel = Channel::from_shared(cached.endpoint())?.connect().await?;
     let key = cached.admin_key()?;
-    common::organisation(channel.clone(), &key, 4, REPS).await?;
-    let end = Utc
-        .with_ymd_and_hms(2026, 9, 30, 23, 0, 0)
-        .single()
-        .unwrap_or_else(Utc::now);
-    let (start, end) = demo::span(&options(), end);
-    let pushed = demo::push(
-        channel.clone(),
-        &key,
-        demo::batches(&options(), start, end),
-        4,
-        "demo data",
-    )
-    .await?;
-    eprintln!("{} records", pushed.records);
+    let pushed =
+        kpi_service::testkit::org::bench_org_with_demo(channel.clone(), &key, REPS).await?;
 
     // The same database, no cache.
     let uncached_dir = kpi_service::testkit::cluster::watched_dir("bench-cache-off")?;

@@ -120,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
     let service = common::start_service(&cluster, &[])?;
     let channel = Channel::from_shared(service.endpoint())?.connect().await?;
     let key = service.admin_key()?;
-    common::organisation(channel.clone(), &key, 4, REPS).await?;
+    kpi_service::testkit::org::bench_organisation(channel.clone(), &key, 4, REPS).await?;
 
     let path = std::env::temp_dir().join("kpi-bench-import.ndjson");
     let written = Instant::now();

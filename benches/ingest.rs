@@ -105,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
     let service = common::start_service(&cluster, &[])?;
     let channel = Channel::from_shared(service.endpoint())?.connect().await?;
     let key = service.admin_key()?;
-    common::organisation(channel.clone(), &key, 0, REPS).await?;
+    kpi_service::testkit::org::bench_organisation(channel.clone(), &key, 0, REPS).await?;
     let updated = Utc::now() - TimeDelta::days(1);
 
     let mut conn = PgConnection::connect(&cluster.url()).await?;

@@ -520,7 +520,7 @@ async fn main() -> anyhow::Result<()> {
     let service = common::start_service(&cluster, &["--cache-mib", "0"])?;
     let key = service.admin_key()?;
     let channel = Channel::from_shared(service.endpoint())?.connect().await?;
-    common::organisation(channel.clone(), &key, PODS, REPS).await?;
+    kpi_service::testkit::org::bench_organisation(channel.clone(), &key, PODS, REPS).await?;
     let kpi = KpiServiceClient::with_interceptor(channel.clone(), demo::bearer(&key)?);
     let pool = PgPoolOptions::new()
         .max_connections(2)

@@ -30,7 +30,7 @@ use std::{
 
 use chrono::{TimeZone, Utc};
 use kpi_service::{
-    demo::{self, DemoOptions, bearer},
+    demo::bearer,
     embedded_pg::EmbeddedPostgres,
     grpc::pb::{self, activity_service_client::ActivityServiceClient},
     testkit::{
@@ -43,25 +43,11 @@ use tonic::transport::Channel;
 
 const REPS: usize = 50;
 
-fn options() -> DemoOptions {
-    kpi_service::testkit::org::bench_demo(REPS)
-}
-
-fn scorecard_request() -> pb::GetScorecardRequest {
-    pb::GetScorecardRequest {
-        subject: Some(pb::Subject {
-            subject: Some(pb::subject::Subject::TeamId("bench".into())),
-        }),
-        period: Some(kpi_service::testkit::org::bench_quarter()),
-        kpis: vec![],
-    }
-}
-
 type Kpis = pb::kpi_service_client::KpiServiceClient<Channel>;
 
 /// The scorecard request, signed with `key`.
 fn signed(key: &str) -> tonic::Request<pb::GetScorecardRequest> {
-    let mut request = tonic::Request::new(scorecard_request());
+    let mut request = tonic::Request::new(kpi_service::testkit::org::bench_scorecard_request());
     if let Ok(value) = format!("Bearer {key}").parse() {
         request.metadata_mut().insert("authorization", value);
     }
@@ -186,21 +172,8 @@ async fn main() -> anyhow::Result<()> {
     let alone = common::start_service(&primary, &["--cache-mib", "0"])?;
     let channel = Channel::from_shared(alone.endpoint())?.connect().await?;
     let key = alone.admin_key()?;
-    common::organisation(channel.clone(), &key, 4, REPS).await?;
-    let end = Utc
-        .with_ymd_and_hms(2026, 9, 30, 23, 0, 0)
-        .single()
-        .unwrap_or_else(Utc::now);
-    let (start, end) = demo::span(&options(), end);
-    let pushed = demo::push(
-        channel.clone(),
-        &key,
-        demo::batches(&options(), start, end),
-        4,
-        "demo data",
-    )
-    .await?;
-    eprintln!("{} records", pushed.records);
+    let pushed =
+        kpi_service::testkit::org::bench_org_with_demo(channel.clone(), &key, REPS).await?;
     {
         use sqlx::Connection as _;
         let mut admin = sqlx::PgConnection::connect(&primary.url()).await?;

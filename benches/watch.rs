@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use kpi_service::{
-    demo::{self, DemoOptions, bearer},
+    demo::bearer,
     grpc::pb::{
         self, activity_service_client::ActivityServiceClient, kpi_service_client::KpiServiceClient,
     },
@@ -26,10 +26,6 @@ use kpi_service::{
 use tonic::{Streaming, transport::Channel};
 
 const REPS: usize = 50;
-
-fn options() -> DemoOptions {
-    kpi_service::testkit::org::bench_demo(REPS)
-}
 
 fn subject(team: bool, id: &str) -> Option<pb::Subject> {
     Some(pb::Subject {
@@ -148,21 +144,8 @@ async fn main() -> anyhow::Result<()> {
     let a = common::start_service(&cluster, &[])?;
     let key = a.admin_key()?;
     let a_channel = Channel::from_shared(a.endpoint())?.connect().await?;
-    common::organisation(a_channel.clone(), &key, 4, REPS).await?;
-    let end = Utc
-        .with_ymd_and_hms(2026, 9, 30, 23, 0, 0)
-        .single()
-        .unwrap_or_else(Utc::now);
-    let (start, end) = demo::span(&options(), end);
-    let pushed = demo::push(
-        a_channel.clone(),
-        &key,
-        demo::batches(&options(), start, end),
-        4,
-        "demo data",
-    )
-    .await?;
-    eprintln!("{} records", pushed.records);
+    let pushed =
+        kpi_service::testkit::org::bench_org_with_demo(a_channel.clone(), &key, REPS).await?;
 
     let b_dir = kpi_service::testkit::cluster::watched_dir("bench-watch-b")?;
     let url = cluster.url();

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-pub use kpi_service::testkit::org::bench_organisation as organisation;
 use kpi_service::{
     embedded_pg::EmbeddedPostgres,
     testkit::{

@@ -34,16 +34,16 @@ pub fn throwaway_cluster(
     durability: Durability,
     settings: &[(&str, &str)],
 ) -> anyhow::Result<EmbeddedPostgres> {
-    let mut pg = planned(label, &[])?;
-    if durability == Durability::Off {
-        pg = pg
-            .with_setting("fsync", "off")
-            .with_setting("full_page_writes", "off")
-            .with_setting("synchronous_commit", "off");
-    }
-    for (name, value) in settings {
-        pg = pg.with_setting(name, value);
-    }
+    let unsafe_speed: &[(&str, &str)] = match durability {
+        Durability::On => &[],
+        Durability::Off => &[
+            ("fsync", "off"),
+            ("full_page_writes", "off"),
+            ("synchronous_commit", "off"),
+        ],
+    };
+    let all: Vec<(&str, &str)> = unsafe_speed.iter().chain(settings).copied().collect();
+    let pg = planned(label, &all)?;
     pg.prepare_and_start()?;
     Ok(pg)
 }

@@ -72,6 +72,44 @@ pub fn bench_demo(reps: usize) -> crate::demo::DemoOptions {
     }
 }
 
+/// The bench organisation (4 pods, `reps` reps) with the bench demo's year
+/// pushed through the API; what was pushed.
+pub async fn bench_org_with_demo(
+    channel: Channel,
+    key: &str,
+    reps: usize,
+) -> anyhow::Result<crate::demo::PushSummary> {
+    use chrono::TimeZone as _;
+    bench_organisation(channel.clone(), key, 4, reps).await?;
+    let options = bench_demo(reps);
+    let end = chrono::Utc
+        .with_ymd_and_hms(2026, 9, 30, 23, 0, 0)
+        .single()
+        .unwrap_or_else(chrono::Utc::now);
+    let (start, end) = crate::demo::span(&options, end);
+    let pushed = crate::demo::push(
+        channel,
+        key,
+        crate::demo::batches(&options, start, end),
+        4,
+        "demo data",
+    )
+    .await?;
+    eprintln!("{} records", pushed.records);
+    Ok(pushed)
+}
+
+/// Their team scorecard request: team `bench`, the quarter, every KPI.
+pub fn bench_scorecard_request() -> pb::GetScorecardRequest {
+    pb::GetScorecardRequest {
+        subject: Some(pb::Subject {
+            subject: Some(pb::subject::Subject::TeamId("bench".into())),
+        }),
+        period: Some(bench_quarter()),
+        kpis: vec![],
+    }
+}
+
 /// The period those benches ask for: 2026 Q3 in Berlin.
 pub fn bench_quarter() -> pb::Period {
     pb::Period {
