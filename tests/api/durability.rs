@@ -16,7 +16,9 @@ use kpi_service::grpc::pb::{
 use kpi_service::testkit::records;
 use sqlx::Connection;
 
-use crate::helpers::{Bearer, Durability, at, rep, socket_url, start_service, throwaway_cluster};
+use crate::helpers::{
+    Bearer, Durability, at, rep, socket_url, start_service, throwaway_cluster_with_kpi,
+};
 
 fn call(id: String) -> pb::ActivityRecord {
     records::interaction(id, "anna", pb::Channel::Email, at("2026-05-04T10:00:00Z"))
@@ -27,17 +29,7 @@ fn call(id: String) -> pb::ActivityRecord {
 #[tokio::test]
 async fn acknowledged_records_survive_a_killed_service_and_a_postgres_crash() {
     // A cluster of this test's own with PostgreSQL's durable defaults.
-    let pg = tokio::task::spawn_blocking(|| throwaway_cluster("durable", Durability::On))
-        .await
-        .unwrap();
-    let mut admin = sqlx::PgConnection::connect_with(&pg.connect_options("postgres"))
-        .await
-        .unwrap();
-    sqlx::raw_sql("CREATE DATABASE kpi")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    drop(admin);
+    let pg = throwaway_cluster_with_kpi("durable", Durability::On).await;
     let url = socket_url(&pg, "kpi");
     let data_dir = PathBuf::from(format!("{}-service", pg.socket_dir().display()));
     std::fs::create_dir_all(&data_dir).unwrap();

@@ -106,6 +106,21 @@ pub fn throwaway_cluster(label: &str, durability: Durability) -> EmbeddedPostgre
     cluster::throwaway_cluster(label, durability, &[]).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// A cluster of the test's own (`throwaway_cluster`) with an empty `kpi`
+/// database.
+pub async fn throwaway_cluster_with_kpi(
+    label: &'static str,
+    durability: Durability,
+) -> EmbeddedPostgres {
+    let pg = tokio::task::spawn_blocking(move || throwaway_cluster(label, durability))
+        .await
+        .unwrap();
+    pg.ensure_database("kpi")
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    pg
+}
+
 /// A new directory removed when the test process exits.
 pub fn watched_dir(label: &str) -> PathBuf {
     cluster::watched_dir(label).unwrap_or_else(|e| panic!("{e:#}"))

@@ -22,7 +22,9 @@ use kpi_service::{
 use sqlx::{Connection, PgConnection};
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
-use crate::helpers::{BIN, Bearer, Durability, socket_url, throwaway_cluster, watched_dir};
+use crate::helpers::{
+    BIN, Bearer, Durability, socket_url, throwaway_cluster_with_kpi, watched_dir,
+};
 use crate::metrics::{App, scrape, value};
 
 type Kpis = KpiServiceClient<InterceptedService<Channel, Bearer>>;
@@ -72,25 +74,6 @@ async fn count_on(connection: &mut PgConnection) -> i64 {
         .unwrap()
 }
 
-/// A throwaway cluster with a `kpi` database, and a connection to its
-/// `postgres` database.
-async fn cluster_with_kpi(
-    label: &'static str,
-    durability: Durability,
-) -> (kpi_service::embedded_pg::EmbeddedPostgres, PgConnection) {
-    let pg = tokio::task::spawn_blocking(move || throwaway_cluster(label, durability))
-        .await
-        .unwrap();
-    let mut admin = PgConnection::connect_with(&pg.connect_options("postgres"))
-        .await
-        .unwrap();
-    sqlx::raw_sql("CREATE DATABASE kpi")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    (pg, admin)
-}
-
 fn reads(metrics: &str, target: &str, route: &str) -> f64 {
     value(
         metrics,
@@ -103,7 +86,7 @@ fn reads(metrics: &str, target: &str, route: &str) -> f64 {
 async fn reads_run_on_a_caught_up_replica_and_never_miss_an_acknowledged_write() {
     // Durable commits, as in production: a commit is flushed (and so can
     // be streamed) before it is acknowledged.
-    let (primary, admin) = cluster_with_kpi("primary", Durability::On).await;
+    let primary = throwaway_cluster_with_kpi("primary", Durability::On).await;
     let standby = {
         let primary = primary.clone();
         tokio::task::spawn_blocking(move || cluster::throwaway_standby("standby", &primary, &[]))
@@ -290,7 +273,7 @@ async fn reads_run_on_a_caught_up_replica_and_never_miss_an_acknowledged_write()
         "the stopped replica was noticed"
     );
     // Close the connections before the service stops: it drains them.
-    drop((kpis, activity, directory, channel, admin));
+    drop((kpis, activity, directory, channel));
     tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
@@ -304,7 +287,7 @@ async fn admin_kpi(pg: &kpi_service::embedded_pg::EmbeddedPostgres) -> PgConnect
 async fn replicas_are_refused_when_the_primary_acknowledges_before_flushing() {
     // The fast test cluster commits asynchronously (synchronous_commit =
     // off): a write could be acknowledged before a replica can see it.
-    let (primary, _admin) = cluster_with_kpi("async", Durability::Off).await;
+    let primary = throwaway_cluster_with_kpi("async", Durability::Off).await;
     let url = socket_url(&primary, "kpi");
     let dir = watched_dir("async-primary");
     let refused = ServiceProcess::start(&Launch {

@@ -18,7 +18,7 @@ use tonic_types::StatusExt;
 
 use crate::helpers::{
     Bearer, Durability, TestApp, at, rep, socket_url, start_service_with, test_settings,
-    throwaway_cluster, ts, watched_dir,
+    throwaway_cluster_with_kpi, ts, watched_dir,
 };
 
 fn call(id: &str) -> pb::ActivityRecord {
@@ -166,18 +166,7 @@ async fn app_on_own_cluster(
     label: &'static str,
     adjust: impl FnOnce(&mut kpi_service::config::Settings),
 ) -> (kpi_service::embedded_pg::EmbeddedPostgres, TestApp) {
-    let pg = tokio::task::spawn_blocking(move || throwaway_cluster(label, Durability::Off))
-        .await
-        .unwrap();
-    let mut admin =
-        <sqlx::PgConnection as sqlx::Connection>::connect_with(&pg.connect_options("postgres"))
-            .await
-            .unwrap();
-    sqlx::raw_sql("CREATE DATABASE kpi")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::Connection::close(admin).await.unwrap();
+    let pg = throwaway_cluster_with_kpi(label, Durability::Off).await;
     let mut settings = test_settings(socket_url(&pg, "kpi"));
     settings.database.db_acquire_timeout = Duration::from_secs(20);
     adjust(&mut settings);
