@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
         // Message-sized encode buffers: what an open watch holds.
-        .codec_path("crate::grpc::codec::LeanCodec")
+        .codec_path("crate::proto::codec::LeanCodec")
         .compile_fds(fds)?;
     Ok(())
 }

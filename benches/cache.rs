@@ -20,8 +20,8 @@ use std::{
 
 use chrono::{TimeZone, Utc};
 use kpi_service::{
-    demo::bearer,
-    grpc::pb::{self, kpi_service_client::KpiServiceClient},
+    client::bearer,
+    proto::pb::{self, kpi_service_client::KpiServiceClient},
     testkit::{
         process::{Launch, ServiceProcess},
         records,
@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
     // other process), then asks the cached one; every answer must count
     // it, while the readers keep asking.
     let mut writer =
-        kpi_service::grpc::pb::activity_service_client::ActivityServiceClient::with_interceptor(
+        kpi_service::proto::pb::activity_service_client::ActivityServiceClient::with_interceptor(
             Channel::from_shared(uncached.endpoint())?.connect().await?,
             bearer(&key)?,
         );

@@ -17,9 +17,9 @@ use std::{
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use kpi_service::{
-    client::ClientOptions,
-    demo::{self, DemoOptions},
-    grpc::pb,
+    config::{ClientOptions, DemoOptions},
+    demo,
+    proto::pb,
 };
 use sqlx::{Connection, PgConnection};
 use tonic::transport::Channel;

@@ -11,7 +11,7 @@ mod common;
 use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use kpi_service::{demo, grpc::pb, testkit::records};
+use kpi_service::{demo, proto::pb, testkit::records};
 use sqlx::{Connection, PgConnection};
 use tonic::transport::Channel;
 

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use kpi_service::{
+    client::bearer,
     demo,
     domain::period::{Period, parse_date, parse_zone},
-    grpc::pb::{self, kpi_service_client::KpiServiceClient},
+    proto::pb::{self, kpi_service_client::KpiServiceClient},
     store::kpi::{self as store, Source},
     testkit::records::{self, usd},
 };
@@ -521,7 +522,7 @@ async fn main() -> anyhow::Result<()> {
     let key = service.admin_key()?;
     let channel = Channel::from_shared(service.endpoint())?.connect().await?;
     kpi_service::testkit::org::bench_organisation(channel.clone(), &key, PODS, REPS).await?;
-    let kpi = KpiServiceClient::with_interceptor(channel.clone(), demo::bearer(&key)?);
+    let kpi = KpiServiceClient::with_interceptor(channel.clone(), bearer(&key)?);
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .connect(&cluster.url())

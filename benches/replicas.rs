@@ -30,9 +30,9 @@ use std::{
 
 use chrono::{TimeZone, Utc};
 use kpi_service::{
-    demo::bearer,
+    client::bearer,
     embedded_pg::EmbeddedPostgres,
-    grpc::pb::{self, activity_service_client::ActivityServiceClient},
+    proto::pb::{self, activity_service_client::ActivityServiceClient},
     testkit::{
         cluster,
         process::{Launch, ServiceProcess},

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use kpi_service::{
-    demo::bearer,
-    grpc::pb::{
+    client::bearer,
+    proto::pb::{
         self, activity_service_client::ActivityServiceClient, kpi_service_client::KpiServiceClient,
     },
     testkit::{

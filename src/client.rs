@@ -4,33 +4,15 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use anyhow::Context as _;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-/// How to reach the service.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ClientOptions {
-    /// The service to call (default: the address `serve` listens on,
-    /// KPI_LISTEN, else http://127.0.0.1:50051). `https://` uses TLS.
-    #[arg(long, env = "KPI_TARGET")]
-    pub target: Option<String>,
-    /// The service's data directory: without --key, the first-start admin
-    /// key in <data-dir>/admin.key is used.
-    #[arg(long, env = "KPI_DATA_DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
-    /// API key (ingest or admin) to call the service with; default: the
-    /// first-start admin key in <data-dir>/admin.key.
-    #[arg(long, env = "KPI_API_KEY", hide_env_values = true)]
-    pub key: Option<String>,
-    /// CA certificate (PEM) to trust for an `https://` target (the
-    /// service's --tls-cert, or the CA that signed it).
-    #[arg(long, env = "KPI_CA_CERT")]
-    pub ca_cert: Option<PathBuf>,
-}
+use crate::config::ClientOptions;
 
+/// The flags are declared in `config`; what they mean to a client is here.
 impl ClientOptions {
     /// `--target`, else the address `serve` listens on (`KPI_LISTEN`; an
     /// unspecified address means this machine), else the default.
@@ -69,6 +51,23 @@ impl ClientOptions {
             .await
             .with_context(|| format!("cannot reach kpi-service at {target}"))
     }
+}
+
+/// An interceptor that sends `authorization: Bearer <key>`.
+pub fn bearer(
+    key: &str,
+) -> anyhow::Result<
+    impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone + use<>,
+> {
+    let value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {key}")
+        .parse()
+        .map_err(|_| anyhow::anyhow!("the API key is not a valid header value"))?;
+    Ok(move |mut request: tonic::Request<()>| {
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
+        Ok(request)
+    })
 }
 
 fn admin_key(data_dir: &Path) -> anyhow::Result<String> {

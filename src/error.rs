@@ -1,7 +1,53 @@
 //! The one error type at the service boundary. Each variant says which gRPC
-//! code it becomes; the mapping itself lives in `grpc::status`.
+//! code it becomes; the mapping itself lives in `grpc::status`. A leaf:
+//! the violations it carries are defined here, the domain builds them.
 
-use crate::domain::{FieldViolation, activity::RecordViolation};
+/// One problem with one field of a request, named by its path in the request
+/// (`team.parent_team_id`, `records[17].deal.closed_at`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// One problem with one field of one record of a batch: the record's
+/// index in the batch, its kind (`deal`), the field (`closed_at`,
+/// `amount.currency_code`) and what is wrong. A transport turns it into
+/// its own path (`records[17].deal.closed_at` in gRPC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordViolation {
+    pub index: usize,
+    /// `None`: the record holds no record of any kind.
+    pub kind: Option<&'static str>,
+    /// Empty: the record as a whole.
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl RecordViolation {
+    pub fn new(
+        index: usize,
+        kind: &'static str,
+        field: &'static str,
+        problem: impl Into<String>,
+    ) -> Self {
+        Self {
+            index,
+            kind: Some(kind),
+            field,
+            problem: problem.into(),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -40,13 +86,14 @@ pub enum Error {
     },
 
     /// A client stream stopped at a failing batch: the cause's code, with
-    /// `committed_batches` and their counts (`inserted`, `updated`, ...) in
+    /// `committed_batches` and their counts by outcome (`inserted`,
+    /// `updated`, ...: `domain::activity::Counts::by_outcome`) in
     /// the ErrorInfo metadata (and, for invalid batches, the reason
     /// BATCH_REJECTED) so the caller can resume and still add up.
     #[error("batch {committed_batches} failed: {cause}")]
     StreamInterrupted {
         committed_batches: u64,
-        committed: crate::domain::activity::Counts,
+        committed: Vec<(&'static str, u64)>,
         cause: Box<Error>,
     },
 

@@ -25,7 +25,7 @@ pub struct DatabaseHealth {
 
 impl DatabaseHealth {
     async fn report(&self, status: ServingStatus) {
-        crate::scrape::database_up(status == ServingStatus::Serving);
+        crate::observe::metrics::database_up(status == ServingStatus::Serving);
         self.reporter.set_service_status("", status).await;
         for service in &self.services {
             self.reporter.set_service_status(*service, status).await;
@@ -73,7 +73,7 @@ impl DatabaseHealth {
         }
         tracing::warn!("the embedded PostgreSQL is not running; starting it again");
         match tokio::task::spawn_blocking(move || pg.start()).await {
-            Ok(Ok(())) => crate::scrape::embedded_restarted(),
+            Ok(Ok(())) => crate::observe::metrics::embedded_restarted(),
             Ok(Err(err)) => {
                 tracing::error!(
                     error = format!("{err:#}"),

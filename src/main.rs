@@ -1,11 +1,11 @@
 use clap::Parser;
-use kpi_service::{app, config::Cli, telemetry};
+use kpi_service::{commands, config::Cli, observe::telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let telemetry = telemetry::init(cli.log_format);
-    let result = app::run_cli(cli).await;
+    let result = commands::run(cli).await;
     // Off the runtime's threads: flushing waits for the exporter's thread.
     tokio::task::spawn_blocking(move || telemetry.shutdown())
         .await

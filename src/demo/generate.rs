@@ -5,14 +5,10 @@ use chrono::{DateTime, Datelike, TimeDelta, Utc, Weekday};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{DemoOptions, push::chunks};
-use crate::{
-    grpc::{convert::timestamp, pb},
-    testkit::{
-        org::team,
-        records::{self, usd_cents},
-    },
-};
+use super::push::chunks;
+use super::records::{self, team, usd_cents};
+use crate::config::DemoOptions;
+use crate::proto::{pb, timestamp};
 
 /// The teams: two regions, two teams each, two pods per team.
 pub fn teams() -> Vec<pb::UpsertTeamRequest> {

@@ -14,24 +14,10 @@ use anyhow::Context as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::grpc::pb::{self, activity_service_client::ActivityServiceClient};
-
-/// An interceptor that sends `authorization: Bearer <key>`.
-pub fn bearer(
-    key: &str,
-) -> anyhow::Result<
-    impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone + use<>,
-> {
-    let value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {key}")
-        .parse()
-        .map_err(|_| anyhow::anyhow!("the API key is not a valid header value"))?;
-    Ok(move |mut request: tonic::Request<()>| {
-        request
-            .metadata_mut()
-            .insert("authorization", value.clone());
-        Ok(request)
-    })
-}
+use crate::{
+    client::bearer,
+    proto::pb::{self, activity_service_client::ActivityServiceClient},
+};
 
 /// What a push did.
 #[derive(Debug, Default, Clone)]

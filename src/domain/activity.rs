@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
+use crate::error::RecordViolation;
+
 /// Most records in one batch.
 pub const MAX_BATCH_RECORDS: usize = 1000;
 /// Longest feedback comment, in characters.
@@ -334,36 +336,6 @@ impl<T: Versioned> Version<T> {
 /// The request path name of a deletion (`records[3].deletion.record_id`).
 pub const DELETION_KIND: &str = "deletion";
 
-/// One problem with one field of one record of a batch: the record's
-/// index in the batch, its kind (`deal`), the field (`closed_at`,
-/// `amount.currency_code`) and what is wrong. A transport turns it into
-/// its own path (`records[17].deal.closed_at` in gRPC).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordViolation {
-    pub index: usize,
-    /// `None`: the record holds no record of any kind.
-    pub kind: Option<&'static str>,
-    /// Empty: the record as a whole.
-    pub field: &'static str,
-    pub problem: String,
-}
-
-impl RecordViolation {
-    pub fn new(
-        index: usize,
-        kind: &'static str,
-        field: &'static str,
-        problem: impl Into<String>,
-    ) -> Self {
-        Self {
-            index,
-            kind: Some(kind),
-            field,
-            problem: problem.into(),
-        }
-    }
-}
-
 /// A validated batch, split by record type. Each record keeps its index in
 /// the request, to name it in errors. `invalid` holds the violations of the
 /// records that did not parse: the database checks still run on the others
@@ -400,6 +372,20 @@ pub struct Counts {
     pub unchanged: u64,
     pub stale: u64,
     pub deleted: u64,
+}
+
+impl Counts {
+    /// Each count by the name of its outcome, as the API's errors and the
+    /// metrics name them.
+    pub fn by_outcome(&self) -> [(&'static str, u64); 5] {
+        [
+            ("inserted", self.inserted),
+            ("updated", self.updated),
+            ("unchanged", self.unchanged),
+            ("stale", self.stale),
+            ("deleted", self.deleted),
+        ]
+    }
 }
 
 /// Counts by record type (`Versioned::KIND`), in the order types first

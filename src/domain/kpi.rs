@@ -7,8 +7,8 @@
 //! it, the intervals, and their hand-worked tests read best side by side.
 
 use super::{
-    metrics::{Metric, MetricSet, Tally},
     money::MissingRates,
+    sums::{Metric, MetricSet, Tally},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -755,7 +755,7 @@ pub fn competition_ranks(sorted_values: &[f64]) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::metrics::METRICS;
+    use crate::domain::sums::METRICS;
 
     #[test]
     fn the_catalog_lists_every_kpi_in_order_and_codes_round_trip() {

@@ -4,33 +4,19 @@
 pub mod access;
 pub mod activity;
 pub mod directory;
+pub mod explain;
 pub mod ids;
 pub mod kpi;
-pub mod metrics;
 pub mod money;
 pub mod paging;
 pub mod period;
 pub mod report;
 pub mod rollup;
+pub mod sums;
 pub mod tally;
 pub mod target;
 
-/// One problem with one field of a request, named by its path in the request
-/// (`team.parent_team_id`, `records[17].deal.closed_at`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    pub field: String,
-    pub description: String,
-}
-
-impl FieldViolation {
-    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
-    }
-}
+use crate::error::FieldViolation;
 
 /// Collects every violation of a request so the caller hears about all of
 /// them at once, not one per attempt.

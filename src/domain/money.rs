@@ -172,6 +172,14 @@ impl RateBook {
     }
 }
 
+/// One rate to set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateEntry {
+    pub currency: String,
+    pub date: NaiveDate,
+    pub rate: Rate,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

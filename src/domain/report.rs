@@ -166,7 +166,7 @@ mod tests {
     use super::*;
     use crate::domain::{
         kpi::evaluate,
-        metrics::{Metric, Tally},
+        sums::{Metric, Tally},
     };
 
     fn candidate(rep: &str, kpi: Kpi, tally: &Tally) -> Candidate {

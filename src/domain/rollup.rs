@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Datelike, DurationRound, Months, NaiveDate, TimeDelta, Utc};
 
-use super::metrics::{Contribution, METRICS};
+use super::sums::{Contribution, METRICS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Level {
@@ -433,7 +433,7 @@ mod tests {
 
     #[test]
     fn deltas_come_out_by_level_rep_and_bucket_with_days_and_months_summed() {
-        use super::super::metrics::Metric;
+        use super::super::sums::Metric;
         let mut deltas = Deltas::default();
         for (rep, at) in [
             ("bob", "2026-01-31T23:10:00Z"),
@@ -474,8 +474,8 @@ mod tests {
     fn a_record_adds_to_its_hour_day_and_month() {
         let mut deltas = Deltas::default();
         let at = utc("2026-02-03T04:05:06Z");
-        deltas.apply("anna", &[(at, super::super::metrics::Metric::Calls, 1)], 1);
-        deltas.apply("anna", &[(at, super::super::metrics::Metric::Calls, 1)], -1);
+        deltas.apply("anna", &[(at, super::super::sums::Metric::Calls, 1)], 1);
+        deltas.apply("anna", &[(at, super::super::sums::Metric::Calls, 1)], -1);
         assert!(
             deltas.into_rows().is_empty(),
             "an update to the same thing nets out"

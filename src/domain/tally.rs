@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     directory::{ChangePoint, intervals_in, team_at},
-    metrics::MetricSet,
     rollup::epoch,
+    sums::MetricSet,
 };
 
 /// A rep's id in a tally plan: shared, since a series names every rep of

@@ -15,8 +15,9 @@ use tower::{Layer, Service};
 
 use crate::{
     Error,
-    access::{AccessControl, Principal, Refusal},
-    domain::access::{Need, allows, is_audited, need_for},
+    domain::access::{Need, allows},
+    grpc::policy::{is_audited, need_for},
+    service::access::{AccessControl, Principal, Refusal},
 };
 
 #[derive(Clone)]

@@ -21,7 +21,7 @@ use crate::Error;
 /// The `/package.Service/Method` paths of the `kpi.v1` methods where
 /// neither side streams.
 static UNARY: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    super::methods()
+    crate::proto::methods()
         .into_iter()
         .filter(|m| m.unary)
         .map(|m| m.path)

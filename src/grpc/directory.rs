@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::principal,
-    convert::{rep_id, team_id},
+    convert::directory::{rep_id, team_id},
     pb::{self, directory_service_server::DirectoryService},
 };
 use crate::{

@@ -10,6 +10,7 @@ use super::{
 };
 use crate::{
     Error,
+    domain::money::RateEntry,
     domain::{
         Violations,
         money::{Rate, check_currency},
@@ -17,7 +18,6 @@ use crate::{
         period,
     },
     service::{Services, rates::paging_key},
-    store::rates::RateEntry,
 };
 
 /// Most rates per SetExchangeRates call.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-use crate::{Error, domain::activity::RecordViolation};
+use crate::{Error, error::RecordViolation};
 
 /// `ErrorInfo.domain` of every error this service sends.
 pub const ERROR_DOMAIN: &str = "kpi-service";
@@ -123,13 +123,7 @@ fn parts(err: &Error) -> (Code, String, String, ErrorDetails, HashMap<String, St
                 "committed_batches".to_owned(),
                 committed_batches.to_string(),
             );
-            for (name, count) in [
-                ("inserted", committed.inserted),
-                ("updated", committed.updated),
-                ("unchanged", committed.unchanged),
-                ("stale", committed.stale),
-                ("deleted", committed.deleted),
-            ] {
+            for &(name, count) in committed {
                 metadata.insert(name.to_owned(), count.to_string());
             }
             let reason = if code == Code::InvalidArgument {
@@ -211,7 +205,7 @@ fn parts(err: &Error) -> (Code, String, String, ErrorDetails, HashMap<String, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::FieldViolation as Violation;
+    use crate::error::FieldViolation as Violation;
 
     #[test]
     fn record_violations_become_request_paths_here_only() {

@@ -5,7 +5,9 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::principal,
-    kpi::{parse_kpi, parse_period, parse_subject, progress_to_pb, target_to_pb},
+    convert::kpi::{
+        parse_kpi, parse_period, parse_period_spec, parse_subject, progress_to_pb, target_to_pb,
+    },
     pb::{self, target_service_server::TargetService},
 };
 use crate::{
@@ -80,7 +82,7 @@ fn target_filter(req: &pb::ListTargetsRequest, default_zone: Tz) -> Result<Targe
     let active_on = optional(&mut v, "active_on", &req.active_on, period::parse_date);
     let as_of = optional(&mut v, "as_of", &req.as_of, period::parse_date);
     let period = match &req.period {
-        Some(p) => super::kpi::parse_period_spec(&mut v, "period.", p, default_zone).map(Some),
+        Some(p) => parse_period_spec(&mut v, "period.", p, default_zone).map(Some),
         None => Some(None),
     };
     v.finish(|| {

@@ -9,7 +9,7 @@ use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use pbjson_types::Timestamp;
 
-use crate::grpc::pb::{self, activity_record::Record};
+use crate::proto::pb::{self, activity_record::Record};
 
 /// What a CSV file holds, from its name (`deals.csv`, `deals-2025.csv`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

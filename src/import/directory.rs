@@ -12,7 +12,7 @@ use super::{
     report::{Evidence, Origin, Stats},
     send::{Disposition, disposition, pause},
 };
-use crate::{demo::bearer, grpc::pb::directory_service_client::DirectoryServiceClient};
+use crate::{client::bearer, proto::pb::directory_service_client::DirectoryServiceClient};
 
 /// Failures in a row of one call before the import gives up.
 const MAX_ATTEMPTS: u32 = 8;
@@ -91,8 +91,8 @@ pub async fn import(
 }
 
 type Rows = (
-    Vec<Row<crate::grpc::pb::UpsertTeamRequest>>,
-    Vec<Row<crate::grpc::pb::UpsertRepRequest>>,
+    Vec<Row<crate::proto::pb::UpsertTeamRequest>>,
+    Vec<Row<crate::proto::pb::UpsertRepRequest>>,
 );
 
 async fn read_rows(inputs: Vec<(usize, Input)>, context: ReadContext) -> anyhow::Result<Rows> {

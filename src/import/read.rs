@@ -21,7 +21,7 @@ use super::{
     columns::{CsvKind, Header, Item, Row},
     report::{Evidence, Origin, Rejects, Stats},
 };
-use crate::grpc::pb;
+use crate::proto::pb;
 
 /// A line of NDJSON longer than this is refused (and skipped) unread.
 pub const MAX_LINE_BYTES: usize = 1 << 20;

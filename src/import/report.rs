@@ -15,7 +15,7 @@ use std::{
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::grpc::pb;
+use crate::proto::pb;
 
 /// Where a record came from: the file (its index in the import) and the
 /// line its text starts on (1-based).

@@ -21,8 +21,8 @@ use super::{
     report::{Evidence, Rejects, Stats},
 };
 use crate::{
-    demo::bearer,
-    grpc::pb::{self, activity_service_client::ActivityServiceClient},
+    client::bearer,
+    proto::pb::{self, activity_service_client::ActivityServiceClient},
 };
 
 /// Batches per stream before it is closed and its reply awaited.
@@ -80,7 +80,7 @@ pub async fn send_all(
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
         let client = ActivityServiceClient::with_interceptor(channel.clone(), auth.clone())
-            .max_encoding_message_size(crate::grpc::activity::MAX_MESSAGE_BYTES);
+            .max_encoding_message_size(crate::proto::MAX_MESSAGE_BYTES);
         let sender = Sender {
             client,
             rx: rx.clone(),

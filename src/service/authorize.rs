@@ -8,12 +8,12 @@ use sqlx::PgPool;
 
 use crate::{
     Error,
-    access::Principal,
     domain::{
         directory::{Rep, Team},
         ids::{RepId, TeamId},
         target::Subject,
     },
+    service::access::Principal,
     store::directory as store,
 };
 

@@ -237,15 +237,15 @@ impl<T> ResultCache<T> {
     /// at once is computed once, not once per call.
     pub async fn lookup(&self, pool: &PgPool, key: &str) -> Result<Lookup<T>, Error> {
         if let Some((value, scopes)) = self.get(pool, key).await? {
-            crate::scrape::cache_lookup(true);
+            crate::observe::metrics::cache_lookup(true);
             return Ok(Lookup::Hit(value, scopes));
         }
         let gate = self.computing(key).await;
         if let Some((value, scopes)) = self.get(pool, key).await? {
-            crate::scrape::cache_lookup(true);
+            crate::observe::metrics::cache_lookup(true);
             return Ok(Lookup::Hit(value, scopes));
         }
-        crate::scrape::cache_lookup(false);
+        crate::observe::metrics::cache_lookup(false);
         let mut stamp = Stamp::default();
         stamp.read(pool, global_scopes()).await?;
         Ok(Lookup::Miss(Miss { stamp, _gate: gate }))

@@ -5,12 +5,12 @@ use sqlx::PgPool;
 use super::authorize;
 use crate::{
     Error,
-    access::Principal,
     domain::{
         directory::{Rep, RepUpsert, Team, TeamUpsert},
         ids::{RepId, TeamId},
         paging::{Page, PageRequest},
     },
+    service::access::Principal,
     store::directory::{self as store, RepFilter},
 };
 

@@ -8,16 +8,17 @@ use chrono::{DateTime, Utc};
 use super::{KpiSettings, authorize, plan::Planner};
 use crate::{
     Error,
-    access::Principal,
+    domain::explain::{ExplainPart, RecordContribution},
     domain::{
         kpi::{self, Kpi, KpiValue},
         paging::{Page, PageRequest},
         period::{Period, PeriodSpec},
         target::Subject,
     },
+    service::access::Principal,
     store::reads::Reads,
     store::{
-        explain::{self as store, Contribution, Part},
+        explain::{self as store},
         kpi::{self as tallies, Source},
     },
 };
@@ -28,7 +29,7 @@ pub struct ExplainQuery {
     pub subject: Subject,
     pub kpi: Kpi,
     pub period: PeriodSpec,
-    pub part: Part,
+    pub part: ExplainPart,
 }
 
 impl ExplainQuery {
@@ -50,7 +51,7 @@ pub struct Explanation {
     pub period: Period,
     pub value: KpiValue,
     pub currency: String,
-    pub page: Page<Contribution>,
+    pub page: Page<RecordContribution>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,7 +63,7 @@ pub struct Explainer {
 }
 
 /// A page cursor: `<credited at, microseconds>:<record id>`.
-fn cursor(c: &Contribution) -> String {
+fn cursor(c: &RecordContribution) -> String {
     format!("{}:{}", c.credited_at.timestamp_micros(), c.record_id)
 }
 

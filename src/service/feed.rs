@@ -68,7 +68,7 @@ impl Subscription {
         match self.rx.recv().await {
             Ok(event) => event,
             Err(broadcast::error::RecvError::Lagged(_)) => {
-                crate::scrape::change_feed("lagged");
+                crate::observe::metrics::change_feed("lagged");
                 Event::Resync
             }
             Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
@@ -122,7 +122,7 @@ impl Feed {
             // Watches that began before this LISTEN may have missed what
             // committed since they computed.
             if !first {
-                crate::scrape::change_feed("reconnected");
+                crate::observe::metrics::change_feed("reconnected");
                 tracing::info!("listening for KPI changes again; every watch recomputes once");
             }
             self.send(Event::Resync);
@@ -137,16 +137,16 @@ impl Feed {
                     Ok(Some(notification)) => {
                         let event = match Change::parse_noted(notification.payload()) {
                             Some((change, noted)) => {
-                                crate::scrape::change_feed("change");
+                                crate::observe::metrics::change_feed("change");
                                 if let Some(noted) = noted {
                                     let lag =
                                         (chrono::Utc::now() - noted).to_std().unwrap_or_default();
-                                    crate::scrape::change_feed_lag(lag);
+                                    crate::observe::metrics::change_feed_lag(lag);
                                 }
                                 Event::Changed(Arc::new(change))
                             }
                             None => {
-                                crate::scrape::change_feed("unparsed");
+                                crate::observe::metrics::change_feed("unparsed");
                                 Event::Resync
                             }
                         };
@@ -155,7 +155,7 @@ impl Feed {
                     // The connection was lost and (eager reconnection) is
                     // listening again: what committed in between is unheard.
                     Ok(None) => {
-                        crate::scrape::change_feed("reconnected");
+                        crate::observe::metrics::change_feed("reconnected");
                         tracing::warn!(
                             "the KPI change listener lost its connection and reconnected; every watch recomputes once"
                         );

@@ -10,7 +10,6 @@ use super::{
 };
 use crate::{
     Error,
-    access::Principal,
     domain::{
         directory::intervals_in,
         ids::{RepId, TeamId},
@@ -19,6 +18,7 @@ use crate::{
         report::{Candidate, Leaderboard, rank},
         tally::{TallyQuery, rep_query},
     },
+    service::access::Principal,
     store::reads::Reads,
     store::{
         kpi::{self as store, Source},

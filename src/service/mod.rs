@@ -11,6 +11,7 @@ use sqlx::PgPool;
 
 use crate::store::reads::Reads;
 
+pub mod access;
 pub mod authorize;
 pub mod cache;
 pub mod directory;

@@ -5,9 +5,10 @@ use sqlx::PgPool;
 
 use crate::{
     Error,
-    access::Principal,
+    domain::money::RateEntry,
     domain::paging::{Page, PageRequest},
-    store::rates::{self as store, RateEntry, SetOutcome},
+    service::access::Principal,
+    store::rates::{self as store, SetOutcome},
 };
 
 #[derive(Debug, Clone)]

@@ -15,13 +15,13 @@ use super::{
 };
 use crate::{
     Error,
-    access::Principal,
     domain::{
         kpi::{self, Kpi, KpiValue},
         period::{self, Granularity, Period, PeriodSpec},
         report::{Scorecard, ScorecardEntry, Series, SeriesPoint},
         target::{Subject, Target, TargetProgress},
     },
+    service::access::Principal,
     store::reads::Reads,
     store::{
         kpi::{self as store, Source},

@@ -7,13 +7,12 @@ use chrono::{Days, Utc};
 use super::{KpiSettings, authorize, plan::Planner, plan::today};
 use crate::{
     Error,
-    access::Principal,
     domain::{
-        kpi,
-        metrics::Tally,
-        period,
+        kpi, period,
+        sums::Tally,
         target::{NewTarget, Target, TargetFilter, TargetProgress, TargetStatus},
     },
+    service::access::Principal,
     store::reads::Reads,
     store::{
         kpi::{self as store, Source},

@@ -23,13 +23,11 @@ use super::{
 use crate::{
     Error,
     domain::{
-        activity::{
-            Batch, BatchPlan, Counts, History, KindCounts, Outcome, RecordViolation, Version,
-            classify,
-        },
+        activity::{Batch, BatchPlan, Counts, History, KindCounts, Outcome, Version, classify},
         money::RateBook,
         rollup::Deltas,
     },
+    error::RecordViolation,
 };
 
 /// Every statement of a batch looks rows up by key, with plain index
@@ -94,13 +92,13 @@ pub async fn record_batch(
             Ok(Ok(mut counts)) => {
                 counts.merge(&plan.counts);
                 for (kind, counts) in counts.iter() {
-                    crate::scrape::ingested(kind, counts);
+                    crate::observe::metrics::ingested(kind, counts);
                 }
-                crate::scrape::batch("committed");
+                crate::observe::metrics::batch("committed");
                 return Ok(counts.total());
             }
             Ok(Err(mut violations)) => {
-                crate::scrape::batch("rejected");
+                crate::observe::metrics::batch("rejected");
                 violations.extend(plan.violations.iter().cloned());
                 violations.sort_by_key(|v| v.index);
                 return Err(Error::InvalidRecords(violations));
@@ -112,11 +110,11 @@ pub async fn record_batch(
                 attempt += 1;
             }
             Err(err) if is_retryable(&err) => {
-                crate::scrape::batch("failed");
+                crate::observe::metrics::batch("failed");
                 return Err(Error::Aborted(err.into()));
             }
             Err(err) => {
-                crate::scrape::batch("failed");
+                crate::observe::metrics::batch("failed");
                 return Err(err.into());
             }
         }

@@ -6,10 +6,10 @@ use sqlx::{PgConnection, PgPool};
 use crate::{
     Error,
     domain::{
-        FieldViolation,
         directory::{self, ChangePoint, Rep, RepUpsert, Team, TeamUpsert},
         ids::TeamId,
     },
+    error::FieldViolation,
 };
 
 /// Serialises changes to the team tree, so two concurrent re-parentings

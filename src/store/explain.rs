@@ -10,20 +10,12 @@ use crate::{
     Error,
     domain::{
         activity::Amount,
+        explain::{ExplainPart, RecordContribution},
         kpi::Kpi,
         money::{Rate, amount_nanos},
         tally::TallyQuery,
     },
 };
-
-/// Which side of the value the listed records must add to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Part {
-    #[default]
-    Either,
-    Numerator,
-    Denominator,
-}
 
 /// How a KPI's records are selected and what each contributes, in SQL
 /// over `x` (the record) and, for deals, `dr.rate` (the rate at closed_at).
@@ -159,11 +151,11 @@ fn team_at(rep: &str, at: &str) -> String {
     )
 }
 
-fn part_filter(part: Part, s: &Selection) -> String {
+fn part_filter(part: ExplainPart, s: &Selection) -> String {
     match part {
-        Part::Either => format!("(({}) <> 0 OR ({}) <> 0)", s.numerator, s.denominator),
-        Part::Numerator => format!("({}) <> 0", s.numerator),
-        Part::Denominator => format!("({}) <> 0", s.denominator),
+        ExplainPart::Either => format!("(({}) <> 0 OR ({}) <> 0)", s.numerator, s.denominator),
+        ExplainPart::Numerator => format!("({}) <> 0", s.numerator),
+        ExplainPart::Denominator => format!("({}) <> 0", s.denominator),
     }
 }
 
@@ -181,7 +173,7 @@ const DEAL_RATE: &str = "LEFT JOIN LATERAL (SELECT CASE WHEN x.currency = $7 THE
 /// credited at) index, starting at the cursor, so a page costs about
 /// (segments x page size) rows however many records the period holds; the
 /// team of each is looked up for the page's rows only.
-fn segments_sql(s: &Selection, part: Part) -> String {
+fn segments_sql(s: &Selection, part: ExplainPart) -> String {
     let time = format!("x.{}", s.time);
     let (money_columns, rate_join) = if s.table == "deals" {
         (
@@ -220,7 +212,7 @@ fn segments_sql(s: &Selection, part: Part) -> String {
 /// The customers of reps $1 active at the retention start $2 (their
 /// credited instant), churned or not by the end $3; after id $4; at most
 /// $5.
-fn retention_sql(s: &Selection, part: Part) -> String {
+fn retention_sql(s: &Selection, part: ExplainPart) -> String {
     format!(
         "SELECT x.customer_id, x.rep_id, $2::timestamptz, ({num})::bigint, ({den})::bigint, {team}, \
                 NULL::text, NULL::text, NULL::text \
@@ -236,35 +228,17 @@ fn retention_sql(s: &Selection, part: Part) -> String {
     )
 }
 
-/// One record's contribution.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Contribution {
-    pub record_type: &'static str,
-    pub record_id: String,
-    pub rep_id: String,
-    pub team_id: Option<String>,
-    pub credited_at: DateTime<Utc>,
-    /// In the units of the value's numerator text: a count, ±1, nanos of
-    /// a second (durations) or nanos of the reporting currency (money).
-    pub numerator_nanos_or_count: i128,
-    pub denominator: i128,
-    /// Whether `numerator_nanos_or_count` is in nanos.
-    pub in_nanos: bool,
-    /// Deals in money KPIs: currency, amount in nanos, the rate.
-    pub deal: Option<(String, i128, Rate)>,
-}
-
 /// A page of the records behind `kpi` over `query` (one subject, one
 /// period), after `after` (credited instant, id), at most `limit`.
 pub async fn contributions(
     pool: &PgPool,
     query: &TallyQuery,
     kpi: Kpi,
-    part: Part,
+    part: ExplainPart,
     after: Option<(DateTime<Utc>, String)>,
     limit: i64,
     reporting: &str,
-) -> Result<Vec<Contribution>, Error> {
+) -> Result<Vec<RecordContribution>, Error> {
     let (selection, unit) = selection(kpi);
     let rows = if matches!(kpi, Kpi::RetentionRate | Kpi::ChurnRate) {
         let Some(retention) = &query.retention else {
@@ -317,7 +291,7 @@ pub async fn contributions(
                 )
             }
         };
-        out.push(Contribution {
+        out.push(RecordContribution {
             record_type: selection.record_type,
             record_id: row.try_get(0)?,
             rep_id: row.try_get(1)?,

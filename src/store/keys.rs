@@ -8,9 +8,16 @@ use sqlx::PgPool;
 
 use crate::{
     Error,
-    access::generate_key,
-    domain::access::{NewKey, Role},
+    domain::access::{KeyBytes, NewKey, Role, key_from},
 };
+
+/// Makes a key from the operating system's random number generator.
+pub fn generate_key() -> Result<NewKey, getrandom::Error> {
+    let mut bytes: KeyBytes = Default::default();
+    getrandom::fill(&mut bytes.0)?;
+    getrandom::fill(&mut bytes.1)?;
+    Ok(key_from(bytes))
+}
 
 /// A key as `keys list` shows it: never the secret, not even its hash.
 #[derive(Debug, Clone)]

@@ -15,9 +15,9 @@ use crate::{
     Error,
     domain::{
         directory::ChangePoint,
-        metrics::{METRICS, Metric, MetricSet, Tally},
         money::MissingRates,
         rollup::{Level, Part, Sums, cover, floor, touches_month},
+        sums::{METRICS, Metric, MetricSet, Tally},
         tally::{
             RepRef, RetentionQuery, TallyQuery, TeamMembers, chain_retention, retention_order,
         },
@@ -49,7 +49,7 @@ pub async fn tallies(
     let tallies = tallies_from(pool, queries, source, reporting)
         .instrument(span)
         .await;
-    crate::scrape::kpi_query(label, started.elapsed());
+    crate::observe::metrics::kpi_query(label, started.elapsed());
     tallies
 }
 

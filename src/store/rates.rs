@@ -19,7 +19,7 @@ use crate::{
     Error,
     domain::{
         activity::Deal,
-        money::{Rate, RateBook},
+        money::{Rate, RateBook, RateEntry},
         rollup::Deltas,
     },
 };
@@ -75,14 +75,6 @@ pub async fn book_for<'d>(
         book.insert(&currency, date, parse_rate(&rate)?);
     }
     Ok(book)
-}
-
-/// One rate to set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateEntry {
-    pub currency: String,
-    pub date: NaiveDate,
-    pub rate: Rate,
 }
 
 /// What setting rates did.

@@ -271,7 +271,7 @@ impl Reads {
         }
         let started = Instant::now();
         let (route, pool) = self.route(started).await;
-        crate::scrape::read_routed(route.label(), route.to_replica(), started.elapsed());
+        crate::observe::metrics::read_routed(route.label(), route.to_replica(), started.elapsed());
         pool
     }
 

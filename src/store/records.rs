@@ -17,8 +17,8 @@ use crate::domain::{
         Amount, Channel, Customer, CustomerRequest, Deal, DealStage, Feedback, FeedbackKind,
         Interaction, Tombstone, Version, Versioned,
     },
-    metrics::{self, Contributions},
     money::RateBook,
+    sums::{self, Contributions},
 };
 
 /// How a field's type is stored: its SQL type, the value bound for it
@@ -185,7 +185,7 @@ macro_rules! record_table {
     };
 }
 
-record_table!(Customer in "customers", |r: &Customer, _: &RateBook| metrics::customer_contributions(r), {
+record_table!(Customer in "customers", |r: &Customer, _: &RateBook| sums::customer_contributions(r), {
     id: "customer_id",
     rep_id: "rep_id",
     lead_at: "lead_at",
@@ -194,7 +194,7 @@ record_table!(Customer in "customers", |r: &Customer, _: &RateBook| metrics::cus
     updated_at: "source_updated_at",
 });
 
-record_table!(Interaction in "interactions", |r: &Interaction, _: &RateBook| metrics::interaction_contributions(r), {
+record_table!(Interaction in "interactions", |r: &Interaction, _: &RateBook| sums::interaction_contributions(r), {
     id: "interaction_id",
     rep_id: "rep_id",
     customer_id: "customer_id",
@@ -204,7 +204,7 @@ record_table!(Interaction in "interactions", |r: &Interaction, _: &RateBook| met
     updated_at: "source_updated_at",
 });
 
-record_table!(Deal in "deals", metrics::deal_contributions, {
+record_table!(Deal in "deals", sums::deal_contributions, {
     id: "deal_id",
     rep_id: "rep_id",
     customer_id: "customer_id",
@@ -216,7 +216,7 @@ record_table!(Deal in "deals", metrics::deal_contributions, {
     updated_at: "source_updated_at",
 });
 
-record_table!(Feedback in "feedback", |r: &Feedback, _: &RateBook| metrics::feedback_contributions(r), {
+record_table!(Feedback in "feedback", |r: &Feedback, _: &RateBook| sums::feedback_contributions(r), {
     id: "feedback_id",
     rep_id: "rep_id",
     customer_id: "customer_id",
@@ -227,7 +227,7 @@ record_table!(Feedback in "feedback", |r: &Feedback, _: &RateBook| metrics::feed
     updated_at: "source_updated_at",
 });
 
-record_table!(CustomerRequest in "customer_requests", |r: &CustomerRequest, _: &RateBook| metrics::request_contributions(r), {
+record_table!(CustomerRequest in "customer_requests", |r: &CustomerRequest, _: &RateBook| sums::request_contributions(r), {
     id: "request_id",
     rep_id: "rep_id",
     customer_id: "customer_id",

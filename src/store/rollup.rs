@@ -6,8 +6,8 @@ use sqlx::PgConnection;
 
 use super::changes::{Change, rep_scope};
 use crate::domain::{
-    metrics::{METRICS, Metric},
     rollup::{DeltaRow, Deltas, Level},
+    sums::{METRICS, Metric},
 };
 
 /// Column of each metric, in `METRICS` order.

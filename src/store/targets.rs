@@ -4,10 +4,12 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgPool;
 
-use super::changes::{self, Change};
+use super::{
+    changes::{self, Change},
+    keys::generate_key,
+};
 use crate::{
     Error,
-    access::generate_key,
     domain::{
         kpi::Kpi,
         period::{Period, parse_zone},

@@ -2,32 +2,12 @@
 
 use tonic::transport::Channel;
 
+pub use crate::demo::records::{rep, team};
+
 use crate::{
-    demo::bearer,
-    grpc::pb::{self, directory_service_client::DirectoryServiceClient},
+    client::bearer,
+    proto::pb::{self, directory_service_client::DirectoryServiceClient},
 };
-
-/// A team to upsert.
-pub fn team(id: &str, name: &str, parent: &str) -> pb::UpsertTeamRequest {
-    pb::UpsertTeamRequest {
-        team_id: id.into(),
-        display_name: name.into(),
-        parent_team_id: parent.into(),
-    }
-}
-
-/// A rep to upsert: in `team_id` from the beginning of time, with a name
-/// and email derived from its id.
-pub fn rep(rep_id: &str, team_id: &str) -> pb::UpsertRepRequest {
-    pb::UpsertRepRequest {
-        rep_id: rep_id.into(),
-        display_name: format!("Rep {rep_id}"),
-        email: format!("{rep_id}@example.com"),
-        active: None,
-        team_id: team_id.into(),
-        team_effective_time: None,
-    }
-}
 
 /// The bench organisation: team `bench`, with `pods` sub-teams `pod-N`
 /// (none: the reps are in `bench` itself) and `reps` reps `rep-NNN` spread
@@ -59,9 +39,9 @@ pub async fn bench_organisation(
 
 /// The demo data the cache, watch and replica benches load: `reps` reps,
 /// the year to 2026-09-30, 8 interactions a day each (seed 5).
-pub fn bench_demo(reps: usize) -> crate::demo::DemoOptions {
-    crate::demo::DemoOptions {
-        client: crate::client::ClientOptions::default(),
+pub fn bench_demo(reps: usize) -> crate::config::DemoOptions {
+    crate::config::DemoOptions {
+        client: crate::config::ClientOptions::default(),
         seed: 5,
         reps,
         days: 365,

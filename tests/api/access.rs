@@ -10,7 +10,7 @@ use std::{
 
 use kpi_service::{
     domain::access::Role,
-    grpc::pb::{
+    proto::pb::{
         self, activity_service_client::ActivityServiceClient,
         directory_service_client::DirectoryServiceClient, kpi_service_client,
         target_service_client,
@@ -771,7 +771,7 @@ fn plaintext_on_a_public_address_is_refused() {
 
 #[tokio::test]
 async fn kpi_and_target_rpcs_follow_roles_and_team_scopes() {
-    use kpi_service::grpc::pb::{
+    use kpi_service::proto::pb::{
         kpi_service_client::KpiServiceClient, target_service_client::TargetServiceClient,
     };
     let app = TestApp::spawn().await;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chrono::{Duration as TimeDelta, Utc};
 use kpi_service::{
-    grpc::pb,
+    proto::pb,
     testkit::records::{self, usd},
 };
 use pbjson_types::Timestamp;

@@ -1,7 +1,7 @@
 //! The result cache: answers from memory, never stale, on any replica.
 
 use kpi_service::{
-    grpc::pb::{
+    proto::pb::{
         self, exchange_rate_service_client::ExchangeRateServiceClient,
         kpi_service_client::KpiServiceClient, target_service_client::TargetServiceClient,
     },
@@ -140,9 +140,7 @@ async fn a_scorecard_cached_on_one_replica_shows_every_write_the_other_acknowled
     // has it all.
     assert_eq!(card(&b, "t2").await.0, 0.0);
     a.upsert_rep(pb::UpsertRepRequest {
-        team_effective_time: Some(kpi_service::grpc::convert::timestamp(at(
-            "2000-01-01T00:00:00Z",
-        ))),
+        team_effective_time: Some(kpi_service::proto::timestamp(at("2000-01-01T00:00:00Z"))),
         ..crate::helpers::rep("anna", "t2")
     })
     .await

@@ -4,7 +4,7 @@
 //! details, a 1000-record ingest.
 
 use kpi_service::{
-    grpc::pb::{self, kpi_service_client::KpiServiceClient},
+    proto::pb::{self, kpi_service_client::KpiServiceClient},
     testkit::records,
 };
 

@@ -4,7 +4,7 @@
 
 use kpi_service::{
     domain::access::Role,
-    grpc::pb::{
+    proto::pb::{
         self, exchange_rate_service_client::ExchangeRateServiceClient,
         kpi_service_client::KpiServiceClient,
     },

@@ -11,7 +11,7 @@ use std::{path::PathBuf, time::Duration};
 use chrono::{Duration as Span, Utc};
 use kpi_service::{
     domain::access::Role,
-    grpc::pb::{
+    proto::pb::{
         self, kpi_service_client::KpiServiceClient, target_service_client::TargetServiceClient,
     },
     testkit::records::{deal, feedback, interaction, usd},
@@ -463,7 +463,7 @@ async fn the_first_start_on_its_own_database_opens_the_demo_organisation_from_it
         .to_owned();
     assert!(!service.log().contains(&token), "the key is in the log");
     assert!(service.log().contains("dashboard.key"));
-    let link = kpi_service::app::share_link(&service.endpoint(), &token);
+    let link = kpi_service::http::share_link(&service.endpoint(), &token);
 
     let channel = tonic::transport::Channel::from_shared(service.endpoint())
         .unwrap_or_else(|e| panic!("{e}"))

@@ -2,7 +2,7 @@
 //! from every KPI in the transaction that applies them.
 
 use kpi_service::{
-    grpc::pb::{self, RecordType, kpi_service_client::KpiServiceClient},
+    proto::pb::{self, RecordType, kpi_service_client::KpiServiceClient},
     testkit::records::{self, deletion, usd},
 };
 

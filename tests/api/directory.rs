@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use kpi_service::grpc::pb;
+use kpi_service::proto::pb;
 use tonic::Code;
 
 use crate::helpers::{TestApp, assert_invalid, assert_status, micros, rep, ts};

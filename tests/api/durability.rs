@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use kpi_service::grpc::pb::{
+use kpi_service::proto::pb::{
     self, activity_service_client::ActivityServiceClient,
     directory_service_client::DirectoryServiceClient,
 };

@@ -12,7 +12,7 @@ use std::{
 
 use kpi_service::{
     embedded_pg::{EmbeddedPostgres, process_state},
-    grpc::pb::{self, directory_service_client::DirectoryServiceClient},
+    proto::pb::{self, directory_service_client::DirectoryServiceClient},
 };
 use tonic::transport::Channel;
 

@@ -4,12 +4,13 @@
 
 use chrono::{Days, NaiveDate};
 use kpi_service::{
-    demo::{self, DemoOptions},
+    config::DemoOptions,
+    demo,
     domain::{
         period::{Period, parse_zone},
         tally::{TallyQuery, rep_query, team_query},
     },
-    grpc::pb::{self, activity_record::Record},
+    proto::pb::{self, activity_record::Record},
     store::kpi::{self as store, Source},
 };
 use rand::{Rng, SeedableRng};
@@ -154,7 +155,7 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
     // EUR rates before the deals move to EUR, GBP after (the re-conversion
     // path), CHF only from day 75 (earlier CHF deals stay unconverted),
     // then a correction of EUR's second rate.
-    let mut rates = kpi_service::grpc::pb::exchange_rate_service_client::ExchangeRateServiceClient::with_interceptor(
+    let mut rates = kpi_service::proto::pb::exchange_rate_service_client::ExchangeRateServiceClient::with_interceptor(
         app.channel.clone(),
         crate::helpers::Bearer::new(&app.admin_key),
     );
@@ -319,7 +320,7 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
         );
         assert!(
             slow.iter()
-                .any(|t| t.get(kpi_service::domain::metrics::Metric::WonUnconverted) > 0),
+                .any(|t| t.get(kpi_service::domain::sums::Metric::WonUnconverted) > 0),
             "no deal without a rate in {zone}"
         );
         checked += queries.len();
@@ -328,7 +329,7 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
 
     // ExplainKpi lists records that add up to every value exactly, after
     // the corrections, deletions and re-conversions above.
-    let mut client = kpi_service::grpc::pb::kpi_service_client::KpiServiceClient::with_interceptor(
+    let mut client = kpi_service::proto::pb::kpi_service_client::KpiServiceClient::with_interceptor(
         app.channel.clone(),
         crate::helpers::Bearer::new(&app.admin_key),
     );

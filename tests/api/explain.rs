@@ -3,7 +3,7 @@
 //! set; each says the team it counted for and, for money, both amounts.
 
 use kpi_service::{
-    grpc::pb::{
+    proto::pb::{
         self, exchange_rate_service_client::ExchangeRateServiceClient,
         kpi_service_client::KpiServiceClient,
     },

@@ -29,7 +29,7 @@ use kpi_service::{
     config::Settings,
     domain::access::Role,
     embedded_pg::EmbeddedPostgres,
-    grpc::pb::{
+    proto::pb::{
         self, activity_service_client::ActivityServiceClient,
         directory_service_client::DirectoryServiceClient,
     },
@@ -351,7 +351,7 @@ impl TestApp {
 
     /// Waits until the server's key cache has caught up with the database.
     pub async fn keys_refreshed(&self) {
-        tokio::time::sleep(kpi_service::access::REFRESH_EVERY * 3).await;
+        tokio::time::sleep(kpi_service::service::access::REFRESH_EVERY * 3).await;
     }
 
     pub async fn health_of(&self, service: &str) -> Result<ServingStatus, Status> {
@@ -510,7 +510,7 @@ pub fn at(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
 
 /// The same as a protobuf timestamp.
 pub fn ts(rfc3339: &str) -> pbjson_types::Timestamp {
-    kpi_service::grpc::convert::timestamp(at(rfc3339))
+    kpi_service::proto::timestamp(at(rfc3339))
 }
 
 /// Asserts `status` is INVALID_ARGUMENT whose BadRequest names exactly

@@ -6,7 +6,7 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use kpi_service::{
-    grpc::pb::{
+    proto::pb::{
         self, kpi_service_client::KpiServiceClient, target_service_client::TargetServiceClient,
     },
     testkit::records::{self, usd},

@@ -8,7 +8,7 @@ use std::{
     sync::atomic::{AtomicUsize, Ordering},
 };
 
-use kpi_service::{domain::access::Role, grpc::pb};
+use kpi_service::{domain::access::Role, proto::pb};
 use tokio::process::Command;
 
 use crate::helpers::{TestApp, at};

@@ -3,7 +3,7 @@
 //! concern: most of the length is the data set and its hand-worked values.
 
 use kpi_service::{
-    grpc::pb::{
+    proto::pb::{
         self, kpi_service_client::KpiServiceClient, target_service_client::TargetServiceClient,
     },
     testkit::records::{self, usd},

@@ -7,7 +7,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use kpi_service::{
-    grpc::pb::{
+    proto::pb::{
         self, activity_service_client::ActivityServiceClient,
         directory_service_client::DirectoryServiceClient, kpi_service_client::KpiServiceClient,
     },
@@ -303,7 +303,7 @@ async fn a_stream_counts_the_status_it_ended_with_and_a_call_given_up_counts_can
         .await
         .unwrap()
         .token;
-    tokio::time::sleep(kpi_service::access::REFRESH_EVERY * 3).await;
+    tokio::time::sleep(kpi_service::service::access::REFRESH_EVERY * 3).await;
     let watch = pb::WatchScorecardRequest {
         subject: Some(pb::Subject {
             subject: Some(pb::subject::Subject::TeamId("team-4b2e".into())),

@@ -3,7 +3,7 @@
 
 use chrono::{Datelike, Days, NaiveDate, TimeDelta, Utc};
 use kpi_service::{
-    grpc::pb::{
+    proto::pb::{
         self, RelativePeriod as R, kpi_service_client::KpiServiceClient,
         target_service_client::TargetServiceClient,
     },

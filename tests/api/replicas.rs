@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use kpi_service::{
     domain::access::Role,
-    grpc::pb::{
+    proto::pb::{
         self, activity_service_client::ActivityServiceClient,
         directory_service_client::DirectoryServiceClient, kpi_service_client::KpiServiceClient,
     },

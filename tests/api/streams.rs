@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kpi_service::{
     domain::access::Role,
-    grpc::pb::{self, activity_service_client::ActivityServiceClient},
+    proto::pb::{self, activity_service_client::ActivityServiceClient},
     store,
     testkit::records,
 };

@@ -1,7 +1,7 @@
 //! TargetService against the hand-worked data set of `kpi`: attainment,
 //! pace and progress, and target lists that match the scorecards.
 
-use kpi_service::grpc::pb;
+use kpi_service::proto::pb;
 use tonic::Code;
 
 use crate::kpi::{assert_close, find, q2, rep_subject, sales_org, scorecard, team_subject, value};

@@ -11,7 +11,7 @@ use std::{
 };
 
 use kpi_service::{
-    grpc::pb::{
+    proto::pb::{
         self, activity_service_client::ActivityServiceClient,
         directory_service_client::DirectoryServiceClient, kpi_service_client::KpiServiceClient,
     },

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use kpi_service::{
     domain::access::Role,
-    grpc::pb::{self, kpi_service_client::KpiServiceClient},
+    proto::pb::{self, kpi_service_client::KpiServiceClient},
     store,
     testkit::records,
 };

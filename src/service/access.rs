@@ -13,17 +13,9 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::{
-    domain::access::{KeyBytes, NewKey, Role, hash_secret, hashes_match, key_from, parse_token},
+    domain::access::{Role, hash_secret, hashes_match, parse_token},
     store::keys as store,
 };
-
-/// Makes a key from the operating system's random number generator.
-pub fn generate_key() -> Result<NewKey, getrandom::Error> {
-    let mut bytes: KeyBytes = Default::default();
-    getrandom::fill(&mut bytes.0)?;
-    getrandom::fill(&mut bytes.1)?;
-    Ok(key_from(bytes))
-}
 
 /// How often the key cache is reloaded.
 pub const REFRESH_EVERY: Duration = Duration::from_millis(500);

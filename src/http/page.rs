@@ -1,5 +1,4 @@
 //! The dashboard page: `GET /` and its two assets, embedded in the binary
-//! (and `GET /metrics`, the Prometheus scrape)
 //! (no CDN, works offline). The page asks for nothing secret in its URL: it
 //! reads the key from the tab's session storage (or once from a share link's
 //! fragment, which browsers never send), then calls the Connect JSON routes
@@ -10,18 +9,10 @@
 //! script, style and fetches; no inline script), `no-referrer` (a share
 //! link's page never leaks its URL), `nosniff` and no framing.
 
-use std::{
-    pin::Pin,
-    task::{Context, Poll},
-};
-
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode, header};
+use http::{HeaderValue, StatusCode, header};
 use http_body_util::Full;
 use tonic::body::Body;
-use tower::{Layer, Service};
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 const INDEX: &str = include_str!("../../static/index.html");
 const SCRIPT: &str = include_str!("../../static/app.js");
@@ -39,30 +30,8 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("/assets/app.css", "text/css; charset=utf-8", STYLE),
 ];
 
-/// The Prometheus scrape: the exposition in the text format (no key: it
-/// holds no id, name or secret; see docs/OPERATIONS.md, "Metrics").
-fn scrape() -> http::Response<Body> {
-    let (status, body) = match crate::scrape::render() {
-        Some(text) => (StatusCode::OK, text),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metrics are not recorded: another recorder was installed first\n".to_owned(),
-        ),
-    };
-    let mut response = http::Response::new(Body::new(Full::new(Bytes::from(body))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
 /// The answer to `GET path`, when it is one of the page's.
-fn asset(path: &str, head: bool) -> Option<http::Response<Body>> {
+pub fn asset(path: &str, head: bool) -> Option<http::Response<Body>> {
     if path == "/favicon.ico" {
         let mut response = http::Response::new(Body::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
@@ -97,49 +66,12 @@ fn asset(path: &str, head: bool) -> Option<http::Response<Body>> {
     Some(response)
 }
 
-/// Serves the page in front of the gRPC stack; everything else passes.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PageLayer;
-
-impl<S> Layer<S> for PageLayer {
-    type Service = Page<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Page { inner }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Page<S> {
-    inner: S,
-}
-
-impl<S> Service<http::Request<Body>> for Page<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let method = request.method();
-        if method == Method::GET && request.uri().path() == "/metrics" {
-            return Box::pin(async move { Ok(scrape()) });
-        }
-        if method == Method::GET || method == Method::HEAD {
-            let head = method == Method::HEAD;
-            if let Some(response) = asset(request.uri().path(), head) {
-                return Box::pin(async move { Ok(response) });
-            }
-        }
-        Box::pin(self.inner.call(request))
-    }
+/// The dashboard's URL at `base` that signs in with `token`: the key is in
+/// the fragment, which a browser keeps to itself (never in a request, a
+/// server log or a Referer), and the page moves it to the tab's session
+/// storage and out of the address bar at once.
+pub fn share_link(base: &str, token: &str) -> String {
+    format!("{}/#key={token}", base.trim_end_matches('/'))
 }
 
 #[cfg(test)]

@@ -148,7 +148,7 @@ pub(crate) fn method_labels(path: &str) -> &'static MethodLabels {
     static OTHER: OnceLock<MethodLabels> = OnceLock::new();
     let known = KNOWN.get_or_init(|| {
         let mut known = HashMap::new();
-        for method in crate::grpc::methods() {
+        for method in crate::proto::methods() {
             if let Some((service, name)) = method.path.trim_start_matches('/').split_once('/') {
                 let labels = MethodLabels::new(service, name);
                 known.insert(method.path.clone(), labels);
@@ -213,13 +213,7 @@ pub(crate) fn rpc(labels: &'static MethodLabels, code: Code, elapsed: Duration) 
 
 /// A committed batch's records of one type.
 pub fn ingested(kind: &'static str, counts: &Counts) {
-    for (outcome, n) in [
-        ("inserted", counts.inserted),
-        ("updated", counts.updated),
-        ("unchanged", counts.unchanged),
-        ("stale", counts.stale),
-        ("deleted", counts.deleted),
-    ] {
+    for (outcome, n) in counts.by_outcome() {
         if n > 0 {
             counter!("kpi_ingest_records_total", "type" => kind, "outcome" => outcome).increment(n);
         }

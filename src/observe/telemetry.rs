@@ -255,7 +255,7 @@ where
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         // Named by the API's method; any other path is "other/other"
         // (callers cannot make up span names).
-        let labels = crate::scrape::method_labels(req.uri().path());
+        let labels = crate::observe::metrics::method_labels(req.uri().path());
         let span = tracing::info_span!(
             "rpc",
             method = %req.uri().path(),
@@ -330,14 +330,14 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
 /// The end of one call: its metrics, its span's status and its log line,
 /// once, when its status is known (or CANCELLED if it is dropped first).
 struct CallEnd {
-    labels: &'static crate::scrape::MethodLabels,
+    labels: &'static crate::observe::metrics::MethodLabels,
     span: tracing::Span,
     started: Instant,
     ended: bool,
 }
 
 impl CallEnd {
-    fn new(labels: &'static crate::scrape::MethodLabels, span: tracing::Span) -> Self {
+    fn new(labels: &'static crate::observe::metrics::MethodLabels, span: tracing::Span) -> Self {
         Self {
             labels,
             span,
@@ -351,7 +351,7 @@ impl CallEnd {
             return;
         }
         let elapsed = self.started.elapsed();
-        crate::scrape::rpc(self.labels, code, elapsed);
+        crate::observe::metrics::rpc(self.labels, code, elapsed);
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         let _entered = self.span.enter();
         self.span.record("rpc.grpc.status_code", code as i32);

@@ -1,45 +1,15 @@
 //! Conversions between protobuf messages and domain types. Converting a
 //! request is validating it: every violation is collected with its path.
 
-use chrono::{DateTime, Utc};
-use pbjson_types::Timestamp;
-
-use super::pb;
+use crate::proto::{instant, pb, timestamp};
 use crate::{
     Error,
     domain::{
         Violations,
         directory::{Membership, Rep, RepUpsert, Team, TeamUpsert},
         ids::{DisplayName, Email, RepId, TeamId},
-        period,
     },
 };
-
-pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-/// A protobuf timestamp as an instant; out-of-range values are errors, not
-/// panics.
-pub fn instant(ts: &Timestamp) -> Result<DateTime<Utc>, String> {
-    let nanos = u32::try_from(ts.nanos)
-        .ok()
-        .filter(|n| *n < 1_000_000_000)
-        .ok_or_else(|| format!("nanos must be within 0..1e9 (got {})", ts.nanos))?;
-    DateTime::from_timestamp(ts.seconds, nanos)
-        .filter(|at| period::year_accepted(chrono::Datelike::year(at)))
-        .ok_or_else(|| {
-            format!(
-                "must be between {}-01-01T00:00:00Z and {}-12-31T23:59:59Z (got {} seconds)",
-                period::FIRST_YEAR,
-                period::LAST_YEAR,
-                ts.seconds
-            )
-        })
-}
 
 /// Empty means "not given" for optional id fields in proto3.
 fn optional_team(raw: &str) -> Result<Option<TeamId>, String> {
@@ -151,6 +121,8 @@ impl From<Rep> for pb::Rep {
 
 #[cfg(test)]
 mod tests {
+    use pbjson_types::Timestamp;
+
     use super::*;
 
     #[test]
@@ -186,34 +158,5 @@ mod tests {
             TeamUpsert::try_from(req),
             Err(Error::InvalidArgument(v)) if v[0].field == "parent_team_id"
         ));
-    }
-
-    #[test]
-    fn timestamps_out_of_range_are_errors() {
-        assert!(
-            instant(&Timestamp {
-                seconds: i64::MAX,
-                nanos: 0
-            })
-            .is_err()
-        );
-        assert!(
-            instant(&Timestamp {
-                seconds: 0,
-                nanos: 1_000_000_000
-            })
-            .is_err()
-        );
-        let at = instant(&Timestamp {
-            seconds: 1_700_000_000,
-            nanos: 5,
-        });
-        assert_eq!(
-            at.map(timestamp),
-            Ok(Timestamp {
-                seconds: 1_700_000_000,
-                nanos: 5
-            })
-        );
     }
 }

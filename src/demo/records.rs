@@ -1,14 +1,37 @@
-//! Activity records for tests, benches and the demo: each builder makes the
-//! minimal valid record of its kind (the version, `updated_at`, is the
-//! record's own instant; optional fields empty), and `with_*` setters fill
-//! the rest. `.record()` wraps any of them for a batch.
+//! The demo's builders, which the tests and benches use too (through
+//! `testkit`): a team and a rep to upsert, and the minimal valid activity
+//! record of each kind (the version, `updated_at`, is the record's own
+//! instant; optional fields empty), with `with_*` setters for the rest.
+//! `.record()` wraps any of them for a batch.
 
 use chrono::{DateTime, Utc};
 
-use crate::grpc::{
-    convert::timestamp,
+use crate::proto::{
     pb::{self, activity_record::Record},
+    timestamp,
 };
+
+/// A team to upsert.
+pub fn team(id: &str, name: &str, parent: &str) -> pb::UpsertTeamRequest {
+    pb::UpsertTeamRequest {
+        team_id: id.into(),
+        display_name: name.into(),
+        parent_team_id: parent.into(),
+    }
+}
+
+/// A rep to upsert: in `team_id` from the beginning of time, with a name
+/// and email derived from its id.
+pub fn rep(rep_id: &str, team_id: &str) -> pb::UpsertRepRequest {
+    pb::UpsertRepRequest {
+        rep_id: rep_id.into(),
+        display_name: format!("Rep {rep_id}"),
+        email: format!("{rep_id}@example.com"),
+        active: None,
+        team_id: team_id.into(),
+        team_effective_time: None,
+    }
+}
 
 /// An amount in US dollars.
 pub fn usd(units: i64, nanos: i32) -> pb::Money {
