@@ -413,7 +413,7 @@ async fn measure_all(
         zone,
     )
     .map_err(anyhow::Error::msg)?;
-    let team = store::membership(pool, "bench")
+    let team = kpi_service::store::directory::membership(pool, "bench")
         .await?
         .ok_or_else(|| anyhow::anyhow!("no bench team"))?;
     let queries: Vec<_> = [q, q.previous()]

@@ -32,7 +32,7 @@ pub mod http;
 pub mod import;
 /// Returning freed memory to the system after heavy calls.
 pub mod memory;
-/// Metrics, logs and traces: Prometheus recording and scrape, the subscriber, OTLP.
+/// Metrics, logs and traces: Prometheus recording and exposition, the subscriber, OTLP.
 pub mod observe;
 /// The wire contract: generated `kpi.v1` code, descriptors, methods, codec, limits (a leaf).
 pub mod proto;

@@ -5,21 +5,13 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::principal,
-    convert::kpi::{
-        parse_kpi, parse_period, parse_period_spec, parse_subject, progress_to_pb, target_to_pb,
+    convert::{
+        kpi::{progress_to_pb, target_to_pb},
+        targets::{new_target, target_filter},
     },
     pb::{self, target_service_server::TargetService},
 };
-use crate::{
-    Error,
-    domain::{
-        Violations,
-        ids::check_id,
-        period,
-        target::{NewTarget, TargetFilter, check_value},
-    },
-    service::Services,
-};
+use crate::{Error, domain::ids::check_id, service::Services};
 
 #[derive(Debug, Clone)]
 pub struct TargetApi {
@@ -34,66 +26,6 @@ impl TargetApi {
             default_zone,
         }
     }
-
-    fn new_target(&self, req: pb::SetTargetRequest) -> Result<NewTarget, Error> {
-        let mut v = Violations::new();
-        let kpi = v.check("kpi", parse_kpi(req.kpi));
-        let subject = parse_subject(&mut v, "subject", req.subject.as_ref());
-        let period = parse_period(
-            &mut v,
-            "",
-            &req.start_date,
-            &req.end_date,
-            &req.time_zone,
-            self.default_zone,
-        );
-        // The value is checked against the KPI's unit as soon as the KPI is
-        // known, so its violation is listed with every other one.
-        let value = kpi.and_then(|kpi| v.check("value", check_value(kpi, req.value)));
-        v.finish(|| NewTarget::new(kpi?, subject?, period?, value?).ok())
-    }
-}
-
-/// An optional field: empty means "not given".
-fn optional<T>(
-    v: &mut Violations,
-    field: &str,
-    raw: &str,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Option<Option<T>> {
-    if raw.is_empty() {
-        Some(None)
-    } else {
-        v.check(field, parse(raw)).map(Some)
-    }
-}
-
-fn target_filter(req: &pb::ListTargetsRequest, default_zone: Tz) -> Result<TargetFilter, Error> {
-    let mut v = Violations::new();
-    let subject = match &req.subject {
-        Some(s) if s.subject.is_some() => parse_subject(&mut v, "subject", Some(s)).map(Some),
-        _ => Some(None),
-    };
-    let kpi = if req.kpi == 0 {
-        Some(None)
-    } else {
-        v.check("kpi", parse_kpi(req.kpi)).map(Some)
-    };
-    let active_on = optional(&mut v, "active_on", &req.active_on, period::parse_date);
-    let as_of = optional(&mut v, "as_of", &req.as_of, period::parse_date);
-    let period = match &req.period {
-        Some(p) => parse_period_spec(&mut v, "period.", p, default_zone).map(Some),
-        None => Some(None),
-    };
-    v.finish(|| {
-        Some(TargetFilter {
-            subject: subject?,
-            kpi: kpi?,
-            active_on: active_on?,
-            period: period?,
-            as_of: as_of?,
-        })
-    })
 }
 
 #[tonic::async_trait]
@@ -103,7 +35,7 @@ impl TargetService for TargetApi {
         request: Request<pb::SetTargetRequest>,
     ) -> Result<Response<pb::SetTargetResponse>, Status> {
         let caller = principal(&request)?;
-        let target = self.new_target(request.into_inner())?;
+        let target = new_target(request.into_inner(), self.default_zone)?;
         let target = self.services.targets.set(&caller, target).await?;
         Ok(Response::new(pb::SetTargetResponse {
             target: Some(target_to_pb(&target)),

@@ -107,7 +107,7 @@ impl Leaderboards {
             .filter(|(_, points)| !intervals_in(points, &team.teams, from, to).is_empty())
             .map(|(rep, _)| rep.to_string())
             .collect();
-        let mut cards = store::rep_cards(&db, &members).await?;
+        let mut cards = crate::store::directory::rep_cards(&db, &members).await?;
         if caller.scope.is_some() {
             members.retain(|rep| {
                 cards

@@ -1,8 +1,8 @@
 //! The use cases, one module each, shared by every transport: a caller
 //! (`Principal`) and a typed, already-validated query in, domain values
 //! out. Authorization, query planning, ranking and target planning live
-//! here, once; the transports (`grpc/`, later `http/`) only parse requests
-//! into the typed queries and convert the answers.
+//! here, once; the transports (`grpc/`, and `http/` through it) only parse
+//! requests into the typed queries and convert the answers.
 
 use std::sync::Arc;
 
@@ -77,7 +77,7 @@ impl KpiSettings {
             .filter_map(|slot| queries.get(*slot).map(|q| (*slot, q)))
             .collect();
         let missing =
-            crate::store::kpi::missing_rates(pool, &self.reporting_currency, &wanted).await?;
+            crate::store::rates::missing_rates(pool, &self.reporting_currency, &wanted).await?;
         for (slot, value) in values {
             value.missing_rates = missing.get(&slot).cloned();
         }

@@ -18,7 +18,7 @@ use crate::{
         tally::{TallyQuery, TeamMembers, rep_query, team_query},
         target::Subject,
     },
-    store::kpi as store,
+    store::{directory, kpi as store},
 };
 
 /// From this many periods (a daily series of two months and more), the
@@ -45,7 +45,7 @@ impl<'p> Planner<'p> {
         Ok(match self.teams.entry(team.clone()) {
             Entry::Occupied(known) => known.into_mut(),
             Entry::Vacant(new) => new.insert(
-                store::membership(self.pool, team.as_str())
+                directory::membership(self.pool, team.as_str())
                     .await?
                     .ok_or_else(|| Error::NotFound {
                         kind: "team",

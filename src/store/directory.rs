@@ -1,4 +1,7 @@
-//! Teams, reps and their team membership history.
+//! Teams, reps and their team membership history, and what the KPI
+//! queries read of it (a team's members over time, the reps' cards).
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -8,6 +11,7 @@ use crate::{
     domain::{
         directory::{self, ChangePoint, Rep, RepUpsert, Team, TeamUpsert},
         ids::TeamId,
+        tally::TeamMembers,
     },
     error::FieldViolation,
 };
@@ -419,4 +423,72 @@ pub async fn list_reps(
         .fetch_all(&mut *conn)
         .await?;
     Ok(rows.into_iter().map(|row| row.into_rep(&[])).collect())
+}
+
+/// The membership of `team_id` in one round trip; `None` if there is no
+/// such team.
+pub async fn membership(pool: &PgPool, team_id: &str) -> Result<Option<TeamMembers>, Error> {
+    // (is a team of the subtree, team or rep id, effective from, team)
+    type MembershipRow = (bool, String, Option<DateTime<Utc>>, Option<String>);
+    let rows: Vec<MembershipRow> = sqlx::query_as(
+        r#"
+        WITH RECURSIVE tree (team_id) AS (
+            SELECT team_id FROM teams WHERE team_id = $1
+            UNION
+            SELECT t.team_id FROM teams t JOIN tree ON t.parent_team_id = tree.team_id
+        )
+        SELECT true, team_id, NULL::timestamptz, NULL::text FROM tree
+        UNION ALL
+        SELECT false, h.rep_id, CASE WHEN isfinite(h.effective_from) THEN h.effective_from END,
+               h.team_id
+        FROM rep_team_history h
+        WHERE h.rep_id IN (SELECT rep_id FROM rep_team_history WHERE team_id IN (SELECT team_id FROM tree))
+        ORDER BY 1 DESC, 2, 3 NULLS FIRST
+        "#,
+    )
+    .bind(team_id)
+    .fetch_all(pool)
+    .await?;
+    let mut out = TeamMembers::default();
+    for (is_team, id, from, team) in rows {
+        if is_team {
+            out.teams.insert(id);
+            continue;
+        }
+        let point = ChangePoint { from, team };
+        match out.histories.last_mut() {
+            Some((last, points)) if **last == *id => points.push(point),
+            _ => out.histories.push((id.into(), vec![point])),
+        }
+    }
+    Ok((!out.teams.is_empty()).then_some(out))
+}
+
+/// What a leaderboard shows of a rep besides its value.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RepCard {
+    pub rep_id: String,
+    pub display_name: String,
+    /// The team the rep is in now.
+    pub team: Option<String>,
+}
+
+/// Display name and current team of each rep, in one query.
+pub async fn rep_cards(pool: &PgPool, reps: &[String]) -> Result<HashMap<String, RepCard>, Error> {
+    let cards: Vec<RepCard> = sqlx::query_as(
+        r#"
+        SELECT r.rep_id, r.display_name,
+               (SELECT h.team_id FROM rep_team_history h
+                WHERE h.rep_id = r.rep_id AND h.effective_from <= now()
+                ORDER BY h.effective_from DESC LIMIT 1) AS team
+        FROM reps r WHERE r.rep_id = ANY($1)
+        "#,
+    )
+    .bind(reps)
+    .fetch_all(pool)
+    .await?;
+    Ok(cards
+        .into_iter()
+        .map(|card| (card.rep_id.clone(), card))
+        .collect())
 }

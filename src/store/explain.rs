@@ -1,5 +1,5 @@
 //! The records behind a KPI value (ExplainKpi): the same selection the raw
-//! reference computes the KPI from (`kpi::RAW_SQL`), one row per record
+//! reference computes the KPI from (`kpi::raw::RAW_SQL`), one row per record
 //! with its contribution, ordered by (credited at, id) and paged by that
 //! key.
 

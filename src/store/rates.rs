@@ -19,8 +19,10 @@ use crate::{
     Error,
     domain::{
         activity::Deal,
+        money::MissingRates,
         money::{Rate, RateBook, RateEntry},
         rollup::Deltas,
+        tally::TallyQuery,
     },
 };
 
@@ -242,4 +244,62 @@ pub async fn list(
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(Error::from)
+}
+
+/// For the queries at `slots` (their index in the caller's list): the
+/// currencies of their won deals without an exchange rate at closed_at,
+/// and the earliest such closed_at. Read from the deals themselves (the
+/// rollups count them, `Metric::WonUnconverted`, but not by currency).
+pub async fn missing_rates(
+    pool: &PgPool,
+    reporting: &str,
+    slots: &[(usize, &TallyQuery)],
+) -> Result<HashMap<usize, MissingRates>, Error> {
+    use sqlx::Row;
+    let mut slot_ids = Vec::new();
+    let mut reps = Vec::new();
+    let mut froms = Vec::new();
+    let mut tos = Vec::new();
+    for (slot, query) in slots {
+        for segment in &query.segments {
+            slot_ids.push(i32::try_from(*slot).unwrap_or(i32::MAX));
+            reps.push(&*segment.rep);
+            froms.push(segment.from);
+            tos.push(segment.to);
+        }
+    }
+    if slot_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query(
+        "SELECT s.slot, d.currency, min(d.closed_at) \
+         FROM unnest($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS s (slot, rep, f, t) \
+         JOIN deals d ON d.rep_id = s.rep AND d.closed_at >= s.f AND d.closed_at < s.t \
+         WHERE d.stage = 2 AND d.currency <> $5 AND NOT EXISTS ( \
+             SELECT 1 FROM exchange_rates r \
+             WHERE r.currency = d.currency AND r.effective_date <= (d.closed_at AT TIME ZONE 'UTC')::date) \
+         GROUP BY s.slot, d.currency ORDER BY s.slot, d.currency",
+    )
+    .bind(&slot_ids)
+    .bind(&reps)
+    .bind(&froms)
+    .bind(&tos)
+    .bind(reporting)
+    .fetch_all(pool)
+    .await?;
+    let mut out: HashMap<usize, MissingRates> = HashMap::new();
+    for row in &rows {
+        let slot: i32 = row.try_get(0)?;
+        let currency: String = row.try_get(1)?;
+        let earliest: DateTime<Utc> = row.try_get(2)?;
+        let entry = out
+            .entry(usize::try_from(slot).unwrap_or(usize::MAX))
+            .or_insert_with(|| MissingRates {
+                currencies: Vec::new(),
+                earliest_closed_at: earliest,
+            });
+        entry.currencies.push(currency);
+        entry.earliest_closed_at = entry.earliest_closed_at.min(earliest);
+    }
+    Ok(out)
 }

@@ -289,7 +289,10 @@ async fn rollups_equal_raw_records_in_every_zone_and_for_every_subject() {
         let mut queries: Vec<TallyQuery> = Vec::new();
         for (is_team, id) in &subjects {
             if *is_team {
-                let team = store::membership(&app.db, id).await.unwrap().unwrap();
+                let team = kpi_service::store::directory::membership(&app.db, id)
+                    .await
+                    .unwrap()
+                    .unwrap();
                 for p in &periods {
                     queries.push(team_query(&team, p.start_time(), p.end_time()));
                 }

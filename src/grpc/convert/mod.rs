@@ -6,3 +6,5 @@
 pub mod activity;
 pub mod directory;
 pub mod kpi;
+pub mod rates;
+pub mod targets;

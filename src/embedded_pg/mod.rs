@@ -5,13 +5,14 @@
 //! unix socket in `<data-dir>/run` (mode 0700, no TCP port), trusts the
 //! connections that reach that socket, and is stopped with the service.
 //! PostgreSQL refuses to run as root, so a service running as root runs it
-//! as the `postgres` system user, on directories that user owns.
+//! as the `postgres` system user, on directories that user owns (`unix`).
+//! One process owns a data directory at a time (`lock`).
+
+mod lock;
+mod unix;
 
 use std::{
-    ffi::{CStr, CString},
     fs,
-    io::{Read, Seek, SeekFrom, Write},
-    os::fd::AsRawFd,
     os::unix::{
         ffi::OsStrExt,
         fs::{MetadataExt, PermissionsExt},
@@ -24,6 +25,12 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 use sqlx::{Connection, PgConnection, postgres::PgConnectOptions};
 
+use self::unix::{SystemUser, check_reachable, chown_recursive, is_root, lookup_user};
+pub use self::{
+    lock::DirLock,
+    unix::{ProcessState, process_state},
+};
+
 /// The database the service uses inside its own cluster.
 pub const DATABASE: &str = "kpi";
 /// The cluster's superuser.
@@ -32,81 +39,6 @@ const SUPERUSER: &str = "postgres";
 const PORT: u16 = 5432;
 /// Longest unix socket path the kernel accepts (sun_path minus the NUL).
 const MAX_SOCKET_PATH: usize = 107;
-
-/// An exclusive claim on a file under the data directory: an `flock` held
-/// for as long as this value lives (the kernel drops it when the process
-/// dies, so a killed owner never leaves a stale claim). The file names the
-/// holder, for the error of whoever finds it taken.
-#[derive(Debug)]
-pub struct DirLock {
-    _file: fs::File,
-}
-
-impl DirLock {
-    fn open(path: &Path) -> anyhow::Result<fs::File> {
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .with_context(|| format!("cannot open lock file {}", path.display()))
-    }
-
-    /// Takes the lock unless another process holds it; then `Err` names
-    /// the holder ("pid 4242 (kpi-service serve)").
-    pub fn try_acquire(path: &Path, holder: &str) -> anyhow::Result<Result<Self, String>> {
-        let mut file = Self::open(path)?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                // The holder writes its name right after taking the lock:
-                // give it a moment (two starts at once meet here).
-                let mut named = String::new();
-                for _ in 0..50 {
-                    named.clear();
-                    file.seek(SeekFrom::Start(0)).ok();
-                    file.read_to_string(&mut named).ok();
-                    if !named.trim().is_empty() {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                let named = named.trim();
-                return Ok(Err(if named.is_empty() {
-                    "another process".to_owned()
-                } else {
-                    named.to_owned()
-                }));
-            }
-            return Err(err).with_context(|| format!("cannot lock {}", path.display()));
-        }
-        file.set_len(0)?;
-        file.seek(SeekFrom::Start(0))?;
-        write!(file, "pid {} ({holder})", std::process::id())?;
-        file.flush()?;
-        Ok(Ok(Self { _file: file }))
-    }
-
-    /// Waits for the lock (another process may hold it for a few seconds,
-    /// as while it creates the cluster).
-    pub fn acquire(path: &Path) -> anyhow::Result<Self> {
-        let file = Self::open(path)?;
-        loop {
-            // SAFETY: as above.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(Self { _file: file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err).with_context(|| format!("cannot lock {}", path.display()));
-            }
-        }
-    }
-}
 
 /// How a process uses the embedded cluster.
 #[derive(Debug)]
@@ -118,14 +50,6 @@ pub enum Tenure {
     /// A serving process owns the cluster; this one (a `keys` or `migrate`
     /// command) uses it while it runs and never stops it.
     Guest { owner: String },
-}
-
-/// The system user the cluster runs as when the service runs as root.
-#[derive(Debug, Clone)]
-struct SystemUser {
-    name: String,
-    uid: u32,
-    gid: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -563,120 +487,6 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
              its bin directory, or set DATABASE_URL to use an existing PostgreSQL"
         )
     })
-}
-
-/// What `/proc/<pid>/stat` says of a process: its name and state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessState {
-    pub comm: String,
-    pub state: char,
-}
-
-impl ProcessState {
-    fn is_postgres(&self) -> bool {
-        self.comm == "postgres" || self.comm == "postmaster"
-    }
-
-    /// A zombie (state Z) has exited: it is not running. When it is our
-    /// child (the service is PID 1 in a container and PostgreSQL was
-    /// re-parented to it), reap it so its pid is freed.
-    fn is_zombie_reaped(&self, pid: u32) -> bool {
-        if self.state != 'Z' {
-            return false;
-        }
-        if let Ok(pid) = libc::pid_t::try_from(pid) {
-            // SAFETY: waitpid with WNOHANG on a pid; a null status pointer
-            // is allowed; ECHILD (not our child) is harmless.
-            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-        }
-        true
-    }
-}
-
-/// Reads `/proc/<pid>/stat` ("pid (comm) S ..."; comm may hold spaces and
-/// parentheses, so it ends at the last ')').
-pub fn process_state(pid: u32) -> Option<ProcessState> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_owned();
-    let state = stat.get(close + 1..)?.trim_start().chars().next()?;
-    Some(ProcessState { comm, state })
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Looks a system user up by name (getpwnam_r).
-fn lookup_user(name: &str) -> Option<SystemUser> {
-    let c_name = CString::new(name).ok()?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: passwd is plain old data; getpwnam_r fills it and points its
-    // strings into `buf`, which outlives every use below.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the sizes given.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            c_name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_name points to a NUL-terminated string in `buf`.
-    let found = unsafe { CStr::from_ptr(pwd.pw_name) }
-        .to_string_lossy()
-        .into_owned();
-    Some(SystemUser {
-        name: found,
-        uid: pwd.pw_uid,
-        gid: pwd.pw_gid,
-    })
-}
-
-/// PostgreSQL running as `user` must be able to enter every directory above
-/// its own; say which one it cannot, rather than let initdb fail obscurely.
-fn check_reachable(dir: &Path, user: &SystemUser) -> anyhow::Result<()> {
-    for ancestor in dir.ancestors() {
-        let meta = fs::metadata(ancestor)
-            .with_context(|| format!("cannot inspect {}", ancestor.display()))?;
-        let mode = meta.mode();
-        let can_enter = if meta.uid() == user.uid {
-            mode & 0o100 != 0
-        } else if meta.gid() == user.gid {
-            mode & 0o010 != 0
-        } else {
-            mode & 0o001 != 0
-        };
-        if !can_enter {
-            bail!(
-                "PostgreSQL runs as the '{}' user, which cannot enter {} (mode {:o}): choose a \
-                 --data-dir it can reach, or allow it in (chmod o+x {})",
-                user.name,
-                ancestor.display(),
-                mode & 0o7777,
-                ancestor.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-fn chown_recursive(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    if fs::symlink_metadata(path)?.is_dir() {
-        for entry in fs::read_dir(path)? {
-            chown_recursive(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
 }
 
 fn check_output(what: &str, output: &Output) -> anyhow::Result<()> {
