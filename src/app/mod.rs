@@ -176,6 +176,18 @@ impl Application {
                 max_watches: usize::try_from(settings.max_watches).unwrap_or(usize::MAX),
             },
         );
+        let (stop_streams, streams_stopped) = watch::channel(false);
+        let stream_limits = StreamLimits {
+            access: access.clone(),
+            shutdown: streams_stopped,
+            batch_timeout: settings.call_timeout,
+        };
+        let routes = grpc::server::routes(
+            services.clone(),
+            stream_limits,
+            settings.time_zone,
+            health_service,
+        )?;
         let sampler = tokio::spawn({
             let watches = services.watches.clone();
             crate::observe::metrics::sample_until(
@@ -194,12 +206,6 @@ impl Application {
                 .listen_until(db.pool.clone(), stop_health.subscribe()),
         );
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        let (stop_streams, streams_stopped) = watch::channel(false);
-        let stream_limits = StreamLimits {
-            access: access.clone(),
-            shutdown: streams_stopped,
-            batch_timeout: settings.call_timeout,
-        };
         let mut builder = Server::builder()
             // HTTP/1.1 too, for the page and Connect's JSON (`http`).
             .accept_http1(true)
@@ -220,12 +226,7 @@ impl Application {
                         timeout: settings.call_timeout,
                     }),
             )
-            .add_routes(grpc::server::routes(
-                services,
-                stream_limits,
-                settings.time_zone,
-                health_service,
-            )?)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 drain_rx.await.ok();
             });

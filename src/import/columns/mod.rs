@@ -246,16 +246,14 @@ mod tests {
     use pbjson_types::Timestamp;
 
     use super::*;
-    use crate::proto::pb::{self, activity_record::Record};
+    use crate::proto::{
+        pb::{self, activity_record::Record},
+        timestamp,
+    };
 
     fn at(rfc3339: &str) -> Timestamp {
-        let at = DateTime::parse_from_rfc3339(rfc3339)
-            .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
-            .to_utc();
-        Timestamp {
-            seconds: at.timestamp(),
-            nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-        }
+        let at = DateTime::parse_from_rfc3339(rfc3339);
+        timestamp(at.unwrap_or_else(|e| panic!("{rfc3339}: {e}")).to_utc())
     }
 
     #[test]

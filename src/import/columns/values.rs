@@ -150,15 +150,11 @@ pub fn parse_amount(text: &str) -> Result<(i64, i32), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::timestamp;
 
     fn at(rfc3339: &str) -> Timestamp {
-        let at = DateTime::parse_from_rfc3339(rfc3339)
-            .unwrap_or_else(|e| panic!("{rfc3339}: {e}"))
-            .to_utc();
-        Timestamp {
-            seconds: at.timestamp(),
-            nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-        }
+        let at = DateTime::parse_from_rfc3339(rfc3339);
+        timestamp(at.unwrap_or_else(|e| panic!("{rfc3339}: {e}")).to_utc())
     }
 
     #[test]
