@@ -1,8 +1,10 @@
 //! The HTTP face of the service, one layer in front of the gRPC stack (as
 //! tonic-web's layer is): `GET /metrics` (the Prometheus scrape), the
 //! dashboard page and its assets, and every RPC over the Connect protocol,
-//! transcoded into the gRPC call a gRPC client would send. Anything else
-//! (gRPC itself) passes through untouched. Nothing here reads the database:
+//! transcoded into the gRPC call a gRPC client would send. A request to an
+//! API path that is neither gRPC nor Connect gets the Connect protocol's
+//! answer (415 for another content type, 405 for another method). Anything
+//! else (gRPC itself) passes through untouched. Nothing here reads the database:
 //! a Connect call reaches the service through the same gRPC handlers, key
 //! check, deadline and trace as a gRPC call.
 
@@ -70,6 +72,9 @@ where
             .then(|| Encoding::of(request.headers()))
             .flatten();
         let Some((protocol, encoding)) = connect else {
+            if let Some(refused) = connect::refuse_non_rpc(&request) {
+                return Box::pin(async move { Ok(refused) });
+            }
             return Box::pin(self.inner.call(request));
         };
         // The service that was polled ready goes with the call.

@@ -1,7 +1,8 @@
 //! Every unary RPC as JSON over plain HTTP (the Connect protocol), driven
 //! by the real `curl` (`cargo xtask test` provides it; `CURL` names it):
 //! the same answers as gRPC, the same keys, Connect errors with the gRPC
-//! details, a 1000-record ingest.
+//! details, malformed protobuf refused as the caller's error, a
+//! 1000-record ingest.
 
 use kpi_service::{
     proto::pb::{self, kpi_service_client::KpiServiceClient},
@@ -225,6 +226,157 @@ async fn errors_are_connect_errors_with_the_grpc_details() {
         (404, Some("unimplemented")),
         "{error}"
     );
+}
+
+/// Bytes that are not a valid message of their RPC's request type: the
+/// RPC, what is wrong, the bytes.
+const MALFORMED: [(&str, &str, &[u8]); 5] = [
+    (
+        "DirectoryService/GetTeam",
+        "an invalid varint",
+        &[
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ],
+    ),
+    (
+        "DirectoryService/GetTeam",
+        "a string that is not UTF-8",
+        &[0x0a, 0x02, 0xff, 0xfe],
+    ),
+    (
+        "DirectoryService/GetTeam",
+        "a length past the end",
+        &[0x0a, 0x10, b'a'],
+    ),
+    (
+        "DirectoryService/GetTeam",
+        "a wrong wire type",
+        &[0x0d, 0, 0, 0, 0],
+    ),
+    (
+        // records[0].customer.customer_id is not UTF-8.
+        "ActivityService/RecordActivities",
+        "a nested string that is not UTF-8",
+        &[0x0a, 0x06, 0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe],
+    ),
+];
+
+#[tokio::test]
+async fn malformed_protobuf_is_invalid_argument_over_connect_and_grpc() {
+    let app = TestApp::spawn().await;
+    let auth = format!("Authorization: Bearer {}", app.admin_key);
+    let dir = std::env::temp_dir().join(format!("kpi-malformed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (n, (rpc, what, bytes)) in MALFORMED.iter().enumerate() {
+        let url = format!("{}/kpi.v1.{rpc}", app.endpoint);
+        let request = rpc.rsplit('/').next().unwrap_or_default();
+        // Connect: the bare message as application/proto.
+        let bare = dir.join(format!("{n}.bin"));
+        std::fs::write(&bare, bytes).unwrap();
+        let (status, error) = curl(&[
+            "-H",
+            "Content-Type: application/proto",
+            "-H",
+            &auth,
+            "--data-binary",
+            &format!("@{}", bare.display()),
+            &url,
+        ])
+        .await;
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (400, Some("invalid_argument")),
+            "Connect, {what}: {error}"
+        );
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("kpi.v1.{request}Request")),
+            "{what}: {message}"
+        );
+        // gRPC over h2: the same bytes in a gRPC frame.
+        let framed = dir.join(format!("{n}.grpc"));
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(bytes);
+        std::fs::write(&framed, frame).unwrap();
+        let bin = std::env::var("CURL").unwrap_or_else(|_| "curl".to_owned());
+        let output = tokio::process::Command::new(&bin)
+            .args([
+                "--silent",
+                "--show-error",
+                "--verbose",
+                "--http2-prior-knowledge",
+            ])
+            .args(["-H", "Content-Type: application/grpc", "-H", "TE: trailers"])
+            .args(["-H", &auth, "--data-binary"])
+            .arg(format!("@{}", framed.display()))
+            .arg(&url)
+            .output()
+            .await
+            .unwrap();
+        let verbose = String::from_utf8_lossy(&output.stderr).to_ascii_lowercase();
+        assert!(
+            verbose.contains("grpc-status: 3"),
+            "gRPC, {what}: {verbose}"
+        );
+        assert!(!verbose.contains("grpc-status: 13"), "gRPC, {what}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    // The service answers as before.
+    let (status, error) = post(
+        &app,
+        "kpi.v1.DirectoryService/GetTeam",
+        r#"{"team_id": "nope"}"#,
+    )
+    .await;
+    assert_eq!((status, error["code"].as_str()), (404, Some("not_found")));
+}
+
+#[tokio::test]
+async fn api_requests_that_are_neither_grpc_nor_connect_get_415_or_405_as_connect_errors() {
+    let app = TestApp::spawn().await;
+    let auth = format!("Authorization: Bearer {}", app.admin_key);
+    let url = format!("{}/kpi.v1.DirectoryService/GetTeam", app.endpoint);
+    for http in ["--http1.1", "--http2-prior-knowledge"] {
+        // curl's default form encoding, text/plain, and no Content-Type.
+        for content_type in [
+            None,
+            Some("Content-Type: text/plain"),
+            Some("Content-Type:"),
+        ] {
+            let mut args = vec![http, "-H", &auth, "--data-binary", "{}"];
+            if let Some(header) = content_type {
+                args.extend(["-H", header]);
+            }
+            args.push(&url);
+            let (status, error) = curl(&args).await;
+            assert_eq!(
+                (status, error["code"].as_str()),
+                (415, Some("unimplemented")),
+                "{http} {content_type:?}: {error}"
+            );
+            let message = error["message"].as_str().unwrap_or_default();
+            assert!(message.contains("application/json"), "{message}");
+        }
+        for method in ["GET", "PUT", "DELETE", "OPTIONS", "PATCH"] {
+            let (status, error) = curl(&[http, "-X", method, "-H", &auth, &url]).await;
+            assert_eq!(
+                (status, error["code"].as_str()),
+                (405, Some("unimplemented")),
+                "{http} {method}: {error}"
+            );
+            let message = error["message"].as_str().unwrap_or_default();
+            assert!(message.contains("POST"), "{message}");
+        }
+    }
+    // A Connect call still reaches the method.
+    let (status, error) = post(
+        &app,
+        "kpi.v1.DirectoryService/GetTeam",
+        r#"{"team_id": "nope"}"#,
+    )
+    .await;
+    assert_eq!((status, error["code"].as_str()), (404, Some("not_found")));
 }
 
 #[tokio::test]

@@ -27,7 +27,10 @@ mod error;
 mod routes;
 mod transcode;
 
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use tonic::{Status, body::Body};
+
+use crate::domain::ids::echo;
 
 pub use self::transcode::transcode;
 
@@ -78,4 +81,63 @@ impl Encoding {
             Self::Proto => "protobuf",
         }
     }
+}
+
+/// The Content-Types a Connect or gRPC call may have, for 415 answers.
+const ACCEPTED: &str = "application/json, application/proto, application/connect+json, \
+    application/connect+proto, application/grpc";
+
+/// The answer to a request for a `kpi.v1` path that is neither a gRPC
+/// call nor a Connect one (`None` for every other request): 405 with
+/// `Allow: POST` for another method, 415 with `Accept-Post` for another
+/// content type (curl's default form encoding, `text/plain`, none), each
+/// with a Connect error body. gRPC would answer these with an empty
+/// HTTP 200 and INTERNAL.
+pub fn refuse_non_rpc(request: &http::Request<Body>) -> Option<http::Response<Body>> {
+    let path = request.uri().path();
+    if !path.starts_with("/kpi.v1.") || is_grpc(request.headers()) {
+        return None;
+    }
+    let (status, header, value, message) = if request.method() != Method::POST {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            header::ALLOW,
+            "POST",
+            format!(
+                "{} {path}: the API's methods take POST (Connect: Content-Type application/json)",
+                request.method()
+            ),
+        )
+    } else {
+        let given = match request.headers().get(header::CONTENT_TYPE) {
+            Some(value) => format!(
+                "Content-Type {}",
+                echo(&String::from_utf8_lossy(value.as_bytes()))
+            ),
+            None => "no Content-Type".to_owned(),
+        };
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            http::HeaderName::from_static("accept-post"),
+            ACCEPTED,
+            format!(
+                "{given} is neither Connect nor gRPC: send application/json (or \
+                 application/proto; application/connect+json for the watches)"
+            ),
+        )
+    };
+    let mut response = error::error(&Status::unimplemented(message));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header, HeaderValue::from_static(value));
+    Some(response)
+}
+
+/// A gRPC content type (`application/grpc`, `application/grpc+proto`, ...).
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/grpc"))
 }
