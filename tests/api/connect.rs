@@ -228,6 +228,17 @@ async fn errors_are_connect_errors_with_the_grpc_details() {
     );
 }
 
+/// After refused requests, a Connect call still reaches its method.
+async fn a_connect_call_still_answers(app: &TestApp) {
+    let (status, error) = post(
+        app,
+        "kpi.v1.DirectoryService/GetTeam",
+        r#"{"team_id": "nope"}"#,
+    )
+    .await;
+    assert_eq!((status, error["code"].as_str()), (404, Some("not_found")));
+}
+
 /// Bytes that are not a valid message of their RPC's request type: the
 /// RPC, what is wrong, the bytes.
 const MALFORMED: [(&str, &str, &[u8]); 5] = [
@@ -322,14 +333,7 @@ async fn malformed_protobuf_is_invalid_argument_over_connect_and_grpc() {
         assert!(!verbose.contains("grpc-status: 13"), "gRPC, {what}");
     }
     std::fs::remove_dir_all(&dir).ok();
-    // The service answers as before.
-    let (status, error) = post(
-        &app,
-        "kpi.v1.DirectoryService/GetTeam",
-        r#"{"team_id": "nope"}"#,
-    )
-    .await;
-    assert_eq!((status, error["code"].as_str()), (404, Some("not_found")));
+    a_connect_call_still_answers(&app).await;
 }
 
 #[tokio::test]
@@ -369,14 +373,7 @@ async fn api_requests_that_are_neither_grpc_nor_connect_get_415_or_405_as_connec
             assert!(message.contains("POST"), "{message}");
         }
     }
-    // A Connect call still reaches the method.
-    let (status, error) = post(
-        &app,
-        "kpi.v1.DirectoryService/GetTeam",
-        r#"{"team_id": "nope"}"#,
-    )
-    .await;
-    assert_eq!((status, error["code"].as_str()), (404, Some("not_found")));
+    a_connect_call_still_answers(&app).await;
 }
 
 #[tokio::test]
