@@ -1,5 +1,5 @@
 //! The KPI catalog and its math. Everything a KPI is computed from is a
-//! `Tally` of exact sums (`metrics`); each KPI is a formula over a tally.
+//! `Tally` of exact sums (`sums`); each KPI is a formula over a tally.
 //! Formulas and worked examples: docs/KPIS.md.
 //!
 //! One concern in one file, on purpose: the catalog (half the lines: one
