@@ -73,7 +73,10 @@ where
             .flatten();
         let Some((protocol, encoding)) = connect else {
             if let Some(refused) = connect::refuse_non_rpc(&request) {
-                return Box::pin(async move { Ok(refused) });
+                return Box::pin(async move {
+                    connect::discard_body(request.into_body()).await;
+                    Ok(refused)
+                });
             }
             return Box::pin(self.inner.call(request));
         };

@@ -60,10 +60,26 @@ pub fn unenvelope(body: &[u8]) -> Result<&[u8], Status> {
             "the request body is not an enveloped message",
         ));
     };
-    if flags & 0x01 != 0 {
-        return Err(Status::unimplemented(
-            "compressed messages are not supported",
-        ));
+    match *flags {
+        0 => {}
+        0x01 => {
+            return Err(Status::unimplemented(
+                "compressed messages are not supported",
+            ));
+        }
+        b'{' => {
+            return Err(Status::invalid_argument(
+                "the request body is JSON without an envelope: a Connect streaming request \
+                 (Content-Type application/connect+json) is a flags byte 0, a 4-byte big-endian \
+                 length, then the JSON message",
+            ));
+        }
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "the request envelope's flags are {other:#04x}: a request message has flags 0 \
+                 (0x01, compressed, is not supported; 0x02 ends a response stream)"
+            )));
+        }
     }
     let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]);
     if usize::try_from(length).ok() != Some(message.len()) {
@@ -176,6 +192,12 @@ mod tests {
         twice.extend_from_slice(&framed);
         assert_eq!(code(&twice), Some(Code::InvalidArgument));
         assert_eq!(code(&envelope(1, message)), Some(Code::Unimplemented));
+        // An end-of-stream flag, or JSON sent bare: said as such.
+        assert_eq!(code(&envelope(2, message)), Some(Code::InvalidArgument));
+        let bare = unenvelope(message).err();
+        assert_eq!(bare.as_ref().map(Status::code), Some(Code::InvalidArgument));
+        let said = bare.map(|s| s.message().to_owned()).unwrap_or_default();
+        assert!(said.contains("JSON without an envelope"), "{said}");
         let end = end_of_stream(Some(&Status::unauthenticated("no key")));
         assert_eq!(end[0], END_STREAM);
         let json: serde_json::Value = serde_json::from_slice(&end[5..]).unwrap_or_default();

@@ -28,9 +28,10 @@ mod routes;
 mod transcode;
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http_body_util::BodyExt as _;
 use tonic::{Status, body::Body};
 
-use crate::domain::ids::echo;
+use crate::{domain::ids::echo, proto::MAX_MESSAGE_BYTES};
 
 pub use self::transcode::transcode;
 
@@ -141,3 +142,23 @@ fn is_grpc(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/grpc"))
 }
+
+/// Reads and drops what the caller sent of a refused request, at most
+/// `MAX_MESSAGE_BYTES` and `DISCARD_FOR`, keeping none of it, so that an
+/// HTTP/2 stream ends after the answer instead of being reset under it
+/// (curl then reports a framing error, not the answer).
+pub async fn discard_body(mut body: Body) {
+    let drain = async {
+        let mut read = 0usize;
+        while read <= MAX_MESSAGE_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |data| data.len()),
+                Some(Err(_)) | None => return,
+            }
+        }
+    };
+    tokio::time::timeout(DISCARD_FOR, drain).await.ok();
+}
+
+/// Longest a refused request's body is read before the answer goes anyway.
+const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(5);
